@@ -1,0 +1,75 @@
+"""Planning a relabel job: list the source as a stream, cut it into shards.
+
+Each shard's URI list is written under the job's output before its one
+message is sent, so a 50M-image job is ~50k small messages, workers start
+on the first shards while listing goes on, and the plan outlives the broker.
+"""
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+
+from checkpoints.finalize import finalize_if_complete
+from checkpoints.state import StateStore
+from pipeline import layout
+from pipeline.models import DEFAULT_MODEL
+from pipeline.sources import iter_source
+from pipeline.storage import is_oss, storage_for
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_SIZE = 1000  # 50M images -> 50k messages
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    source: str
+    output: str
+    model: str = DEFAULT_MODEL
+    top_k: int = 5
+    shard_size: int = DEFAULT_SHARD_SIZE
+    all_files: bool = False
+
+
+def new_job_id() -> str:
+    """Sortable by creation time, unique without coordination."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def check_access(spec: JobSpec) -> None:
+    """Fail before anything is enqueued if source or output cannot be reached."""
+    for uri in (spec.source, spec.output):
+        if is_oss(uri):
+            storage_for(uri).check_access(uri)
+
+
+def chunks(uris: Iterator[str], size: int) -> Iterator[list[str]]:
+    while chunk := list(islice(uris, size)):
+        yield chunk
+
+
+def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], None],
+             job_id: str | None = None) -> str:
+    """Create the job, write and enqueue its shards as the listing streams; return its id."""
+    job_id = job_id or new_job_id()
+    root = layout.job_root(spec.output, job_id)
+    meta = {**asdict(spec), "job_id": job_id, "output": root, "created_at": time.time()}
+    storage = storage_for(root)
+    storage.write(layout.job_file(root), json.dumps(meta, indent=1).encode())
+    store.create_job(job_id, meta)
+    total = shards = 0
+    try:
+        for index, chunk in enumerate(chunks(iter_source(spec.source, all_files=spec.all_files), spec.shard_size)):
+            storage.write(layout.shard_list(root, index), ("\n".join(chunk) + "\n").encode("utf-8"))
+            send_shard(job_id, index)
+            total, shards = total + len(chunk), shards + 1
+    except Exception as exc:
+        store.set_state(job_id, "failed", f"planning failed after {shards} shards: {exc}")
+        raise
+    store.set_planned(job_id, total, shards)
+    log.info("job planned", extra={"job_id": job_id, "total": total, "shards": shards})
+    finalize_if_complete(store, job_id)  # an empty source is done at once
+    return job_id

@@ -1,0 +1,66 @@
+"""Where the fleet talks: broker, result backend and job-state store.
+
+With ``VISIONFLEET_BROKER_URL`` unset the product runs embedded: kombu's
+filesystem transport and a SQLite state file under ``VISIONFLEET_HOME``,
+so a whole job runs on one machine with no server at all.
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.envvars import env_str
+from pipeline.errors import ConfigError
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    broker_url: str | None
+    result_backend: str
+    state_url: str
+    home: Path
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url is None
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @classmethod
+    def from_env(cls) -> "BrokerSettings":
+        home = Path(env_str("VISIONFLEET_HOME") or Path.home() / ".cache" / "visionfleet").resolve()
+        broker = env_str("VISIONFLEET_BROKER_URL")
+        if broker is None:
+            return cls(None, f"file://{home / 'results'}", f"sqlite:///{home / 'state.db'}", home)
+        is_redis = broker.startswith(_REDIS_SCHEMES)
+        if not (is_redis or broker.startswith(("amqp://", "amqps://", "pyamqp://"))):
+            raise ConfigError(
+                f"VISIONFLEET_BROKER_URL has an unsupported scheme ({broker.split(':', 1)[0]}); "
+                "use redis://host:6379/0 or amqp://user:pass@host:5672//"
+            )
+        state = env_str("VISIONFLEET_STATE_URL") or (broker if is_redis else None)
+        if state is None:
+            raise ConfigError(
+                "VISIONFLEET_STATE_URL is not set; with a RabbitMQ broker, job state needs Redis: "
+                "set it to e.g. redis://redis:6379/0"
+            )
+        backend = env_str("VISIONFLEET_RESULT_BACKEND") or state
+        return cls(broker, backend, state, home)
+
+    def prepare(self) -> None:
+        """Create the embedded folders; kombu's filesystem transport needs them to exist."""
+        if self.embedded:
+            for sub in ("broker", "results"):
+                os.makedirs(self.home / sub, exist_ok=True)
+
+
+def redact(url: str) -> str:
+    """A URL fit for logs: the password replaced."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if not at or ":" not in creds:
+        return url
+    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"

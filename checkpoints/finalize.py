@@ -1,0 +1,45 @@
+"""Ending a job: once every shard has ended, write the summary and the state.
+
+Any worker that ends a shard (and the planner, when it finishes) calls
+``finalize_if_complete``. It is idempotent: two callers racing write the
+same summary from the same committed state, so no claim is needed.
+"""
+import json
+import logging
+import time
+
+from checkpoints.state import FINAL_STATES, StateStore
+from pipeline import layout
+from pipeline.storage import storage_for
+
+log = logging.getLogger(__name__)
+
+
+def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
+    """The job's final state if it just ended (or had), else None."""
+    progress = store.progress(job_id)
+    if progress is None or not progress.complete:
+        return None
+    if progress.state in FINAL_STATES:
+        return progress.state
+    meta = store.job_meta(job_id)
+    if progress.failed_shards:
+        reason = f"{len(progress.failed_shards)} shard(s) failed; see `visionfleet status {job_id}`"
+        store.set_state(job_id, "failed", reason)
+        log.error("job failed", extra={"job_id": job_id, "reason": reason})
+        return "failed"
+    if progress.done != progress.total:
+        reason = f"committed {progress.done} records for {progress.total} inputs"
+        store.set_state(job_id, "failed", reason)
+        log.error("job failed", extra={"job_id": job_id, "reason": reason})
+        return "failed"
+    summary = {
+        "job_id": job_id, "model": meta["model"], "source": meta["source"], "total": progress.total,
+        "ok": progress.ok, "errors": progress.errors, "parts": store.parts(job_id),
+        "created_at": progress.created_at, "finished_at": time.time(),
+    }
+    root = meta["output"]
+    storage_for(root).write(layout.child(root, layout.SUCCESS), json.dumps(summary, indent=1).encode())
+    store.set_state(job_id, "succeeded")
+    log.info("job succeeded", extra={"job_id": job_id, "total": progress.total, "errors": progress.errors})
+    return "succeeded"

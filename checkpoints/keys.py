@@ -1,0 +1,22 @@
+"""Every Redis key name the product uses, in one place."""
+PREFIX = "vf"
+
+
+def job(job_id: str) -> str:
+    """Hash: meta, planned, total, shards, ok, errors, shards_done, state, timestamps."""
+    return f"{PREFIX}:job:{job_id}"
+
+
+def job_parts(job_id: str) -> str:
+    """Set of committed output part names."""
+    return f"{PREFIX}:job:{job_id}:parts"
+
+
+def job_failed(job_id: str) -> str:
+    """Hash: shard index -> failure reason."""
+    return f"{PREFIX}:job:{job_id}:failed"
+
+
+def shard(job_id: str, index: int) -> str:
+    """Hash: offset, done, owner, token, lease_until."""
+    return f"{PREFIX}:job:{job_id}:shard:{index}"

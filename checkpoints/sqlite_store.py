@@ -1,0 +1,135 @@
+"""The state store in one SQLite file: the embedded default, no server.
+
+Worker processes on one machine share the file; ``BEGIN IMMEDIATE`` takes
+the write lock up front so each read-check-write below is atomic across
+processes, like the Lua scripts of the Redis store.
+"""
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+
+from checkpoints.state import Checkpoint, Progress, StateStore, derive_state
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+  job_id TEXT PRIMARY KEY, meta TEXT NOT NULL, planned INT DEFAULT 0, total INT DEFAULT 0,
+  shards INT DEFAULT 0, ok INT DEFAULT 0, errors INT DEFAULT 0, shards_done INT DEFAULT 0,
+  state TEXT, reason TEXT, created_at REAL, started_at REAL, updated_at REAL);
+CREATE TABLE IF NOT EXISTS shards (
+  job_id TEXT, idx INT, "offset" INT DEFAULT 0, done INT DEFAULT 0, failed TEXT,
+  owner TEXT DEFAULT '', token INT DEFAULT 0, lease_until REAL DEFAULT 0, PRIMARY KEY (job_id, idx));
+CREATE TABLE IF NOT EXISTS parts (job_id TEXT, name TEXT, PRIMARY KEY (job_id, name));
+"""
+
+
+class SqliteStore(StateStore):
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _tx(self):
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _one(self, sql: str, *args):
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def create_job(self, job_id: str, meta: dict) -> None:
+        with self._tx() as db:
+            db.execute("INSERT INTO jobs (job_id, meta, created_at) VALUES (?, ?, ?)",
+                       (job_id, json.dumps(meta), time.time()))
+
+    def job_meta(self, job_id: str) -> dict | None:
+        row = self._one("SELECT meta FROM jobs WHERE job_id = ?", job_id)
+        return json.loads(row[0]) if row else None
+
+    def set_planned(self, job_id: str, total: int, shards: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET planned = 1, total = ?, shards = ? WHERE job_id = ?", (total, shards, job_id))
+
+    def acquire(self, job_id: str, shard: int, owner: str, ttl_s: float) -> int | None:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO shards (job_id, idx) VALUES (?, ?)", (job_id, shard))
+            holder, until, token = db.execute(
+                "SELECT owner, lease_until, token FROM shards WHERE job_id = ? AND idx = ?", (job_id, shard)).fetchone()
+            if holder and holder != owner and until > now:
+                return None
+            db.execute("UPDATE shards SET owner = ?, token = ?, lease_until = ? WHERE job_id = ? AND idx = ?",
+                       (owner, token + 1, now + ttl_s, job_id, shard))
+            db.execute("UPDATE jobs SET started_at = COALESCE(started_at, ?) WHERE job_id = ?", (now, job_id))
+            return token + 1
+
+    def checkpoint(self, job_id: str, shard: int) -> Checkpoint:
+        row = self._one('SELECT "offset", done, failed FROM shards WHERE job_id = ? AND idx = ?', job_id, shard)
+        return Checkpoint(offset=row[0], done=bool(row[1]), failed=row[2]) if row else Checkpoint()
+
+    def _holds(self, db, job_id: str, shard: int, token: int) -> bool:
+        row = db.execute("SELECT token, done FROM shards WHERE job_id = ? AND idx = ?", (job_id, shard)).fetchone()
+        return row is not None and row[0] == token and not row[1]
+
+    def commit(self, job_id, shard, token, *, offset, ok, errors, part, done, ttl_s) -> bool:
+        now = time.time()
+        with self._tx() as db:
+            if not self._holds(db, job_id, shard, token):
+                return False
+            db.execute('UPDATE shards SET "offset" = ?, lease_until = ? WHERE job_id = ? AND idx = ?',
+                       (offset, now + ttl_s, job_id, shard))
+            db.execute("UPDATE jobs SET ok = ok + ?, errors = errors + ?, updated_at = ? WHERE job_id = ?",
+                       (ok, errors, now, job_id))
+            if part:
+                db.execute("INSERT OR IGNORE INTO parts (job_id, name) VALUES (?, ?)", (job_id, part))
+            if done:
+                db.execute("UPDATE shards SET done = 1, owner = '', lease_until = 0 WHERE job_id = ? AND idx = ?",
+                           (job_id, shard))
+                db.execute("UPDATE jobs SET shards_done = shards_done + 1 WHERE job_id = ?", (job_id,))
+            return True
+
+    def fail_shard(self, job_id: str, shard: int, token: int, reason: str) -> bool:
+        with self._tx() as db:
+            if not self._holds(db, job_id, shard, token):
+                return False
+            db.execute("UPDATE shards SET failed = ?, owner = '', lease_until = 0 WHERE job_id = ? AND idx = ?",
+                       (reason, job_id, shard))
+            return True
+
+    def release(self, job_id: str, shard: int, token: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE shards SET owner = '', lease_until = 0 WHERE job_id = ? AND idx = ? AND token = ?",
+                       (job_id, shard, token))
+
+    def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state = ?, reason = ? WHERE job_id = ?", (state, reason, job_id))
+
+    def progress(self, job_id: str) -> Progress | None:
+        row = self._one("SELECT planned, total, shards, shards_done, ok, errors, state, reason, created_at, "
+                        "started_at, updated_at FROM jobs WHERE job_id = ?", job_id)
+        if row is None:
+            return None
+        planned, total, shards, shards_done, ok, errors, state, reason, created, started, updated = row
+        with self._lock:
+            failed = dict(self._db.execute(
+                "SELECT idx, failed FROM shards WHERE job_id = ? AND failed IS NOT NULL", (job_id,)).fetchall())
+        return Progress(
+            job_id=job_id, state=derive_state(state, started is not None), planned=bool(planned), total=total,
+            shards=shards, shards_done=shards_done, ok=ok, errors=errors, created_at=created,
+            started_at=started, updated_at=updated, failed_shards=failed, reason=reason,
+        )
+
+    def parts(self, job_id: str) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute(
+                "SELECT name FROM parts WHERE job_id = ? ORDER BY name", (job_id,)).fetchall()]

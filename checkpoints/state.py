@@ -1,0 +1,130 @@
+"""Job and shard state: what every store implements, and the data it holds.
+
+A shard moves through: leased by one worker (owner + fencing token) ->
+committed in steps (each step: output part first, then this checkpoint) ->
+done, or failed with a reason. A commit carrying a stale token is refused,
+so a worker that lost its lease can never move the checkpoint.
+"""
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Checkpoint:
+    """How far a shard has got: its first ``offset`` URIs are committed."""
+
+    offset: int = 0
+    done: bool = False
+    failed: str | None = None
+
+
+@dataclass
+class Progress:
+    job_id: str
+    state: str
+    planned: bool
+    total: int
+    shards: int
+    shards_done: int
+    ok: int
+    errors: int
+    created_at: float
+    started_at: float | None
+    updated_at: float | None
+    failed_shards: dict[int, str] = field(default_factory=dict)
+    reason: str | None = None
+
+    @property
+    def done(self) -> int:
+        return self.ok + self.errors
+
+    @property
+    def complete(self) -> bool:
+        """Planning finished and every shard ended, one way or the other."""
+        return self.planned and self.shards_done + len(self.failed_shards) >= self.shards
+
+    @property
+    def rate(self) -> float | None:
+        """Images per second since the first shard started."""
+        if not self.started_at or not self.updated_at or self.updated_at <= self.started_at:
+            return None
+        return self.done / (self.updated_at - self.started_at)
+
+    @property
+    def eta_s(self) -> float | None:
+        rate = self.rate
+        if not rate or not self.planned or self.state in FINAL_STATES:
+            return None
+        return max(self.total - self.done, 0) / rate
+
+    def as_dict(self) -> dict:
+        return {
+            "job_id": self.job_id, "state": self.state, "total": self.total, "done": self.done,
+            "ok": self.ok, "errors": self.errors, "planned": self.planned, "shards": self.shards,
+            "shards_done": self.shards_done,
+            "failed_shards": {str(k): v for k, v in self.failed_shards.items()},
+            "images_per_s": round(self.rate, 2) if self.rate else None,
+            "eta_s": round(self.eta_s) if self.eta_s is not None else None,
+            "reason": self.reason,
+        }
+
+
+def derive_state(stored: str | None, started: bool) -> str:
+    if stored in FINAL_STATES:
+        return stored
+    return "running" if started else "queued"
+
+
+class StateStore(ABC):
+    """Durable-enough, shared job state. Every method is atomic on its own."""
+
+    @abstractmethod
+    def create_job(self, job_id: str, meta: dict) -> None:
+        """Record a new job and its immutable description."""
+
+    @abstractmethod
+    def job_meta(self, job_id: str) -> dict | None:
+        """The description given to ``create_job``, or None if unknown."""
+
+    @abstractmethod
+    def set_planned(self, job_id: str, total: int, shards: int) -> None:
+        """Planning is complete: the job has ``total`` URIs in ``shards`` shards."""
+
+    @abstractmethod
+    def acquire(self, job_id: str, shard: int, owner: str, ttl_s: float) -> int | None:
+        """Lease the shard to ``owner``; its fencing token, or None if another owner holds it."""
+
+    @abstractmethod
+    def checkpoint(self, job_id: str, shard: int) -> Checkpoint:
+        """The shard's last committed state."""
+
+    @abstractmethod
+    def commit(self, job_id: str, shard: int, token: int, *, offset: int, ok: int, errors: int,
+               part: str | None, done: bool, ttl_s: float) -> bool:
+        """Move the checkpoint to ``offset`` and add the counts, if ``token`` still holds the lease.
+
+        Renews the lease. Returns False, changing nothing, for a stale token.
+        """
+
+    @abstractmethod
+    def fail_shard(self, job_id: str, shard: int, token: int, reason: str) -> bool:
+        """End the shard as failed with ``reason``, if ``token`` still holds the lease."""
+
+    @abstractmethod
+    def release(self, job_id: str, shard: int, token: int) -> None:
+        """Give the lease up early (the shard goes back to the queue)."""
+
+    @abstractmethod
+    def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
+        """Record a final state (``succeeded``, ``failed``, ``cancelled``)."""
+
+    @abstractmethod
+    def progress(self, job_id: str) -> Progress | None:
+        """The job's counters and state, or None if unknown."""
+
+    @abstractmethod
+    def parts(self, job_id: str) -> list[str]:
+        """Names of every committed output part, sorted."""

@@ -1,0 +1,38 @@
+"""Starting a relabel job: plan and enqueue it, and in embedded mode run it."""
+import click
+
+from broker.planner import DEFAULT_SHARD_SIZE, JobSpec, check_access, plan_job
+from broker.settings import BrokerSettings
+from checkpoints import open_store
+from cli.embedded import EmbeddedWorkers
+from cli.progress import describe, wait as wait_for
+from pipeline.models import DEFAULT_MODEL
+from pipeline.envvars import env_str
+
+
+def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shard_size: int | None,
+                all_files: bool, wait: bool, workers: int) -> int:
+    """Exit code: 0 when the job succeeded (or was enqueued without --wait)."""
+    settings = BrokerSettings.from_env()
+    spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
+                   top_k=top_k, shard_size=shard_size or DEFAULT_SHARD_SIZE, all_files=all_files)
+    check_access(spec)
+    store = open_store(settings.state_url)
+    from broker.celery_app import RELABEL_SHARD_TASK, app
+
+    def send(job_id: str, shard: int) -> None:
+        app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
+
+    if settings.embedded:
+        # No fleet to hand the job to: run it here, start to end.
+        with EmbeddedWorkers(settings.home, workers) as fleet:
+            job_id = plan_job(spec, store, send)
+            click.echo(f"job {job_id}: planned; labelling with {workers} embedded worker(s)", err=True)
+            final = wait_for(store, job_id, bar=True, check=fleet.check_alive)
+    else:
+        job_id = plan_job(spec, store, send)
+        final = wait_for(store, job_id, bar=True) if wait else None
+    if final is not None:
+        click.echo(describe(final), err=True)
+    click.echo(job_id)  # alone on the last line of stdout, for scripts
+    return 0 if final is None or final.state == "succeeded" else 1

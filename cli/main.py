@@ -1,0 +1,94 @@
+"""The ``visionfleet`` command: relabel, worker, status."""
+import json
+import os
+import sys
+import time
+
+import click
+
+from pipeline.errors import VisionfleetError
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+@click.group()
+def main() -> None:
+    """Label images with a fleet of Celery workers (embedded default: no server needed)."""
+
+
+@main.command()
+@click.argument("source")
+@click.option("--output", "-o", required=True, help="Local folder or oss://bucket/prefix/ for the labels.")
+@click.option("--model", default=None, help="Model spec (default: efficientnet_lite0; see README).")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--shard-size", default=None, type=click.IntRange(1, 1_000_000),
+              help="URIs per shard message  [default: 1000]")
+@click.option("--all-files", is_flag=True, help="Label every listed file, not only image suffixes.")
+@click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Embedded mode only: worker processes to start.")
+def relabel(source, output, model, top_k, shard_size, all_files, wait, workers) -> None:
+    """Label every image in SOURCE (folder, manifest or oss:// prefix) into OUTPUT/<job_id>/."""
+    from cli.jobs import run_relabel
+
+    try:
+        code = run_relabel(source, output, model=model, top_k=top_k, shard_size=shard_size,
+                           all_files=all_files, wait=wait, workers=workers)
+    except VisionfleetError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--queues", "-Q", default="online,bulk", show_default=True, help="Queues to serve, comma-separated.")
+@click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Pool processes; each gets cores/concurrency torch threads.")
+@click.option("--hostname", "-n", default=None, help="Worker node name (Celery's -n).")
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def worker(queues, concurrency, hostname, loglevel) -> None:
+    """Run a worker (same as `celery -A broker.celery_app worker`)."""
+    os.environ.setdefault("VISIONFLEET_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
+    try:
+        from broker.celery_app import app
+    except VisionfleetError as exc:
+        _fail(exc)
+    argv = ["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel,
+            "--pool", "prefork"]
+    if hostname:
+        argv += ["--hostname", hostname]
+    if app.conf.broker_url.startswith("filesystem://"):
+        # The filesystem transport has no fanout: skip the broadcast features.
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--watch", is_flag=True, help="Refresh until the job ends.")
+def status(job_id, as_json, watch) -> None:
+    """Show a job's state, counts, speed and ETA."""
+    from broker.settings import BrokerSettings
+    from checkpoints import open_store
+    from checkpoints.state import FINAL_STATES
+    from cli.progress import describe
+
+    try:
+        store = open_store(BrokerSettings.from_env().state_url)
+    except VisionfleetError as exc:
+        _fail(exc)
+    while True:
+        p = store.progress(job_id)
+        if p is None:
+            _fail(VisionfleetError(f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL"))
+        click.echo(json.dumps(p.as_dict()) if as_json else describe(p))
+        if not watch or p.state in FINAL_STATES:
+            return
+        time.sleep(2)
+
+
+if __name__ == "__main__":
+    main()

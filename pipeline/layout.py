@@ -1,0 +1,34 @@
+"""Every name the product writes under ``DEST/<job_id>/``, in one place.
+
+- ``part-SSSSSS-AAAAAAA-BBBBBBB-tT.jsonl``: records of URIs ``[A, B)`` of
+  shard ``S``, written by the worker holding lease token ``T``. Only parts
+  listed in ``_SUCCESS.json`` are output; any other is an orphan of a
+  refused commit and is never read.
+- ``_plan/shard-SSSSSS.txt``: the URIs of shard ``S``, one per line.
+- ``_SUCCESS.json``: the summary, written when the last shard commits.
+"""
+from pipeline.storage import storage_for
+
+SUCCESS = "_SUCCESS.json"
+PLAN_DIR = "_plan"
+
+
+def job_root(output: str, job_id: str) -> str:
+    return storage_for(output).join(output, job_id)
+
+
+def shard_list(root: str, shard: int) -> str:
+    return storage_for(root).join(root, PLAN_DIR, f"shard-{shard:06d}.txt")
+
+
+def part_name(shard: int, start: int, end: int, token: int) -> str:
+    return f"part-{shard:06d}-{start:07d}-{end:07d}-t{token}.jsonl"
+
+
+def child(root: str, name: str) -> str:
+    return storage_for(root).join(root, name)
+
+
+def job_file(root: str) -> str:
+    """The job's description, kept beside its plan so it outlives the state store."""
+    return storage_for(root).join(root, PLAN_DIR, "job.json")

@@ -1,0 +1,22 @@
+"""How a worker process runs shards; read once per process."""
+import os
+from dataclasses import dataclass
+
+from pipeline.envvars import env_float, env_int
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    commit_every: int = 1000
+    commit_interval_s: float = 30.0
+    lease_ttl_s: float = 300.0
+    torch_threads: int = 0
+
+    @classmethod
+    def from_env(cls) -> "WorkerSettings":
+        return cls(
+            commit_every=env_int("VISIONFLEET_COMMIT_EVERY", 1000),
+            commit_interval_s=env_float("VISIONFLEET_COMMIT_INTERVAL_S", 30.0, minimum=0.1),
+            lease_ttl_s=env_float("VISIONFLEET_LEASE_TTL_S", 300.0, minimum=1.0),
+            torch_threads=env_int("VISIONFLEET_TORCH_THREADS", os.cpu_count() or 1, maximum=1024),
+        )

@@ -1,0 +1,36 @@
+"""Celery tasks: thin wrappers mapping shard outcomes to acks and retries."""
+import logging
+
+from celery import shared_task
+
+from broker.celery_app import RELABEL_SHARD_TASK
+from pipeline.errors import RetryableError
+from workers.process import context
+from workers.shard_runner import Outcome, ShardRun
+
+log = logging.getLogger(__name__)
+
+MAX_STORAGE_RETRIES = 8
+
+
+@shared_task(name=RELABEL_SHARD_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
+def relabel_shard(self, job_id: str, shard: int) -> str:
+    """Label shard ``shard`` of job ``job_id`` from its last checkpoint to its end."""
+    ctx = context()
+    meta = ctx.store.job_meta(job_id)
+    if meta is None:
+        log.error("unknown job: message dropped", extra={"job_id": job_id, "shard": shard})
+        return Outcome.UNKNOWN_JOB.value
+    run = ShardRun(ctx.store, ctx.labeller(meta["model"]), ctx.settings, ctx.owner)
+    try:
+        outcome = run.run(job_id, shard)
+    except RetryableError as exc:
+        if self.request.retries >= MAX_STORAGE_RETRIES:
+            run.give_up(job_id, shard, f"storage kept failing: {exc}")
+            return Outcome.FAILED.value
+        # Retry re-publishes the message before this one is acked: never lost.
+        raise self.retry(countdown=min(2 ** self.request.retries, 60)) from exc
+    if outcome is Outcome.BUSY:
+        # A live worker holds the lease; look again once it could have expired.
+        raise self.retry(countdown=ctx.settings.lease_ttl_s / 2)
+    return outcome.value
