@@ -16,7 +16,7 @@ RELABEL_SHARD_TASK = "visionfleet.relabel_shard"
 
 def make_app(settings: BrokerSettings) -> Celery:
     settings.prepare()
-    app = Celery("visionfleet", include=["workers.tasks", "workers.process"])
+    app = Celery("visionfleet", include=["workers.logs", "workers.process", "workers.tasks"])
     app.conf.update(
         broker_url=settings.broker_url or "filesystem://",
         result_backend=settings.result_backend,

@@ -5,6 +5,7 @@ the write lock up front so each read-check-write below is atomic across
 processes, like the Lua scripts of the Redis store.
 """
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -26,6 +27,7 @@ CREATE TABLE IF NOT EXISTS parts (job_id TEXT, name TEXT, PRIMARY KEY (job_id, n
 
 class SqliteStore(StateStore):
     def __init__(self, path: str) -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")

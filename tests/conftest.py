@@ -1,20 +1,86 @@
-"""Shared fixtures: real Redis, the local OSS server, real photos."""
+"""Shared fixtures: real Redis, the local OSS server, real worker processes."""
 import os
 import uuid
 
+import oss2
 import pytest
 import redis
+
+from tests.helpers import REPO, RedisServer, Workers
+from tests.oss_server import start_oss_server
 
 REDIS_URL = os.environ.get("VISIONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
+    """The machine's Redis (started by .ci/run when it is not running)."""
     try:
         redis.Redis.from_url(REDIS_URL).ping()
     except redis.ConnectionError as exc:
         pytest.fail(f"tests need Redis at {REDIS_URL} (.ci/run starts one): {exc}")
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def private_redis(tmp_path_factory):
+    """A redis-server of our own: a broker whose queues no one else touches."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def oss_server():
+    server = start_oss_server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def oss_settings(oss_server, monkeypatch):
+    """OSS variables for this process, pointing at the local server."""
+    env = oss_env(oss_server)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    from pipeline.storage import _oss
+
+    _oss.cache_clear()  # storage reads settings once per process
+    yield env
+    _oss.cache_clear()
+
+
+def oss_env(server) -> dict:
+    return {"OSS_ENDPOINT": server.endpoint, "OSS_ACCESS_KEY_ID": server.access_key_id,
+            "OSS_ACCESS_KEY_SECRET": server.access_key_secret}
+
+
+@pytest.fixture
+def bucket(oss_server) -> oss2.Bucket:
+    """A fresh bucket for one test."""
+    b = oss2.Bucket(oss2.Auth(oss_server.access_key_id, oss_server.access_key_secret), oss_server.endpoint,
+                    f"vf-{uuid.uuid4().hex[:12]}")
+    b.create_bucket()
+    return b
+
+
+@pytest.fixture
+def fleet_env(private_redis, oss_server, tmp_path) -> dict:
+    """Environment of a fleet process: private Redis broker (emptied), local OSS."""
+    redis.Redis.from_url(private_redis.url).flushdb()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
+    env.update(oss_env(oss_server))
+    env.update({"VISIONFLEET_BROKER_URL": private_redis.url, "VISIONFLEET_HOME": str(tmp_path / "home"),
+                "PYTHONPATH": str(REPO)})
+    return env
+
+
+@pytest.fixture
+def workers(fleet_env, tmp_path):
+    """Factory of real worker processes, all stopped at teardown."""
+    pool = Workers(fleet_env, tmp_path)
+    yield pool
+    pool.stop_all()
 
 
 @pytest.fixture

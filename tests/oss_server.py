@@ -16,9 +16,11 @@ that make oss2 fail or silently misbehave against plain moto:
 It also injects faults for retry tests: ``POST /__faults__`` with a JSON body
 ``{"match": "<path substring>", "status": 503, "count": 2, "code": "..."}``
 fails the next ``count`` matching requests (status 0: drop the connection);
-``DELETE /__faults__`` clears them. The control endpoint needs no auth.
+``DELETE /__faults__`` clears them. The control endpoint needs no auth and
+answers ``{"pid": <server pid>, "faults": [<pending faults>]}``.
 
-Run: ``python -m tests.oss_server --port 9000`` (from the repo root); tests use
+Run: ``python -m tests.oss_server --port 9000`` (from the repo root; the key id
+comes from ``--access-key-id`` or $OSS_TEST_ACCESS_KEY_ID). Tests use
 ``start_oss_server()``, which runs it as a subprocess on a free port.
 """
 import argparse
@@ -52,13 +54,12 @@ _LOCAL_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 
 _AUTH_KEY_ID = re.compile(r"^(?:OSS ([^:]+):|OSS2 AccessKeyId:([^,]+)|OSS4-HMAC-SHA256 Credential=([^/]+)/)")
 # Signed URLs carry the key id in the query string instead (V1, V2, V4).
 _QUERY_KEY_ID = {"OSSAccessKeyId": None, "x-oss-access-key-id": None, "x-oss-credential": "/"}
-
-
 # Parameters oss2 sends empty that moto would take as real (and invalid) values.
 _EMPTY_MEANS_ABSENT = {"prefix", "delimiter", "marker", "continuation-token", "start-after",
                        "key-marker", "upload-id-marker", "part-number-marker", "max-keys"}
 _SIGNED_URL_PARAMS = {"OSSAccessKeyId", "Expires", "Signature", "security-token"}
 _LIST_V1_PARAMS = {"prefix", "delimiter", "marker", "max-keys", "encoding-type"}
+_DEFAULT_FAULT_CODES = {429: "Throttling", 500: "InternalError", 503: "ServiceUnavailable"}
 
 
 def _fix_xml(body, list_v1=False):
@@ -242,23 +243,19 @@ class OssAdapter:
         method = environ["REQUEST_METHOD"]
         if method == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
-            fault = json.loads(environ["wsgi.input"].read(length) or b"{}")
-            fault = {"match": fault.get("match", ""), "status": int(fault.get("status", 503)),
-                     "count": int(fault.get("count", 1)), "code": fault.get("code") or _default_code(fault)}
+            asked = json.loads(environ["wsgi.input"].read(length) or b"{}")
+            status = int(asked.get("status", 503))
+            fault = {"match": asked.get("match", ""), "status": status, "count": int(asked.get("count", 1)),
+                     "code": asked.get("code") or _DEFAULT_FAULT_CODES.get(status, "InjectedFault")}
             with self.lock:
                 self.faults.append(fault)
         elif method == "DELETE":
             with self.lock:
                 self.faults.clear()
-        with self.lock:
-            body = json.dumps(self.faults).encode()
+        with self.lock:  # the pid tells start_oss_server it reached its own process
+            body = json.dumps({"pid": os.getpid(), "faults": self.faults}).encode()
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return [body]
-
-
-def _default_code(fault):
-    return {429: "Throttling", 500: "InternalError", 503: "ServiceUnavailable"}.get(
-        int(fault.get("status", 503)), "InjectedFault")
 
 
 def make_app(access_key_id=DEFAULT_ACCESS_KEY_ID):
@@ -321,11 +318,10 @@ class OssServer:
             self.log.close()
 
     def is_ready(self):
-        """Whether the server answers HTTP (on its control endpoint: no auth, no side effects)."""
+        """Whether this server process answers HTTP (on its control endpoint: no side effects)."""
         try:
-            self._control("GET")
-            return True
-        except (OSError, ValueError):  # refused, reset, or some other server on the port
+            return self._control("GET")["pid"] == self.process.pid
+        except (OSError, ValueError, KeyError, TypeError):  # refused, reset, or another server on the port
             return False
 
     def __enter__(self):

@@ -1,0 +1,240 @@
+"""Raw image bytes -> the model's input crop (uint8 RGB, crop x crop x 3).
+
+Header first: the format is identified and the pixel count checked before a
+single pixel is decoded. JPEG is then decoded at a reduced DCT scale, only the
+centre-crop region is resampled, and orientation and colour mode are fixed on
+the small result. Runs in a thread pool: Pillow's decoders and resampler
+release the GIL, and nothing here holds a lock while decoding.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+# Importing the plugins registers their openers in Image.OPEN, which _open uses.
+from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin  # noqa: F401
+from PIL import PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
+
+from pipeline.errors import ConfigError, InputError
+
+# Equal to Pillow's own default guard (1 GiB / 4 / 3, i.e. 256 MiB as 24-bit
+# RGB): enough for every mainstream camera (up to 61 MP) and 48/50 MP phone
+# modes, while one non-JPEG decode in the I/O pool stays under ~0.4 GB
+# (RGBA plus its premultiplied copy). Being equal to Pillow's also means the
+# default never needs to touch Pillow's global (see _let_pillow_allow).
+DEFAULT_MAX_PIXELS = 89_478_485
+
+_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+# BILINEAR with antialiasing is what torchvision's Resize does on PIL images, so
+# it is the filter the ImageNet weights were trained and evaluated with.
+_FILTER = Image.Resampling.BILINEAR
+# Box-reduce by an integer factor first when shrinking more than 3x (large
+# non-JPEG images); at 3x Pillow's docs call the result indistinguishable.
+_REDUCING_GAP = 3.0
+
+_ORIENTATION_TAG = 0x0112
+_UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+_pillow_limit_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a model wants its input: resize shorter side to `resize`, centre-crop `crop` x `crop`."""
+
+    resize: int = 256
+    crop: int = 224
+
+    def __post_init__(self) -> None:
+        if not 0 < self.crop <= self.resize:
+            raise ConfigError(f"bad model geometry {self}: need 0 < crop <= resize")
+
+
+def decode_image(
+    data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Return a uint8 RGB array of shape (crop, crop, 3), C-contiguous.
+
+    The crop is torchvision's Resize(geometry.resize) + CenterCrop(geometry.crop)
+    of the upright (EXIF-oriented) picture, alpha composited over white.
+    Raises InputError, with a specific message, for anything that is not a
+    complete, supported image (JPEG, PNG, WebP, GIF, BMP, TIFF) of at most
+    `max_pixels` pixels; first frame/page only.
+    """
+    if not data:
+        raise InputError("empty file")
+    _let_pillow_allow(max_pixels)
+    img = _open(data)
+    width, height = img.size
+    if width * height > max_pixels:
+        raise InputError(
+            f"image too large: {width} x {height} = {width * height} pixels, over the "
+            f"limit of {max_pixels}; raise VISIONFLEET_MAX_PIXELS to allow it"
+        )
+    try:
+        return _crop(img, geometry)
+    except MemoryError:
+        raise  # the host is short of memory: not this input's fault
+    except Exception as exc:
+        # Pillow signals bad data with many exception types (its own fuzzer
+        # accepts any Exception), so all of them are about this input.
+        raise InputError(_describe(exc, img.format)) from exc
+
+
+def _open(data: bytes) -> Image.Image:
+    """Parse the header only: Image.open restricted to our formats, minus its
+    bomb check, which would fire before ours with a vaguer message."""
+    head = data[:16]
+    for fmt in _FORMATS:
+        factory, accept = Image.OPEN[fmt]
+        verdict = accept(head)
+        if isinstance(verdict, str):  # recognised, but the codec is missing
+            raise InputError(f"unsupported image: {verdict}")
+        if verdict:
+            try:
+                return factory(io.BytesIO(data), None)
+            except MemoryError:
+                raise
+            except Exception as exc:
+                raise InputError(_describe(exc, fmt)) from exc
+    raise InputError(
+        f"not an image (or not one of {', '.join(_FORMATS)}): "
+        f"{len(data)} bytes starting {data[:12]!r}"
+    )
+
+
+def _crop(img: Image.Image, geometry: Geometry) -> np.ndarray:
+    stored_size = img.size
+    size = (geometry.resize, geometry.resize)
+    # JPEG only: libjpeg decodes at 1/2, 1/4 or 1/8 scale, keeping both sides
+    # >= `resize`, so the shorter one still needs downscaling (never upscaling).
+    draft = img.draft("RGB", size)
+    img.load()
+    # Read after load: Pillow's TIFF loader already applies (and drops) it.
+    orientation = _orientation(img)
+    box = _crop_box(stored_size, geometry, orientation)
+    if draft is not None:
+        scale = stored_size[0] / draft[1][2]
+        box = tuple(v / scale for v in box)
+    img = _resizable(img)
+    out = img.resize((geometry.crop, geometry.crop), _FILTER, box, _REDUCING_GAP)
+    if orientation in _UPRIGHT:
+        out = out.transpose(_UPRIGHT[orientation])
+    return _rgb_array(out)
+
+
+def _crop_box(
+    stored_size: tuple[int, int], geometry: Geometry, orientation: int
+) -> tuple[float, float, float, float]:
+    """The source-pixel box that Resize + CenterCrop of the upright picture keeps.
+
+    Resampling just this box to crop x crop gives the same pixels as resizing
+    the whole picture and cropping, at a fraction of the cost. The box is
+    computed upright (torchvision's rounding) and mapped back to the stored
+    pixels, so the transpose can be done on the small crop.
+    """
+    width, height = stored_size
+    if orientation >= 5:  # stored sideways
+        width, height = height, width
+    short, long = sorted((width, height))
+    new_long = int(geometry.resize * long / short)
+    new_w, new_h = (geometry.resize, new_long) if width <= height else (new_long, geometry.resize)
+    left = int(round((new_w - geometry.crop) / 2.0))
+    top = int(round((new_h - geometry.crop) / 2.0))
+    sx, sy = width / new_w, height / new_h
+    x0, y0, x1, y1 = left * sx, top * sy, (left + geometry.crop) * sx, (top + geometry.crop) * sy
+    if orientation >= 5:
+        x0, y0, x1, y1 = y0, x0, y1, x1
+    if orientation in (2, 3, 7, 8):
+        x0, x1 = stored_size[0] - x1, stored_size[0] - x0
+    if orientation in (3, 4, 6, 7):
+        y0, y1 = stored_size[1] - y1, stored_size[1] - y0
+    return x0, y0, x1, y1
+
+
+def _orientation(img: Image.Image) -> int:
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG, 1)
+    except Exception:  # broken EXIF must not cost us a readable picture
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def _resizable(img: Image.Image) -> Image.Image:
+    """An 8-bit mode that resize filters properly: it would fall back to
+    NEAREST for palette and bilevel images, and rejects 16-bit ones."""
+    if img.mode.startswith(("I", "F")):
+        return _to_8bit(img)
+    if img.mode in ("1", "P", "PA") or "transparency" in img.info:
+        # A palette or colour key may carry transparency: keep it as alpha.
+        if img.has_transparency_data:
+            return img.convert("RGBA")
+        return img.convert("L" if img.mode == "1" else "RGB")
+    return img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Scale 16-bit, int32 and float greyscale to 0..255; Pillow's own
+    convert clips instead, which turns 16-bit mid-grey (32768) white."""
+    if img.mode.startswith("I;16"):
+        wide = np.asarray(img).astype(np.uint32)
+        return Image.fromarray(((wide + 128) // 257).astype(np.uint8), "L")
+    values = np.nan_to_num(np.asarray(img, dtype=np.float32))
+    # int32 and float pixels have no standard range: take the smallest usual
+    # one (0..1, 0..255, 0..65535) that holds the data, else the data's max.
+    top = float(values.max(initial=0.0))
+    top = next((t for t in (1.0, 255.0, 65535.0) if top <= t), top)
+    scaled = np.clip(values * (255.0 / top) + 0.5, 0, 255)
+    return Image.fromarray(scaled.astype(np.uint8), "L")
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    if img.mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = img.convert("LA" if img.mode == "La" else img.mode).convert("RGBA")
+        img = Image.new("RGB", rgba.size, (255, 255, 255))
+        img.paste(rgba, mask=rgba)  # composite over white
+    elif img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.array(img, dtype=np.uint8, order="C")
+
+
+def _describe(exc: Exception, fmt: str | None) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"image too large ({fmt}): {text}"
+    kind = "truncated" if "truncated" in text.lower() else "corrupt"
+    return f"{kind} {fmt} image: {text}"
+
+
+def _let_pillow_allow(max_pixels: int) -> None:
+    """Make Pillow's process-wide bomb guard admit whatever our check admits.
+
+    Pillow re-checks Image.MAX_IMAGE_PIXELS while loading (TIFF, GIF frames),
+    warning above it and raising above twice it, and has no per-call limit.
+    warnings.catch_warnings would not stop the error and is not thread-safe
+    (it swaps the process-wide filter list, so concurrent decodes could leave
+    it corrupted). So when a caller allows more than Pillow does, we raise
+    Pillow's limit to the caller's: only upwards, only to a value the operator
+    chose, and our own check still runs first on every image.
+    """
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is None or limit >= max_pixels:
+        return
+    with _pillow_limit_lock:  # so a lower limit never overwrites a higher one
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and limit < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels

@@ -1,0 +1,87 @@
+"""The whole path with real parts: OSS server -> Redis -> worker processes -> OSS."""
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from checkpoints import open_store
+from tests.helpers import read_output, visionfleet, wait_until
+from tests.photos import KNOWN, bad_inputs, distinct_jpegs, photo_bytes
+
+
+def relabel(env, *args) -> str:
+    result = visionfleet("relabel", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]  # the job id, alone on the last line
+
+
+def wait_for_job(env, workers, job_id, timeout=240) -> dict:
+    store = open_store(env["VISIONFLEET_BROKER_URL"])
+
+    def ended():
+        p = store.progress(job_id)
+        assert all(w.poll() is None for w in workers.procs), workers.logs()
+        return p if p.state in ("succeeded", "failed") else None
+
+    wait_until(ended, timeout, f"job {job_id} to end")
+    status = visionfleet("status", job_id, "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)
+
+
+def oss_reader(bucket):
+    return lambda uri: bucket.get_object(uri.split("/", 3)[3]).read()
+
+
+def test_known_photos_through_the_whole_path(bucket, fleet_env, workers):
+    for name in KNOWN:
+        bucket.put_object(f"in/{name}", photo_bytes(name))
+    job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/in/", "--output", f"oss://{bucket.bucket_name}/out/")
+    workers.start(1)  # a worker started after the job was enqueued picks it up
+    status = wait_for_job(fleet_env, workers, job_id)
+    assert (status["state"], status["total"], status["done"], status["errors"]) == ("succeeded", 3, 3, 0)
+    summary, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    assert (summary["total"], summary["ok"], summary["errors"], summary["model"]) == (3, 3, 0, "efficientnet_lite0")
+    top1 = {r["uri"].rsplit("/", 1)[1]: r["labels"][0]["class_id"] for r in records}
+    for name, classes in KNOWN.items():
+        assert top1[name] in classes, (name, records)
+    assert all(len(r["labels"]) == 5 and r["status"] == "ok" for r in records)
+
+
+def test_thousand_images_two_workers_each_exactly_once(bucket, fleet_env, workers):
+    images = distinct_jpegs(1000)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda i: bucket.put_object(f"many/{i:04d}.jpg", images[i]), range(len(images))))
+    workers.start(1)  # one before the job is enqueued, one after
+    job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/many/", "--output",
+                     f"oss://{bucket.bucket_name}/out/", "--shard-size", "50")
+    workers.start(1)
+    status = wait_for_job(fleet_env, workers, job_id, timeout=400)
+    assert (status["state"], status["total"], status["done"], status["errors"]) == ("succeeded", 1000, 1000, 0)
+    summary, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    uris = [r["uri"] for r in records]
+    expected = {f"oss://{bucket.bucket_name}/many/{i:04d}.jpg" for i in range(1000)}
+    assert len(uris) == 1000 and set(uris) == expected
+    assert (summary["total"], summary["ok"], summary["errors"]) == (1000, 1000, 0)
+    assert len(summary["parts"]) >= 20  # 20 shards, each at least one part
+
+
+def test_bad_inputs_get_error_records_and_the_job_succeeds(bucket, fleet_env, workers):
+    bad = bad_inputs()
+    for name, (data, _) in bad.items():
+        if data is not None:
+            bucket.put_object(f"mixed/{name}", data)
+    bucket.put_object("mixed/chelsea.png", photo_bytes("chelsea.png"))
+    names = [*bad, "chelsea.png"]
+    manifest = "".join(f"oss://{bucket.bucket_name}/mixed/{n}\n" for n in names)
+    bucket.put_object("lists/mixed.txt", manifest.encode())
+    workers.start(1)
+    job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/lists/mixed.txt", "--output",
+                     f"oss://{bucket.bucket_name}/out/", "--shard-size", "2")
+    status = wait_for_job(fleet_env, workers, job_id)
+    assert (status["state"], status["total"], status["errors"]) == ("succeeded", len(names), len(bad))
+    _, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    by_name = {r["uri"].rsplit("/", 1)[1]: r for r in records}
+    assert len(records) == len(names) == len(by_name)
+    for name, (_, words) in bad.items():
+        assert by_name[name]["status"] == "error", by_name[name]
+        assert words.lower() in by_name[name]["error"].lower(), by_name[name]
+    assert by_name["chelsea.png"]["status"] == "ok"
