@@ -31,12 +31,11 @@ DEFAULT_MAX_PIXELS = 89_478_485
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
-# BILINEAR with antialiasing is what torchvision's Resize does on PIL images, so
-# it is the filter the ImageNet weights were trained and evaluated with.
+# BILINEAR (antialiased) is what torchvision's Resize does on PIL images, the
+# preprocessing ImageNet weights are trained and evaluated with. Resampling
+# only the crop box makes the filter's cost negligible (BICUBIC: 7% slower),
+# so no reducing_gap either: it bought nothing measurable and changes pixels.
 _FILTER = Image.Resampling.BILINEAR
-# Box-reduce by an integer factor first when shrinking more than 3x (large
-# non-JPEG images); at 3x Pillow's docs call the result indistinguishable.
-_REDUCING_GAP = 3.0
 
 _ORIENTATION_TAG = 0x0112
 _UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
@@ -92,7 +91,7 @@ def decode_image(
     except Exception as exc:
         # Pillow signals bad data with many exception types (its own fuzzer
         # accepts any Exception), so all of them are about this input.
-        raise InputError(_describe(exc, img.format)) from exc
+        raise InputError(_describe(exc, img.format, data)) from exc
 
 
 def _open(data: bytes) -> Image.Image:
@@ -110,7 +109,7 @@ def _open(data: bytes) -> Image.Image:
             except MemoryError:
                 raise
             except Exception as exc:
-                raise InputError(_describe(exc, fmt)) from exc
+                raise InputError(_describe(exc, fmt, data)) from exc
     raise InputError(
         f"not an image (or not one of {', '.join(_FORMATS)}): "
         f"{len(data)} bytes starting {data[:12]!r}"
@@ -131,7 +130,7 @@ def _crop(img: Image.Image, geometry: Geometry) -> np.ndarray:
         scale = stored_size[0] / draft[1][2]
         box = tuple(v / scale for v in box)
     img = _resizable(img)
-    out = img.resize((geometry.crop, geometry.crop), _FILTER, box, _REDUCING_GAP)
+    out = img.resize((geometry.crop, geometry.crop), _FILTER, box)
     if orientation in _UPRIGHT:
         out = out.transpose(_UPRIGHT[orientation])
     return _rgb_array(out)
@@ -163,7 +162,8 @@ def _crop_box(
         x0, x1 = stored_size[0] - x1, stored_size[0] - x0
     if orientation in (3, 4, 6, 7):
         y0, y1 = stored_size[1] - y1, stored_size[1] - y0
-    return x0, y0, x1, y1
+    # Float rounding must not push the box past the edges: resize rejects that.
+    return max(x0, 0.0), max(y0, 0.0), min(x1, stored_size[0]), min(y1, stored_size[1])
 
 
 def _orientation(img: Image.Image) -> int:
@@ -212,11 +212,13 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
     return np.array(img, dtype=np.uint8, order="C")
 
 
-def _describe(exc: Exception, fmt: str | None) -> str:
+def _describe(exc: Exception, fmt: str | None, data: bytes) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, Image.DecompressionBombError):
         return f"image too large ({fmt}): {text}"
-    kind = "truncated" if "truncated" in text.lower() else "corrupt"
+    # libwebp only says "could not create decoder"; the RIFF header knows better.
+    short_riff = fmt == "WEBP" and int.from_bytes(data[4:8], "little") + 8 > len(data)
+    kind = "truncated" if short_riff or "truncated" in text.lower() else "corrupt"
     return f"{kind} {fmt} image: {text}"
 
 

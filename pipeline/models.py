@@ -103,6 +103,8 @@ def _plugin(spec: str, settings: RuntimeSettings) -> Model:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot load model factory {spec!r}: {exc}; check the module is installed") from exc
+    if not callable(factory):
+        raise ConfigError(f"model factory {spec!r} is not callable; point it at a function taking RuntimeSettings")
     model = factory(settings)
     if not isinstance(model, Model):
         raise ConfigError(f"model factory {spec!r} returned {type(model).__name__}, not a pipeline.model.Model")

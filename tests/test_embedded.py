@@ -1,0 +1,57 @@
+"""The embedded default, as the README runs it: no broker, no server."""
+import json
+import os
+
+from bench.samples import PHOTOS, export
+from tests.helpers import REPO, visionfleet
+from tests.photos import KNOWN
+
+
+def embedded_env(tmp_path) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
+    return {**env, "VISIONFLEET_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+
+
+def test_relabel_sample_photos_with_no_server(tmp_path):
+    export(tmp_path / "photos")
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), "--wait",
+                         env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    root = tmp_path / "labels" / job_id
+    summary = json.loads((root / "_SUCCESS.json").read_text())
+    assert (summary["total"], summary["ok"], summary["errors"]) == (len(PHOTOS) + 1, len(PHOTOS), 1)
+    records = [json.loads(line) for part in summary["parts"] for line in (root / part).read_text().splitlines()]
+    by_name = {r["uri"].rsplit("/", 1)[1]: r for r in records}
+    assert len(by_name) == len(records) == len(PHOTOS) + 1
+    for name, classes in KNOWN.items():
+        assert by_name[name]["labels"][0]["class_id"] in classes
+    assert by_name["broken.jpg"]["status"] == "error"
+
+    status = visionfleet("status", job_id, "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    got = json.loads(status.stdout)
+    assert (got["state"], got["total"], got["done"], got["errors"]) == ("succeeded", 9, 9, 1)
+
+
+def test_config_errors_name_the_fix(tmp_path):
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", "oss://bucket/in/", "--output", str(tmp_path / "out"), env=env)
+    assert result.returncode == 2
+    assert "OSS_ENDPOINT is not set; set it to your region's endpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    env["VISIONFLEET_BROKER_URL"] = "kafka://nope"
+    result = visionfleet("status", "x", env=env)
+    assert result.returncode == 2 and "VISIONFLEET_BROKER_URL has an unsupported scheme" in result.stderr
+
+    env["VISIONFLEET_BROKER_URL"] = "amqp://guest:guest@127.0.0.1:5672//"
+    result = visionfleet("status", "x", env=env)
+    assert result.returncode == 2 and "VISIONFLEET_STATE_URL is not set" in result.stderr
+
+
+def test_unknown_job_status(tmp_path):
+    result = visionfleet("status", "no-such-job", env=embedded_env(tmp_path))
+    assert result.returncode == 2 and "no job 'no-such-job'" in result.stderr
