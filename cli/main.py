@@ -49,7 +49,10 @@ def relabel(source, output, model, top_k, shard_size, all_files, wait, workers) 
 @click.option("--hostname", "-n", default=None, help="Worker node name (Celery's -n).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 def worker(queues, concurrency, hostname, loglevel) -> None:
-    """Run a worker (same as `celery -A broker.celery_app worker`)."""
+    """Run a worker (same as `celery -A broker.celery_app worker`, plus tcmalloc when installed)."""
+    from workers.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc(["-m", "cli", *sys.argv[1:]])
     os.environ.setdefault("VISIONFLEET_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
     try:
         from broker.celery_app import app

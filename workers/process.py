@@ -16,6 +16,7 @@ from checkpoints import StateStore, open_store
 from pipeline.labeller import Labeller, LoadSettings
 from pipeline.models import DEFAULT_MODEL, RuntimeSettings, load_model
 from pipeline.envvars import env_str
+from workers import allocator
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -56,4 +57,7 @@ def context() -> ProcessContext:
 
 @worker_process_init.connect
 def _preload(**_) -> None:
-    context().labeller(env_str("VISIONFLEET_MODEL", DEFAULT_MODEL))
+    ctx = context()
+    ctx.labeller(env_str("VISIONFLEET_MODEL", DEFAULT_MODEL))
+    log.info("worker process ready", extra={"owner": ctx.owner, "allocator": allocator.describe(),
+                                             "torch_threads": ctx.settings.torch_threads})
