@@ -37,8 +37,10 @@ def full_decode(data: bytes, geometry: Geometry):
     if img.mode != "RGB":
         img = img.convert("RGB")
     w, h = img.size
-    scale = geometry.resize / min(w, h)
-    new_w, new_h = (geometry.resize, int(h * scale)) if w <= h else (int(w * scale), geometry.resize)
+    if w <= h:
+        new_w, new_h = geometry.resize, int(geometry.resize * h / w)
+    else:
+        new_w, new_h = int(geometry.resize * w / h), geometry.resize
     img = img.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = round((new_w - geometry.crop) / 2), round((new_h - geometry.crop) / 2)
     return img.crop((left, top, left + geometry.crop, top + geometry.crop))

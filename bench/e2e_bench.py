@@ -89,7 +89,8 @@ def main() -> None:
     model_only(model, crops[: model.info.max_batch_size])  # warm-up
 
     env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_TORCH_THREADS": str(threads),
-           "VISIONFLEET_HOME": str(work / "home"), "PYTHONPATH": str(REPO)}
+           "VISIONFLEET_HOME": str(work / "home"), "PYTHONPATH": str(REPO),
+           "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off")}
     worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "-Q", "bulk", "-c", "1", "-l", "WARNING"],
                               env=env, cwd=REPO)
     store = open_store(args.broker)

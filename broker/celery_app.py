@@ -16,12 +16,13 @@ RELABEL_SHARD_TASK = "visionfleet.relabel_shard"
 
 def make_app(settings: BrokerSettings) -> Celery:
     settings.prepare()
-    app = Celery("visionfleet", include=["workers.logs", "workers.process", "workers.tasks"])
+    app = Celery("visionfleet", include=["workers.logs", "workers.process", "workers.drain", "workers.tasks"])
     app.conf.update(
         broker_url=settings.broker_url or "filesystem://",
         result_backend=settings.result_backend,
         broker_transport_options=_transport_options(settings),
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker outlives a broker restart
         # JSON only: a pickle message would let whoever reaches the broker run code.
         task_serializer="json",
         result_serializer="json",
@@ -42,12 +43,20 @@ def make_app(settings: BrokerSettings) -> Celery:
 
 
 def _transport_options(settings: BrokerSettings) -> dict:
-    if not settings.embedded:
-        return {}
-    folder = str(settings.broker_dir)
-    # The default 1 s polling adds up to a second per shard; 0.1 s costs
-    # nothing measurable and keeps a small job snappy.
-    return {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0.1}
+    if settings.embedded:
+        folder = str(settings.broker_dir)
+        # The default 1 s polling adds up to a second per shard; 0.1 s costs
+        # nothing measurable and keeps a small job snappy.
+        return {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0.1}
+    if settings.broker_url.startswith(("redis", "unix")):
+        # A shard of a worker that died (SIGKILL, OOM, power loss) goes back
+        # to the queue after this long unacked; a live worker's shard that
+        # outlasts it is refused by the lease, not run twice.
+        redeliver = settings.redeliver_after_s
+        return {"visibility_timeout": redeliver, "unacked_restore_interval": min(10, max(1, redeliver // 4)),
+                "unacked_restore_throttle": 1, "socket_timeout": 30, "socket_connect_timeout": 10,
+                "health_check_interval": 25}
+    return {}
 
 
 app = make_app(BrokerSettings.from_env())

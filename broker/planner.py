@@ -69,6 +69,7 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
     except Exception as exc:
         store.set_state(job_id, "failed", f"planning failed after {shards} shards: {exc}")
         raise
+    storage.write(layout.plan_file(root), json.dumps({"total": total, "shards": shards}).encode())
     store.set_planned(job_id, total, shards)
     log.info("job planned", extra={"job_id": job_id, "total": total, "shards": shards})
     finalize_if_complete(store, job_id)  # an empty source is done at once

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.envvars import env_str
+from pipeline.envvars import env_int, env_str
 from pipeline.errors import ConfigError
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -20,6 +20,7 @@ class BrokerSettings:
     result_backend: str
     state_url: str
     home: Path
+    redeliver_after_s: int = 300
 
     @property
     def embedded(self) -> bool:
@@ -48,7 +49,7 @@ class BrokerSettings:
                 "set it to e.g. redis://redis:6379/0"
             )
         backend = env_str("VISIONFLEET_RESULT_BACKEND") or state
-        return cls(broker, backend, state, home)
+        return cls(broker, backend, state, home, env_int("VISIONFLEET_REDELIVER_AFTER_S", 300, minimum=2))
 
     def prepare(self) -> None:
         """Create the embedded folders; kombu's filesystem transport needs them to exist."""

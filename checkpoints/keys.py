@@ -18,5 +18,10 @@ def job_failed(job_id: str) -> str:
 
 
 def shard(job_id: str, index: int) -> str:
-    """Hash: offset, done, owner, token, lease_until."""
+    """Hash: offset, ok, errors, done, failed, owner, token, lease_until, takeovers."""
     return f"{PREFIX}:job:{job_id}:shard:{index}"
+
+
+def shard_parts(job_id: str, index: int) -> str:
+    """List of the shard's committed part names, in commit order."""
+    return f"{PREFIX}:job:{job_id}:shard:{index}:parts"

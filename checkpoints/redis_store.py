@@ -2,37 +2,48 @@
 
 Lease, fencing check and counter updates run as Lua scripts so each is one
 atomic step on the server, and lease times come from the server's clock
-(``TIME``), so workers' clocks may drift without breaking leases.
+(``TIME``), so workers' clocks may drift without breaking leases. Calls
+retry through a Redis restart (bounded), so a worker rides it out.
 """
 import json
 import time
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from checkpoints import keys
-from checkpoints.state import Checkpoint, Progress, StateStore, derive_state
+from checkpoints.state import Checkpoint, Lease, Progress, StateStore, derive_state, new_token
 
-# KEYS: shard, job. ARGV: owner, ttl_s. Returns the new token or -1.
+# KEYS: shard, job. ARGV: owner, ttl_s, token. Returns takeovers, or nil while another lease runs.
 _ACQUIRE = """
 local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
-local s = redis.call('HMGET', KEYS[1], 'owner', 'lease_until')
-if s[1] and s[1] ~= ARGV[1] and tonumber(s[2]) > now then return -1 end
-local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_until', now + tonumber(ARGV[2]))
+local s = redis.call('HMGET', KEYS[1], 'owner', 'lease_until', 'takeovers')
+local holder = s[1] or ''
+if holder ~= '' and holder ~= ARGV[1] and tonumber(s[2]) > now then return false end
+local takeovers = tonumber(s[3] or '0')
+if holder ~= '' and holder ~= ARGV[1] then takeovers = redis.call('HINCRBY', KEYS[1], 'takeovers', 1) end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', ARGV[3], 'lease_until', now + tonumber(ARGV[2]))
 redis.call('HSETNX', KEYS[2], 'started_at', now)
-return token
+return takeovers
 """
 
-# KEYS: shard, job, parts. ARGV: token, offset, ok, errors, part, done, ttl_s.
+# KEYS: shard, job, job parts, shard parts. ARGV: token, offset, ok, errors, part, done, ttl_s.
 _COMMIT = """
 local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-if redis.call('HGET', KEYS[1], 'done') == '1' then return 0 end
+local s = redis.call('HMGET', KEYS[1], 'token', 'done', 'offset')
+if s[1] ~= ARGV[1] or s[2] == '1' then return 0 end
+if tonumber(ARGV[2]) > tonumber(s[3] or '0') then redis.call('HSET', KEYS[1], 'takeovers', 0) end
 redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'lease_until', now + tonumber(ARGV[7]))
+redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'errors', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'ok', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'errors', ARGV[4])
 redis.call('HSET', KEYS[2], 'updated_at', now)
-if ARGV[5] ~= '' then redis.call('SADD', KEYS[3], ARGV[5]) end
+if ARGV[5] ~= '' then
+  redis.call('SADD', KEYS[3], ARGV[5])
+  redis.call('RPUSH', KEYS[4], ARGV[5])
+end
 if ARGV[6] == '1' then
   redis.call('HSET', KEYS[1], 'done', '1', 'owner', '', 'lease_until', 0)
   redis.call('HINCRBY', KEYS[2], 'shards_done', 1)
@@ -58,20 +69,21 @@ return 1
 
 
 class RedisStore(StateStore):
-    def __init__(self, url: str) -> None:
-        self._r = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    def __init__(self, url: str, *, retries: int = 12) -> None:
+        # ~1 minute of backoff in all: long enough for a Redis restart.
+        retry = Retry(ExponentialBackoff(cap=8, base=0.25), retries)
+        self._r = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, retry=retry,
+                                       retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+                                       socket_connect_timeout=5, socket_timeout=30)
         self._acquire = self._r.register_script(_ACQUIRE)
         self._commit = self._r.register_script(_COMMIT)
         self._fail = self._r.register_script(_FAIL)
         self._release = self._r.register_script(_RELEASE)
 
-    def ping(self) -> None:
-        self._r.ping()
-
     def create_job(self, job_id: str, meta: dict) -> None:
         self._r.hset(keys.job(job_id), mapping={
             "meta": json.dumps(meta), "planned": 0, "total": 0, "shards": 0, "ok": 0, "errors": 0,
-            "shards_done": 0, "created_at": time.time(),
+            "shards_done": 0, "created_at": meta.get("created_at", time.time()),
         })
 
     def job_meta(self, job_id: str) -> dict | None:
@@ -81,26 +93,47 @@ class RedisStore(StateStore):
     def set_planned(self, job_id: str, total: int, shards: int) -> None:
         self._r.hset(keys.job(job_id), mapping={"planned": 1, "total": total, "shards": shards})
 
-    def acquire(self, job_id: str, shard: int, owner: str, ttl_s: float) -> int | None:
-        token = self._acquire(keys=[keys.shard(job_id, shard), keys.job(job_id)], args=[owner, ttl_s])
-        return None if token < 0 else int(token)
+    def acquire(self, job_id: str, shard: int, owner: str, ttl_s: float) -> Lease | None:
+        token = new_token()
+        takeovers = self._acquire(keys=[keys.shard(job_id, shard), keys.job(job_id)], args=[owner, ttl_s, token])
+        return None if takeovers is None else Lease(token, int(takeovers))
 
     def checkpoint(self, job_id: str, shard: int) -> Checkpoint:
-        offset, done, failed = self._r.hmget(keys.shard(job_id, shard), "offset", "done", "failed")
-        return Checkpoint(offset=int(offset or 0), done=done == "1", failed=failed or None)
+        offset, ok, errors, done, failed = self._r.hmget(
+            keys.shard(job_id, shard), "offset", "ok", "errors", "done", "failed")
+        return Checkpoint(offset=int(offset or 0), ok=int(ok or 0), errors=int(errors or 0),
+                          parts=self._r.lrange(keys.shard_parts(job_id, shard), 0, -1),
+                          done=done == "1", failed=failed or None)
 
     def commit(self, job_id, shard, token, *, offset, ok, errors, part, done, ttl_s) -> bool:
         return bool(self._commit(
-            keys=[keys.shard(job_id, shard), keys.job(job_id), keys.job_parts(job_id)],
+            keys=[keys.shard(job_id, shard), keys.job(job_id), keys.job_parts(job_id), keys.shard_parts(job_id, shard)],
             args=[token, offset, ok, errors, part or "", int(done), ttl_s],
         ))
 
-    def fail_shard(self, job_id: str, shard: int, token: int, reason: str) -> bool:
+    def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:
         return bool(self._fail(keys=[keys.shard(job_id, shard), keys.job_failed(job_id)],
                                args=[token, shard, reason]))
 
-    def release(self, job_id: str, shard: int, token: int) -> None:
+    def release(self, job_id: str, shard: int, token: str) -> None:
         self._release(keys=[keys.shard(job_id, shard)], args=[token])
+
+    def restore_shard(self, job_id: str, shard: int, checkpoint: Checkpoint) -> None:
+        c = checkpoint
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(keys.shard(job_id, shard), mapping={"offset": c.offset, "ok": c.ok, "errors": c.errors,
+                                                      "done": int(c.done), "owner": "", "lease_until": 0})
+        if c.parts:
+            pipe.rpush(keys.shard_parts(job_id, shard), *c.parts)
+            pipe.sadd(keys.job_parts(job_id), *c.parts)
+        pipe.hincrby(keys.job(job_id), "ok", c.ok)
+        pipe.hincrby(keys.job(job_id), "errors", c.errors)
+        if c.done:
+            pipe.hincrby(keys.job(job_id), "shards_done", 1)
+        if c.failed:
+            pipe.hset(keys.shard(job_id, shard), "failed", c.failed)
+            pipe.hset(keys.job_failed(job_id), shard, c.failed)
+        pipe.execute()
 
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
         self._r.hset(keys.job(job_id), mapping={"state": state, "reason": reason or ""})

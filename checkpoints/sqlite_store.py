@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from checkpoints.state import Checkpoint, Progress, StateStore, derive_state
+from checkpoints.state import Checkpoint, Lease, Progress, StateStore, derive_state, new_token
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -19,9 +19,11 @@ CREATE TABLE IF NOT EXISTS jobs (
   shards INT DEFAULT 0, ok INT DEFAULT 0, errors INT DEFAULT 0, shards_done INT DEFAULT 0,
   state TEXT, reason TEXT, created_at REAL, started_at REAL, updated_at REAL);
 CREATE TABLE IF NOT EXISTS shards (
-  job_id TEXT, idx INT, "offset" INT DEFAULT 0, done INT DEFAULT 0, failed TEXT,
-  owner TEXT DEFAULT '', token INT DEFAULT 0, lease_until REAL DEFAULT 0, PRIMARY KEY (job_id, idx));
-CREATE TABLE IF NOT EXISTS parts (job_id TEXT, name TEXT, PRIMARY KEY (job_id, name));
+  job_id TEXT, idx INT, "offset" INT DEFAULT 0, ok INT DEFAULT 0, errors INT DEFAULT 0,
+  done INT DEFAULT 0, failed TEXT, owner TEXT DEFAULT '', token TEXT, lease_until REAL DEFAULT 0,
+  takeovers INT DEFAULT 0, PRIMARY KEY (job_id, idx));
+CREATE TABLE IF NOT EXISTS parts (job_id TEXT, idx INT, name TEXT, seq INTEGER PRIMARY KEY AUTOINCREMENT);
+CREATE UNIQUE INDEX IF NOT EXISTS parts_by_name ON parts (job_id, name);
 """
 
 
@@ -44,87 +46,108 @@ class SqliteStore(StateStore):
                 self._db.execute("ROLLBACK")
                 raise
 
-    def _one(self, sql: str, *args):
+    def _all(self, sql: str, *args) -> list:
         with self._lock:
-            return self._db.execute(sql, args).fetchone()
+            return self._db.execute(sql, args).fetchall()
 
     def create_job(self, job_id: str, meta: dict) -> None:
         with self._tx() as db:
             db.execute("INSERT INTO jobs (job_id, meta, created_at) VALUES (?, ?, ?)",
-                       (job_id, json.dumps(meta), time.time()))
+                       (job_id, json.dumps(meta), meta.get("created_at", time.time())))
 
     def job_meta(self, job_id: str) -> dict | None:
-        row = self._one("SELECT meta FROM jobs WHERE job_id = ?", job_id)
-        return json.loads(row[0]) if row else None
+        rows = self._all("SELECT meta FROM jobs WHERE job_id = ?", job_id)
+        return json.loads(rows[0][0]) if rows else None
 
     def set_planned(self, job_id: str, total: int, shards: int) -> None:
         with self._tx() as db:
             db.execute("UPDATE jobs SET planned = 1, total = ?, shards = ? WHERE job_id = ?", (total, shards, job_id))
 
-    def acquire(self, job_id: str, shard: int, owner: str, ttl_s: float) -> int | None:
+    def acquire(self, job_id: str, shard: int, owner: str, ttl_s: float) -> Lease | None:
         now = time.time()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO shards (job_id, idx) VALUES (?, ?)", (job_id, shard))
-            holder, until, token = db.execute(
-                "SELECT owner, lease_until, token FROM shards WHERE job_id = ? AND idx = ?", (job_id, shard)).fetchone()
+            holder, until, takeovers = db.execute(
+                "SELECT owner, lease_until, takeovers FROM shards WHERE job_id = ? AND idx = ?",
+                (job_id, shard)).fetchone()
             if holder and holder != owner and until > now:
                 return None
-            db.execute("UPDATE shards SET owner = ?, token = ?, lease_until = ? WHERE job_id = ? AND idx = ?",
-                       (owner, token + 1, now + ttl_s, job_id, shard))
+            takeovers += bool(holder and holder != owner)  # the holder died or stalled
+            lease = Lease(new_token(), takeovers)
+            db.execute("UPDATE shards SET owner = ?, token = ?, lease_until = ?, takeovers = ? "
+                       "WHERE job_id = ? AND idx = ?", (owner, lease.token, now + ttl_s, takeovers, job_id, shard))
             db.execute("UPDATE jobs SET started_at = COALESCE(started_at, ?) WHERE job_id = ?", (now, job_id))
-            return token + 1
+            return lease
 
     def checkpoint(self, job_id: str, shard: int) -> Checkpoint:
-        row = self._one('SELECT "offset", done, failed FROM shards WHERE job_id = ? AND idx = ?', job_id, shard)
-        return Checkpoint(offset=row[0], done=bool(row[1]), failed=row[2]) if row else Checkpoint()
+        rows = self._all('SELECT "offset", ok, errors, done, failed FROM shards WHERE job_id = ? AND idx = ?',
+                         job_id, shard)
+        if not rows:
+            return Checkpoint()
+        offset, ok, errors, done, failed = rows[0]
+        parts = [r[0] for r in self._all("SELECT name FROM parts WHERE job_id = ? AND idx = ? ORDER BY seq",
+                                         job_id, shard)]
+        return Checkpoint(offset=offset, ok=ok, errors=errors, parts=parts, done=bool(done), failed=failed)
 
-    def _holds(self, db, job_id: str, shard: int, token: int) -> bool:
-        row = db.execute("SELECT token, done FROM shards WHERE job_id = ? AND idx = ?", (job_id, shard)).fetchone()
-        return row is not None and row[0] == token and not row[1]
+    @staticmethod
+    def _held(db, job_id: str, shard: int, token: str) -> tuple | None:
+        row = db.execute('SELECT token, done, "offset" FROM shards WHERE job_id = ? AND idx = ?',
+                         (job_id, shard)).fetchone()
+        return row if row is not None and row[0] == token and not row[1] else None
 
     def commit(self, job_id, shard, token, *, offset, ok, errors, part, done, ttl_s) -> bool:
         now = time.time()
         with self._tx() as db:
-            if not self._holds(db, job_id, shard, token):
+            held = self._held(db, job_id, shard, token)
+            if held is None:
                 return False
-            db.execute('UPDATE shards SET "offset" = ?, lease_until = ? WHERE job_id = ? AND idx = ?',
-                       (offset, now + ttl_s, job_id, shard))
+            db.execute('UPDATE shards SET "offset" = ?, ok = ok + ?, errors = errors + ?, lease_until = ?, '
+                       "takeovers = CASE WHEN ? > ? THEN 0 ELSE takeovers END WHERE job_id = ? AND idx = ?",
+                       (offset, ok, errors, now + ttl_s, offset, held[2], job_id, shard))
             db.execute("UPDATE jobs SET ok = ok + ?, errors = errors + ?, updated_at = ? WHERE job_id = ?",
                        (ok, errors, now, job_id))
             if part:
-                db.execute("INSERT OR IGNORE INTO parts (job_id, name) VALUES (?, ?)", (job_id, part))
+                db.execute("INSERT OR IGNORE INTO parts (job_id, idx, name) VALUES (?, ?, ?)", (job_id, shard, part))
             if done:
                 db.execute("UPDATE shards SET done = 1, owner = '', lease_until = 0 WHERE job_id = ? AND idx = ?",
                            (job_id, shard))
                 db.execute("UPDATE jobs SET shards_done = shards_done + 1 WHERE job_id = ?", (job_id,))
             return True
 
-    def fail_shard(self, job_id: str, shard: int, token: int, reason: str) -> bool:
+    def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:
         with self._tx() as db:
-            if not self._holds(db, job_id, shard, token):
+            if self._held(db, job_id, shard, token) is None:
                 return False
             db.execute("UPDATE shards SET failed = ?, owner = '', lease_until = 0 WHERE job_id = ? AND idx = ?",
                        (reason, job_id, shard))
             return True
 
-    def release(self, job_id: str, shard: int, token: int) -> None:
+    def release(self, job_id: str, shard: int, token: str) -> None:
         with self._tx() as db:
             db.execute("UPDATE shards SET owner = '', lease_until = 0 WHERE job_id = ? AND idx = ? AND token = ?",
                        (job_id, shard, token))
+
+    def restore_shard(self, job_id: str, shard: int, checkpoint: Checkpoint) -> None:
+        c = checkpoint
+        with self._tx() as db:
+            db.execute('INSERT OR REPLACE INTO shards (job_id, idx, "offset", ok, errors, done, failed) '
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", (job_id, shard, c.offset, c.ok, c.errors, int(c.done), c.failed))
+            db.executemany("INSERT OR IGNORE INTO parts (job_id, idx, name) VALUES (?, ?, ?)",
+                           [(job_id, shard, p) for p in c.parts])
+            db.execute("UPDATE jobs SET ok = ok + ?, errors = errors + ?, shards_done = shards_done + ? "
+                       "WHERE job_id = ?", (c.ok, c.errors, int(c.done), job_id))
 
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
         with self._tx() as db:
             db.execute("UPDATE jobs SET state = ?, reason = ? WHERE job_id = ?", (state, reason, job_id))
 
     def progress(self, job_id: str) -> Progress | None:
-        row = self._one("SELECT planned, total, shards, shards_done, ok, errors, state, reason, created_at, "
-                        "started_at, updated_at FROM jobs WHERE job_id = ?", job_id)
-        if row is None:
+        rows = self._all("SELECT planned, total, shards, shards_done, ok, errors, state, reason, created_at, "
+                         "started_at, updated_at FROM jobs WHERE job_id = ?", job_id)
+        if not rows:
             return None
-        planned, total, shards, shards_done, ok, errors, state, reason, created, started, updated = row
-        with self._lock:
-            failed = dict(self._db.execute(
-                "SELECT idx, failed FROM shards WHERE job_id = ? AND failed IS NOT NULL", (job_id,)).fetchall())
+        planned, total, shards, shards_done, ok, errors, state, reason, created, started, updated = rows[0]
+        failed = dict(self._all("SELECT idx, failed FROM shards WHERE job_id = ? AND failed IS NOT NULL", job_id))
         return Progress(
             job_id=job_id, state=derive_state(state, started is not None), planned=bool(planned), total=total,
             shards=shards, shards_done=shards_done, ok=ok, errors=errors, created_at=created,
@@ -132,6 +155,4 @@ class SqliteStore(StateStore):
         )
 
     def parts(self, job_id: str) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute(
-                "SELECT name FROM parts WHERE job_id = ? ORDER BY name", (job_id,)).fetchall()]
+        return [r[0] for r in self._all("SELECT name FROM parts WHERE job_id = ? ORDER BY name", job_id)]

@@ -6,19 +6,40 @@ done, or failed with a reason. A commit carrying a stale token is refused,
 so a worker that lost its lease can never move the checkpoint.
 """
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+import secrets
+from dataclasses import asdict, dataclass, field
 
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
 @dataclass
+class Lease:
+    """A shard's lease: ``token`` fences this holder's commits."""
+
+    token: str
+    # How often the shard was taken over from a holder whose lease had
+    # expired (it died or stalled), since the shard last made progress.
+    takeovers: int = 0
+
+
+@dataclass
 class Checkpoint:
-    """How far a shard has got: its first ``offset`` URIs are committed."""
+    """How far a shard has got: its first ``offset`` URIs are committed, in ``parts``."""
 
     offset: int = 0
+    ok: int = 0
+    errors: int = 0
+    parts: list[str] = field(default_factory=list)
     done: bool = False
     failed: str | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Checkpoint":
+        return cls(**{k: data[k] for k in ("offset", "ok", "errors", "parts", "done", "failed")})
 
 
 @dataclass
@@ -72,6 +93,12 @@ class Progress:
         }
 
 
+def new_token() -> str:
+    """A fencing token: unique without a counter, so it stays unique even
+    after the store is wiped and rebuilt from the durable copies."""
+    return secrets.token_hex(6)
+
+
 def derive_state(stored: str | None, started: bool) -> str:
     if stored in FINAL_STATES:
         return stored
@@ -94,28 +121,33 @@ class StateStore(ABC):
         """Planning is complete: the job has ``total`` URIs in ``shards`` shards."""
 
     @abstractmethod
-    def acquire(self, job_id: str, shard: int, owner: str, ttl_s: float) -> int | None:
-        """Lease the shard to ``owner``; its fencing token, or None if another owner holds it."""
+    def acquire(self, job_id: str, shard: int, owner: str, ttl_s: float) -> Lease | None:
+        """Lease the shard to ``owner`` with a new token, or None while another owner's lease runs."""
 
     @abstractmethod
     def checkpoint(self, job_id: str, shard: int) -> Checkpoint:
         """The shard's last committed state."""
 
     @abstractmethod
-    def commit(self, job_id: str, shard: int, token: int, *, offset: int, ok: int, errors: int,
+    def commit(self, job_id: str, shard: int, token: str, *, offset: int, ok: int, errors: int,
                part: str | None, done: bool, ttl_s: float) -> bool:
         """Move the checkpoint to ``offset`` and add the counts, if ``token`` still holds the lease.
 
-        Renews the lease. Returns False, changing nothing, for a stale token.
+        Renews the lease; progress resets the takeover count. Returns False,
+        changing nothing, for a stale token or a shard already done.
         """
 
     @abstractmethod
-    def fail_shard(self, job_id: str, shard: int, token: int, reason: str) -> bool:
+    def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:
         """End the shard as failed with ``reason``, if ``token`` still holds the lease."""
 
     @abstractmethod
-    def release(self, job_id: str, shard: int, token: int) -> None:
+    def release(self, job_id: str, shard: int, token: str) -> None:
         """Give the lease up early (the shard goes back to the queue)."""
+
+    @abstractmethod
+    def restore_shard(self, job_id: str, shard: int, checkpoint: Checkpoint) -> None:
+        """Seed a shard of a job being rebuilt from its durable copy (after the store was lost)."""
 
     @abstractmethod
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:

@@ -36,3 +36,27 @@ def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shar
         click.echo(describe(final), err=True)
     click.echo(job_id)  # alone on the last line of stdout, for scripts
     return 0 if final is None or final.state == "succeeded" else 1
+
+
+def run_resume(job_id: str, output: str, *, wait: bool) -> int:
+    from broker.celery_app import RELABEL_SHARD_TASK, app
+    from checkpoints.resume import resume_job
+
+    settings = BrokerSettings.from_env()
+    store = open_store(settings.state_url)
+
+    def send(job: str, shard: int) -> None:
+        app.send_task(RELABEL_SHARD_TASK, args=[job, shard])
+
+    if settings.embedded:
+        with EmbeddedWorkers(settings.home, 1) as fleet:
+            pending = resume_job(store, output, job_id, send)
+            click.echo(f"job {job_id}: {len(pending)} shard(s) enqueued again", err=True)
+            final = wait_for(store, job_id, bar=True, check=fleet.check_alive)
+    else:
+        pending = resume_job(store, output, job_id, send)
+        click.echo(f"job {job_id}: {len(pending)} shard(s) enqueued again", err=True)
+        final = wait_for(store, job_id, bar=True) if wait else store.progress(job_id)
+    click.echo(describe(final), err=True)
+    click.echo(job_id)
+    return 0 if final.state in ("succeeded", "running", "queued") else 1

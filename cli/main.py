@@ -93,5 +93,39 @@ def status(job_id, as_json, watch) -> None:
         time.sleep(2)
 
 
+@main.command()
+@click.argument("job_id")
+@click.option("--output", "-o", required=True, help="The job's DEST, as given to relabel.")
+@click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
+def resume(job_id, output, wait) -> None:
+    """Re-enqueue every unfinished shard of JOB_ID, rebuilding its state from OUTPUT if it was lost."""
+    from cli.jobs import run_resume
+
+    try:
+        code = run_resume(job_id, output, wait=wait)
+    except VisionfleetError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--worker", "-w", "names", multiple=True, help="Worker node name (repeatable), e.g. celery@host.")
+@click.option("--all", "everyone", is_flag=True, help="Drain every worker.")
+def drain(names, everyone) -> None:
+    """Ask workers to commit, hand their shards back and exit."""
+    if not names and not everyone:
+        _fail(VisionfleetError("name workers with --worker NAME (see Flower or `celery inspect ping`) or use --all"))
+    try:
+        from broker.celery_app import app
+    except VisionfleetError as exc:
+        _fail(exc)
+    replies = app.control.broadcast("visionfleet_drain", destination=list(names) or None, reply=True, timeout=3)
+    drained = sorted(name for reply in replies for name in reply)
+    for name in drained:
+        click.echo(f"{name}: draining")
+    if not drained:
+        _fail(VisionfleetError("no worker answered; check the names and VISIONFLEET_BROKER_URL"))
+
+
 if __name__ == "__main__":
     main()

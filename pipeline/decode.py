@@ -22,11 +22,13 @@ from PIL import PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
 from pipeline.errors import ConfigError, InputError
 
-# Equal to Pillow's own default guard (1 GiB / 4 / 3, i.e. 256 MiB as 24-bit
-# RGB): enough for every mainstream camera (up to 61 MP) and 48/50 MP phone
-# modes, while one non-JPEG decode in the I/O pool stays under ~0.4 GB
-# (RGBA plus its premultiplied copy). Being equal to Pillow's also means the
-# default never needs to touch Pillow's global (see _let_pillow_allow).
+# Pillow's own default guard (1 GiB / 4 / 3): enough for every mainstream
+# camera (up to 61 MP) and 48/50 MP phone modes. At the limit a non-JPEG
+# decode peaks near 0.4 GB (Pillow keeps 4 bytes a pixel), ~0.7 GB with alpha
+# (resize makes a premultiplied copy): several at once must fit a worker. A
+# progressive JPEG needs a similar coefficient buffer even when reduced-size
+# decoded, so the limit applies to every format. Being equal to Pillow's also
+# means the default never needs to touch Pillow's global (_let_pillow_allow).
 DEFAULT_MAX_PIXELS = 89_478_485
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
@@ -69,7 +71,9 @@ def decode_image(
     """Return a uint8 RGB array of shape (crop, crop, 3), C-contiguous.
 
     The crop is torchvision's Resize(geometry.resize) + CenterCrop(geometry.crop)
-    of the upright (EXIF-oriented) picture, alpha composited over white.
+    (bilinear) of the upright (EXIF-oriented) picture, alpha composited over
+    white; exact up to rounding, except that a JPEG is decoded at a reduced
+    scale first (within about one grey level on average, same top-1).
     Raises InputError, with a specific message, for anything that is not a
     complete, supported image (JPEG, PNG, WebP, GIF, BMP, TIFF) of at most
     `max_pixels` pixels; first frame/page only.
@@ -79,7 +83,7 @@ def decode_image(
     _let_pillow_allow(max_pixels)
     img = _open(data)
     width, height = img.size
-    if False:
+    if width * height > max_pixels:
         raise InputError(
             f"image too large: {width} x {height} = {width * height} pixels, over the "
             f"limit of {max_pixels}; raise VISIONFLEET_MAX_PIXELS to allow it"
@@ -169,9 +173,9 @@ def _crop_box(
 def _orientation(img: Image.Image) -> int:
     try:
         value = img.getexif().get(_ORIENTATION_TAG, 1)
+        return value if value in _UPRIGHT else 1
     except Exception:  # broken EXIF must not cost us a readable picture
         return 1
-    return value if value in _UPRIGHT else 1
 
 
 def _resizable(img: Image.Image) -> Image.Image:
@@ -192,19 +196,21 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     convert clips instead, which turns 16-bit mid-grey (32768) white."""
     if img.mode.startswith("I;16"):
         wide = np.asarray(img).astype(np.uint32)
-        return Image.fromarray(((wide + 128) // 257).astype(np.uint8), "L")
+        return Image.fromarray(((wide + 128) // 257).astype(np.uint8))
     values = np.nan_to_num(np.asarray(img, dtype=np.float32))
     # int32 and float pixels have no standard range: take the smallest usual
     # one (0..1, 0..255, 0..65535) that holds the data, else the data's max.
     top = float(values.max(initial=0.0))
     top = next((t for t in (1.0, 255.0, 65535.0) if top <= t), top)
     scaled = np.clip(values * (255.0 / top) + 0.5, 0, 255)
-    return Image.fromarray(scaled.astype(np.uint8), "L")
+    return Image.fromarray(scaled.astype(np.uint8))
 
 
 def _rgb_array(img: Image.Image) -> np.ndarray:
-    if img.mode in ("RGBA", "LA", "RGBa", "La"):
-        rgba = img.convert("LA" if img.mode == "La" else img.mode).convert("RGBA")
+    if img.mode in ("RGBa", "La"):  # premultiplied, e.g. TIFF associated alpha
+        img = img.convert(img.mode.upper())
+    if img.mode in ("RGBA", "LA"):
+        rgba = img.convert("RGBA")
         img = Image.new("RGB", rgba.size, (255, 255, 255))
         img.paste(rgba, mask=rgba)  # composite over white
     elif img.mode != "RGB":

@@ -5,12 +5,17 @@
   listed in ``_SUCCESS.json`` are output; any other is an orphan of a
   refused commit and is never read.
 - ``_plan/shard-SSSSSS.txt``: the URIs of shard ``S``, one per line.
+- ``_plan/job.json``, ``_plan/plan.json``: the job's description, and its
+  totals once listing has finished.
+- ``_checkpoints/shard-SSSSSS.json``: the durable copy of shard ``S``'s
+  checkpoint (offset, counts, parts), so progress outlives the state store.
 - ``_SUCCESS.json``: the summary, written when the last shard commits.
 """
 from pipeline.storage import storage_for
 
 SUCCESS = "_SUCCESS.json"
 PLAN_DIR = "_plan"
+CHECKPOINT_DIR = "_checkpoints"
 
 
 def job_root(output: str, job_id: str) -> str:
@@ -32,3 +37,12 @@ def child(root: str, name: str) -> str:
 def job_file(root: str) -> str:
     """The job's description, kept beside its plan so it outlives the state store."""
     return storage_for(root).join(root, PLAN_DIR, "job.json")
+
+
+def plan_file(root: str) -> str:
+    """Totals of a finished listing: ``{"total": N, "shards": M}``."""
+    return storage_for(root).join(root, PLAN_DIR, "plan.json")
+
+
+def checkpoint_file(root: str, shard: int) -> str:
+    return storage_for(root).join(root, CHECKPOINT_DIR, f"shard-{shard:06d}.json")

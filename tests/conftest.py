@@ -11,6 +11,9 @@ from tests.oss_server import start_oss_server
 
 REDIS_URL = os.environ.get("VISIONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
+# Tests send traffic to loopback only: never poll the cloud metadata address.
+os.environ["VISIONFLEET_SPOT_NOTICE_URL"] = "off"
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
@@ -71,7 +74,7 @@ def fleet_env(private_redis, oss_server, tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
     env.update(oss_env(oss_server))
     env.update({"VISIONFLEET_BROKER_URL": private_redis.url, "VISIONFLEET_HOME": str(tmp_path / "home"),
-                "PYTHONPATH": str(REPO)})
+                "VISIONFLEET_SPOT_NOTICE_URL": "off", "PYTHONPATH": str(REPO)})
     return env
 
 

@@ -42,21 +42,30 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
 
 
 class RedisServer:
-    """A private redis-server on a free port: a clean broker per test session."""
+    """A private redis-server on a free port, keeping nothing on disk."""
 
     def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        self.binary = shutil.which("redis-server")
+        if self.binary is None:
             raise RuntimeError("redis-server is not installed; install it (Debian: apt-get install redis-server)")
+        self.workdir = workdir
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         import redis
 
         client = redis.Redis(port=self.port)
         wait_until(lambda: _pings(client), 10, "private redis-server to answer")
+
+    def crash_and_restart_empty(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.start()
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=10)
@@ -84,21 +93,22 @@ class Workers:
         self.env, self.log_dir = env, log_dir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, count: int = 1, queues: str = "bulk") -> list[subprocess.Popen]:
+    def start(self, count: int = 1, queues: str = "bulk", **env: str) -> list[subprocess.Popen]:
         started = []
         for _ in range(count):
             i = len(self.procs)
             log = open(self.log_dir / f"worker-{i}.log", "wb")
             proc = subprocess.Popen(
                 [sys.executable, "-m", "cli", "worker", "-Q", queues, "-c", "1", "-n", f"test{i}-{os.getpid()}@%h"],
-                env={**self.env, "VISIONFLEET_TORCH_THREADS": "1"}, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+                env={**self.env, "VISIONFLEET_TORCH_THREADS": "1", **env}, cwd=REPO, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)  # its own group: SIGSTOP/SIGKILL it whole
             log.close()
             self.procs.append(proc)
             started.append(proc)
         return started
 
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.log_dir.glob("worker-*.log")))
+    def logs(self, tail: int = 3000) -> str:
+        return "\n".join(p.read_text(errors="replace")[-tail:] for p in sorted(self.log_dir.glob("worker-*.log")))
 
     def stop_all(self) -> None:
         for proc in self.procs:

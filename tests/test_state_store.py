@@ -2,6 +2,7 @@
 import pytest
 
 from checkpoints import open_store
+from checkpoints.state import Checkpoint
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -11,11 +12,15 @@ def store(request, tmp_path):
     return open_store(request.getfixturevalue("redis_url"))
 
 
+def commit(store, job_id, lease, offset, ok=0, errors=0, part=None, done=False) -> bool:
+    return store.commit(job_id, 0, lease.token, offset=offset, ok=ok, errors=errors, part=part, done=done, ttl_s=60)
+
+
 def test_new_job_is_queued_then_running_once_a_shard_is_leased(store, job_id):
     store.create_job(job_id, {"model": "m"})
     assert store.job_meta(job_id) == {"model": "m"}
     assert store.progress(job_id).state == "queued"
-    assert store.acquire(job_id, 0, "w1", ttl_s=60) == 1
+    assert store.acquire(job_id, 0, "w1", ttl_s=60) is not None
     assert store.progress(job_id).state == "running"
 
 
@@ -26,25 +31,27 @@ def test_unknown_job(store):
 
 def test_lease_is_exclusive_until_it_expires(store, job_id):
     store.create_job(job_id, {})
-    assert store.acquire(job_id, 0, "w1", ttl_s=60) == 1
+    first = store.acquire(job_id, 0, "w1", ttl_s=60)
     assert store.acquire(job_id, 0, "w2", ttl_s=60) is None
-    assert store.acquire(job_id, 0, "w1", ttl_s=60) == 2  # the owner may re-take it
-    assert store.acquire(job_id, 1, "w2", ttl_s=60) == 1  # other shards are free
+    again = store.acquire(job_id, 0, "w1", ttl_s=60)  # the owner may re-take it, with a new token
+    assert again.token != first.token and again.takeovers == 0
+    assert store.acquire(job_id, 1, "w2", ttl_s=60) is not None  # other shards are free
     store.acquire(job_id, 2, "w1", ttl_s=0)
-    assert store.acquire(job_id, 2, "w2", ttl_s=60) == 2  # expired: taken over
+    taken = store.acquire(job_id, 2, "w2", ttl_s=60)  # expired: taken over
+    assert taken is not None and taken.takeovers == 1
 
 
 def test_commits_move_checkpoint_and_counters(store, job_id):
     store.create_job(job_id, {})
     store.set_planned(job_id, total=5, shards=1)
-    token = store.acquire(job_id, 0, "w1", ttl_s=60)
-    assert store.commit(job_id, 0, token, offset=3, ok=2, errors=1, part="p1", done=False, ttl_s=60)
-    assert store.checkpoint(job_id, 0).offset == 3
+    lease = store.acquire(job_id, 0, "w1", ttl_s=60)
+    assert commit(store, job_id, lease, 3, ok=2, errors=1, part="p1")
+    assert store.checkpoint(job_id, 0) == Checkpoint(offset=3, ok=2, errors=1, parts=["p1"])
     assert not store.progress(job_id).complete
-    assert store.commit(job_id, 0, token, offset=5, ok=2, errors=0, part="p0", done=True, ttl_s=60)
+    assert commit(store, job_id, lease, 5, ok=2, part="p0", done=True)
     p = store.progress(job_id)
     assert (p.ok, p.errors, p.done, p.shards_done, p.complete) == (4, 1, 5, 1, True)
-    assert store.checkpoint(job_id, 0).done
+    assert store.checkpoint(job_id, 0) == Checkpoint(offset=5, ok=4, errors=1, parts=["p1", "p0"], done=True)
     assert store.parts(job_id) == ["p0", "p1"]
 
 
@@ -52,20 +59,32 @@ def test_stale_token_commit_is_refused_and_changes_nothing(store, job_id):
     store.create_job(job_id, {})
     old = store.acquire(job_id, 0, "w1", ttl_s=0)
     new = store.acquire(job_id, 0, "w2", ttl_s=60)
-    assert new > old
-    assert not store.commit(job_id, 0, old, offset=9, ok=9, errors=0, part="stale", done=True, ttl_s=60)
-    assert store.checkpoint(job_id, 0).offset == 0
-    assert store.parts(job_id) == []
-    assert store.progress(job_id).ok == 0
-    assert store.commit(job_id, 0, new, offset=9, ok=9, errors=0, part="fresh", done=True, ttl_s=60)
+    assert not commit(store, job_id, old, 9, ok=9, part="stale", done=True)
+    assert store.checkpoint(job_id, 0) == Checkpoint()
+    assert store.parts(job_id) == [] and store.progress(job_id).ok == 0
+    assert commit(store, job_id, new, 9, ok=9, part="fresh", done=True)
 
 
 def test_done_shard_takes_no_more_commits(store, job_id):
     store.create_job(job_id, {})
-    token = store.acquire(job_id, 0, "w1", ttl_s=60)
-    assert store.commit(job_id, 0, token, offset=1, ok=1, errors=0, part="a", done=True, ttl_s=60)
-    assert not store.commit(job_id, 0, token, offset=1, ok=1, errors=0, part="b", done=True, ttl_s=60)
+    lease = store.acquire(job_id, 0, "w1", ttl_s=60)
+    assert commit(store, job_id, lease, 1, ok=1, part="a", done=True)
+    assert not commit(store, job_id, lease, 1, ok=1, part="b", done=True)
     assert store.progress(job_id).ok == 1
+
+
+def test_takeovers_count_deaths_and_progress_resets_them(store, job_id):
+    store.create_job(job_id, {})
+    assert store.acquire(job_id, 0, "w1", ttl_s=0).takeovers == 0
+    assert store.acquire(job_id, 0, "w2", ttl_s=0).takeovers == 1
+    lease = store.acquire(job_id, 0, "w3", ttl_s=60)
+    assert lease.takeovers == 2
+    assert commit(store, job_id, lease, 0)  # no progress: count kept
+    store.release(job_id, 0, lease.token)   # a clean hand-back is no death
+    lease = store.acquire(job_id, 0, "w4", ttl_s=0)
+    assert lease.takeovers == 2
+    assert store.commit(job_id, 0, lease.token, offset=4, ok=4, errors=0, part=None, done=False, ttl_s=0)
+    assert store.acquire(job_id, 0, "w5", ttl_s=60).takeovers == 1  # reset by progress, then w4 "died"
 
 
 def test_failed_shard_is_reported_and_completes_the_job(store, job_id):
@@ -73,8 +92,8 @@ def test_failed_shard_is_reported_and_completes_the_job(store, job_id):
     store.set_planned(job_id, total=2, shards=2)
     t0 = store.acquire(job_id, 0, "w1", ttl_s=60)
     t1 = store.acquire(job_id, 1, "w1", ttl_s=60)
-    assert store.commit(job_id, 0, t0, offset=1, ok=1, errors=0, part="a", done=True, ttl_s=60)
-    assert store.fail_shard(job_id, 1, t1, "boom")
+    assert commit(store, job_id, t0, 1, ok=1, part="a", done=True)
+    assert store.fail_shard(job_id, 1, t1.token, "boom")
     p = store.progress(job_id)
     assert p.failed_shards == {1: "boom"} and p.complete
     assert store.checkpoint(job_id, 1).failed == "boom"
@@ -82,9 +101,24 @@ def test_failed_shard_is_reported_and_completes_the_job(store, job_id):
 
 def test_release_frees_the_lease(store, job_id):
     store.create_job(job_id, {})
-    token = store.acquire(job_id, 0, "w1", ttl_s=60)
-    store.release(job_id, 0, token)
-    assert store.acquire(job_id, 0, "w2", ttl_s=60) == token + 1
+    lease = store.acquire(job_id, 0, "w1", ttl_s=60)
+    store.release(job_id, 0, lease.token)
+    assert store.acquire(job_id, 0, "w2", ttl_s=60).takeovers == 0
+
+
+def test_restore_rebuilds_a_lost_job(store, job_id):
+    store.create_job(job_id, {"x": 1})
+    store.set_planned(job_id, total=7, shards=3)
+    store.restore_shard(job_id, 0, Checkpoint(offset=3, ok=2, errors=1, parts=["a", "b"], done=True))
+    store.restore_shard(job_id, 1, Checkpoint(offset=2, ok=2, parts=["c"]))
+    p = store.progress(job_id)
+    assert (p.ok, p.errors, p.shards_done) == (4, 1, 1)
+    assert store.parts(job_id) == ["a", "b", "c"]
+    assert store.checkpoint(job_id, 1) == Checkpoint(offset=2, ok=2, parts=["c"])
+    lease = store.acquire(job_id, 1, "w1", ttl_s=60)
+    assert lease.takeovers == 0
+    assert store.commit(job_id, 1, lease.token, offset=4, ok=2, errors=0, part="d", done=True, ttl_s=60)
+    assert store.checkpoint(job_id, 1).parts == ["c", "d"]
 
 
 def test_final_state_sticks(store, job_id):

@@ -9,7 +9,9 @@ from pipeline.envvars import env_float, env_int
 class WorkerSettings:
     commit_every: int = 1000
     commit_interval_s: float = 30.0
-    lease_ttl_s: float = 300.0
+    lease_ttl_s: float = 120.0
+    max_takeovers: int = 3
+    drain_deadline_s: float = 20.0
     torch_threads: int = 0
 
     @classmethod
@@ -17,6 +19,8 @@ class WorkerSettings:
         return cls(
             commit_every=env_int("VISIONFLEET_COMMIT_EVERY", 1000),
             commit_interval_s=env_float("VISIONFLEET_COMMIT_INTERVAL_S", 30.0, minimum=0.1),
-            lease_ttl_s=env_float("VISIONFLEET_LEASE_TTL_S", 300.0, minimum=1.0),
+            lease_ttl_s=env_float("VISIONFLEET_LEASE_TTL_S", 120.0, minimum=1.0),
+            max_takeovers=env_int("VISIONFLEET_MAX_TAKEOVERS", 3, maximum=100),
+            drain_deadline_s=env_float("VISIONFLEET_DRAIN_DEADLINE_S", 20.0, minimum=1.0),
             torch_threads=env_int("VISIONFLEET_TORCH_THREADS", os.cpu_count() or 1, maximum=1024),
         )

@@ -1,17 +1,20 @@
 """Run one shard: lease it, resume from its checkpoint, label, commit in steps.
 
-A commit is: write the output part for the range just done, then move the
-checkpoint (fenced by the lease token). If the checkpoint move is refused,
-another worker owns the shard now: this one deletes its orphan part and
-stops. Free of Celery: the task module only maps outcomes to acks/retries.
+A commit is: write the output part for the range just done, move the
+checkpoint (fenced by the lease token), then write the checkpoint's durable
+copy under the job's output. If the checkpoint move is refused, another
+worker owns the shard now: this one deletes its orphan part and stops.
+On drain it commits what it has, hands the lease back and stops.
+Free of Celery: the task module maps outcomes to acks and messages.
 """
 import enum
+import json
 import logging
 import time
 from collections.abc import Callable
 
 from checkpoints.finalize import finalize_if_complete
-from checkpoints.state import StateStore
+from checkpoints.state import Checkpoint, Lease, StateStore
 from pipeline import layout
 from pipeline.errors import RetryableError
 from pipeline.labeller import Labeller
@@ -23,76 +26,126 @@ log = logging.getLogger(__name__)
 
 
 class Outcome(enum.Enum):
-    DONE = "done"            # shard complete (now or before)
-    BUSY = "busy"            # another live worker holds the lease: try again later
-    LOST_LEASE = "lost"      # our commit was refused: someone else took over
-    FAILED = "failed"        # ended with an error that retrying will not fix
-    UNKNOWN_JOB = "unknown"  # no such job in the state store
+    DONE = "done"              # shard complete (now or before)
+    BUSY = "busy"              # another live worker holds the lease: try again later
+    HANDED_BACK = "handed_back"  # drained: progress committed, lease released, send it again
+    LOST_LEASE = "lost"        # our commit was refused: someone else took over
+    FAILED = "failed"          # ended with an error that retrying will not fix
+    UNKNOWN_JOB = "unknown"    # no such job in the state store
+
+
+class _Shard:
+    """One leased run over one shard: its URIs, where it writes, what is committed."""
+
+    def __init__(self, job_id: str, index: int, lease: Lease, meta: dict, uris: list[str], committed: Checkpoint):
+        self.job_id, self.index, self.lease, self.meta, self.uris = job_id, index, lease, meta, uris
+        self.root = meta["output"]
+        self.committed = committed
 
 
 class ShardRun:
     def __init__(self, store: StateStore, labeller: Labeller, settings: WorkerSettings, owner: str,
-                 *, clock: Callable[[], float] = time.monotonic) -> None:
+                 *, should_stop: Callable[[], bool] = lambda: False,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.labeller, self.settings, self.owner = store, labeller, settings, owner
+        self._should_stop = should_stop
         self._clock = clock
 
-    def run(self, job_id: str, shard: int) -> Outcome:
+    def run(self, job_id: str, index: int) -> Outcome:
         meta = self.store.job_meta(job_id)
         if meta is None:
             return Outcome.UNKNOWN_JOB
-        token = self.store.acquire(job_id, shard, self.owner, self.settings.lease_ttl_s)
-        if token is None:
+        lease = self.store.acquire(job_id, index, self.owner, self.settings.lease_ttl_s)
+        if lease is None:
             return Outcome.BUSY
-        start = self.store.checkpoint(job_id, shard)
-        if start.done or start.failed:
+        committed = self.store.checkpoint(job_id, index)
+        if committed.done or committed.failed:
+            self.store.release(job_id, index, lease.token)
             return Outcome.DONE
         root = meta["output"]
-        uris = storage_for(root).read(layout.shard_list(root, shard)).decode("utf-8").splitlines()
+        uris = storage_for(root).read(layout.shard_list(root, index)).decode("utf-8").splitlines()
+        shard = _Shard(job_id, index, lease, meta, uris, committed)
+        if lease.takeovers >= self.settings.max_takeovers:
+            return self._fail(shard, self._poison_reason(shard))
         try:
-            outcome = self._label(job_id, shard, token, meta, uris, start.offset)
+            outcome = self._label(shard)
         except RetryableError:
-            self.store.release(job_id, shard, token)  # let whoever retries start at once
+            self.store.release(job_id, index, lease.token)  # whoever retries may start at once
             raise
         except Exception as exc:  # a bug or a permanent output failure: end this shard, not the fleet
-            log.exception("shard failed", extra={"job_id": job_id, "shard": shard})
-            self.store.fail_shard(job_id, shard, token, f"{type(exc).__name__}: {exc}")
-            outcome = Outcome.FAILED
-        if outcome in (Outcome.DONE, Outcome.FAILED):
+            log.exception("shard failed", extra={"job_id": job_id, "shard": index})
+            return self._fail(shard, f"{type(exc).__name__}: {exc}")
+        if outcome is Outcome.DONE:
             finalize_if_complete(self.store, job_id)
         return outcome
 
-    def give_up(self, job_id: str, shard: int, reason: str) -> None:
+    def give_up(self, job_id: str, index: int, reason: str) -> None:
         """Mark the shard failed after its retries are spent."""
-        token = self.store.acquire(job_id, shard, self.owner, self.settings.lease_ttl_s)
-        if token is not None and self.store.fail_shard(job_id, shard, token, reason):
+        lease = self.store.acquire(job_id, index, self.owner, self.settings.lease_ttl_s)
+        if lease is not None and self.store.fail_shard(job_id, index, lease.token, reason):
             finalize_if_complete(self.store, job_id)
 
-    def _label(self, job_id, shard, token, meta, uris, offset) -> Outcome:
+    def _label(self, shard: _Shard) -> Outcome:
+        start = shard.committed.offset
+        if self._should_stop():
+            self.store.release(shard.job_id, shard.index, shard.lease.token)
+            return Outcome.HANDED_BACK
         records, since = [], self._clock()
-        for record in self.labeller.label(uris[offset:], meta["top_k"]):
+        for record in self.labeller.label(shard.uris[start:], shard.meta["top_k"]):
             records.append(record)
-            end = offset + len(records)
+            end = start + len(records)
+            stop = self._should_stop()
             due = len(records) >= self.settings.commit_every or self._clock() - since >= self.settings.commit_interval_s
-            if due or end == len(uris):
-                if not self._commit(job_id, shard, token, meta["output"], offset, records, end == len(uris)):
+            if stop or due or end == len(shard.uris):
+                if not self._commit(shard, records, done=end == len(shard.uris)):
                     return Outcome.LOST_LEASE
-                offset, records, since = end, [], self._clock()
-        if offset != len(uris):  # the labeller owes one record per input
-            raise RuntimeError(f"shard {shard}: {offset} records for {len(uris)} inputs")
+                start, records, since = end, [], self._clock()
+            if stop and end < len(shard.uris):
+                self.store.release(shard.job_id, shard.index, shard.lease.token)
+                log.info("shard handed back", extra={"job_id": shard.job_id, "shard": shard.index, "offset": end})
+                return Outcome.HANDED_BACK
+        if start != len(shard.uris):  # the labeller owes one record per input
+            raise RuntimeError(f"shard {shard.index}: {start} records for {len(shard.uris)} inputs")
         return Outcome.DONE
 
-    def _commit(self, job_id, shard, token, root, start, records, done) -> bool:
+    def _commit(self, shard: _Shard, records: list[dict], *, done: bool) -> bool:
+        start = shard.committed.offset
         end = start + len(records)
-        part = layout.part_name(shard, start, end, token) if records else None
-        storage = storage_for(root)
+        part = layout.part_name(shard.index, start, end, shard.lease.token) if records else None
+        storage = storage_for(shard.root)
         if part:
-            storage.write(layout.child(root, part), to_jsonl(records))
+            storage.write(layout.child(shard.root, part), to_jsonl(records))
         errors = sum(r["status"] == "error" for r in records)
-        if self.store.commit(job_id, shard, token, offset=end, ok=len(records) - errors, errors=errors,
-                             part=part, done=done, ttl_s=self.settings.lease_ttl_s):
-            log.info("commit", extra={"job_id": job_id, "shard": shard, "start": start, "end": end, "done": done})
-            return True
-        log.warning("commit refused: lease lost", extra={"job_id": job_id, "shard": shard, "token": token})
-        if part:
-            storage.delete(layout.child(root, part))
-        return False
+        if not self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end, ok=len(records) - errors,
+                                 errors=errors, part=part, done=done, ttl_s=self.settings.lease_ttl_s):
+            log.warning("commit refused: lease lost", extra={"job_id": shard.job_id, "shard": shard.index})
+            if part:
+                storage.delete(layout.child(shard.root, part))
+            return False
+        c = shard.committed
+        shard.committed = Checkpoint(offset=end, ok=c.ok + len(records) - errors, errors=c.errors + errors,
+                                     parts=c.parts + ([part] if part else []), done=done)
+        self._write_durable(shard)
+        log.info("commit", extra={"job_id": shard.job_id, "shard": shard.index, "start": start, "end": end,
+                                  "done": done})
+        return True
+
+    def _write_durable(self, shard: _Shard) -> None:
+        # After the fenced commit: a copy may lag the store by one commit
+        # (the range is then redone on a rebuild), never run ahead of it.
+        body = json.dumps({**shard.committed.as_dict(), "token": shard.lease.token}).encode()
+        storage_for(shard.root).write(layout.checkpoint_file(shard.root, shard.index), body)
+
+    def _fail(self, shard: _Shard, reason: str) -> Outcome:
+        if self.store.fail_shard(shard.job_id, shard.index, shard.lease.token, reason):
+            shard.committed.failed = reason
+            self._write_durable(shard)
+            log.error("shard failed", extra={"job_id": shard.job_id, "shard": shard.index, "reason": reason})
+        finalize_if_complete(self.store, shard.job_id)
+        return Outcome.FAILED
+
+    def _poison_reason(self, shard: _Shard) -> str:
+        offset = shard.committed.offset
+        return (f"workers died or stalled {shard.lease.takeovers} times on this shard without progress past "
+                f"input {offset} of {len(shard.uris)} (next: {shard.uris[offset]}); an input there may crash "
+                "the decoder or the model, or the worker may run out of memory")

@@ -1,10 +1,11 @@
-"""Celery tasks: thin wrappers mapping shard outcomes to acks and retries."""
+"""Celery tasks: thin wrappers mapping shard outcomes to acks and messages."""
 import logging
 
 from celery import shared_task
 
 from broker.celery_app import RELABEL_SHARD_TASK
 from pipeline.errors import RetryableError
+from workers import drain
 from workers.process import context
 from workers.shard_runner import Outcome, ShardRun
 
@@ -21,16 +22,20 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     if meta is None:
         log.error("unknown job: message dropped", extra={"job_id": job_id, "shard": shard})
         return Outcome.UNKNOWN_JOB.value
-    run = ShardRun(ctx.store, ctx.labeller(meta["model"]), ctx.settings, ctx.owner)
+    run = ShardRun(ctx.store, ctx.labeller(meta["model"]), ctx.settings, ctx.owner, should_stop=drain.draining)
     try:
         outcome = run.run(job_id, shard)
     except RetryableError as exc:
         if self.request.retries >= MAX_STORAGE_RETRIES:
             run.give_up(job_id, shard, f"storage kept failing: {exc}")
             return Outcome.FAILED.value
-        # Retry re-publishes the message before this one is acked: never lost.
+        # Retry publishes the new message before this one is acked: never lost.
         raise self.retry(countdown=min(2 ** self.request.retries, 60)) from exc
-    if outcome is Outcome.BUSY:
+    if outcome is Outcome.HANDED_BACK:
+        # Published before this message is acked: a crash in between leaves
+        # two messages, and the second finds the shard done or leased.
+        self.app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
+    elif outcome is Outcome.BUSY:
         # A live worker holds the lease; look again once it could have expired.
         raise self.retry(countdown=ctx.settings.lease_ttl_s / 2)
     return outcome.value

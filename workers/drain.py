@@ -1,0 +1,117 @@
+"""Draining a worker before its machine goes away.
+
+Triggers, all ending in the same warm shutdown of the main process:
+- SIGTERM (Docker, ECS, Kubernetes) -- Celery's own handler;
+- a spot termination notice, polled from ``VISIONFLEET_SPOT_NOTICE_URL``;
+- ``visionfleet drain`` -- a remote-control command, ``visionfleet_drain``.
+
+Celery's warm shutdown stops consuming but waits for the running task
+without limit, and the task runs in a pool child that hears none of it.
+So the main process tells its children (SIGUSR2): a draining shard commits
+what it has, hands its lease back and returns within a batch. A watchdog
+turns the drain into a cold shutdown if it outlasts the deadline; what was
+committed stays committed either way.
+"""
+import logging
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import billiard.process
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.worker.control import control_command
+
+from pipeline.envvars import env_float, env_str
+from workers.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+ALIBABA_SPOT_NOTICE_URL = "http://100.100.100.200/latest/meta-data/instance/spot/termination-time"
+DRAIN_SIGNAL = signal.SIGUSR2  # unused by Celery's pool children
+_OFF = ("", "off", "none")
+
+_draining = threading.Event()
+_watchdog_started = threading.Event()
+
+
+def draining() -> bool:
+    """True once this process (or its parent worker) was told to drain."""
+    return _draining.is_set()
+
+
+def _terminate_self(reason: str) -> None:
+    log.warning("draining", extra={"reason": reason})
+    os.kill(os.getpid(), signal.SIGTERM)  # the same path as a SIGTERM from outside
+
+
+@worker_process_init.connect
+def _listen_in_child(**_) -> None:
+    signal.signal(DRAIN_SIGNAL, lambda *_: _draining.set())
+
+
+@worker_shutting_down.connect
+def _drain_children(sig=None, how=None, **_) -> None:
+    """Main process, inside Celery's signal handler: pass the word on, start the clock."""
+    _draining.set()  # a solo pool runs tasks in this very process
+    for child in billiard.process.active_children():
+        try:
+            os.kill(child.pid, DRAIN_SIGNAL)
+        except ProcessLookupError:
+            pass
+    if how == "Warm" and not _watchdog_started.is_set():
+        _watchdog_started.set()
+        deadline = WorkerSettings.from_env().drain_deadline_s
+        threading.Thread(target=_watchdog, args=(deadline,), daemon=True, name="drain-watchdog").start()
+
+
+def _watchdog(deadline_s: float) -> None:
+    time.sleep(deadline_s)
+    log.error("drain deadline passed: cold shutdown", extra={"deadline_s": deadline_s})
+    os.kill(os.getpid(), signal.SIGQUIT)  # Celery's cold shutdown: stop the pool now
+    time.sleep(5)
+    os._exit(1)
+
+
+@control_command(name="visionfleet_drain")
+def visionfleet_drain(state, **_) -> dict:
+    """Remote control: drain this worker (``visionfleet drain``)."""
+    threading.Timer(0.1, _terminate_self, args=("visionfleet drain",)).start()  # reply before shutting down
+    return {"ok": "draining"}
+
+
+def spot_notice_url() -> str | None:
+    url = env_str("VISIONFLEET_SPOT_NOTICE_URL", ALIBABA_SPOT_NOTICE_URL)
+    return None if url.lower() in _OFF else url
+
+
+def spot_notice(url: str, timeout_s: float = 2.0) -> str | None:
+    """The termination time if a notice is out; None when it answers 404 or not at all."""
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url, timeout=timeout_s) as reply:
+            body = reply.read(256).decode("utf-8", "replace").strip()
+            return body or "now"
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _watch_spot(url: str, every_s: float) -> None:
+    while True:
+        time.sleep(every_s)
+        when = spot_notice(url)
+        if when is not None:
+            _terminate_self(f"spot termination notice: {when}")
+            return
+
+
+@worker_ready.connect
+def _start_spot_watch(sender=None, **_) -> None:
+    url = spot_notice_url()
+    # The embedded default runs on a laptop, not a spot instance: no polling there.
+    if url is None or sender.app.conf.broker_url.startswith("filesystem://"):
+        return
+    every = env_float("VISIONFLEET_SPOT_POLL_S", 5.0, minimum=0.1)
+    threading.Thread(target=_watch_spot, args=(url, every), daemon=True, name="spot-watch").start()
+    log.info("watching for spot termination notices", extra={"url": url, "every_s": every})
