@@ -224,3 +224,26 @@ def test_poison_shard_fails_with_its_reason_after_bounded_tries(bucket, fleet_en
     assert "died or stalled 2 times" in status["failed_shards"]["2"] and "9999.jpg" in status["failed_shards"]["2"]
     assert status["done"] == 8  # the healthy shards all committed
     assert workers.procs[0].poll() is None  # Celery replaced its dead pool child each time
+
+
+def test_operator_drain_command(bucket, fleet_env, workers):
+    import socket
+
+    (first,) = workers.start(1, **FAST)
+    name = f"test0-{os.getpid()}@{socket.gethostname()}"
+    job = Job(bucket, fleet_env, 160, shard_size=160)
+    wait_until(lambda: job.offset() >= 16, 120, "the first commit")
+    result = visionfleet("drain", "--worker", name, env=fleet_env)
+    assert result.returncode == 0, result.stderr
+    assert f"{name}: draining" in result.stdout
+    first.wait(timeout=30)
+    assert first.returncode == 0 and job.offset() < 160
+    workers.start(1, **FAST)
+    assert job.wait_end(workers)["state"] == "succeeded"
+    job.assert_exactly_once()
+    assert job.labelled_lines() == 160
+
+
+def test_drain_needs_a_target(fleet_env):
+    result = visionfleet("drain", env=fleet_env)
+    assert result.returncode == 2 and "--worker NAME" in result.stderr

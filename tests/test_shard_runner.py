@@ -1,0 +1,102 @@
+"""The shard loop in one process: commit cadence, drain hand-back, fencing,
+durable copies. Real SQLite store, real local storage, the counting model
+(the real model runs this loop in test_fleet.py and test_preemption.py)."""
+import json
+
+import pytest
+
+from broker.planner import JobSpec, plan_job
+from checkpoints import open_store
+from pipeline import layout
+from pipeline.labeller import Labeller, LoadSettings
+from tests.photos import distinct_jpegs
+from tests.test_labeller import CountingModel
+from workers.settings import WorkerSettings
+from workers.shard_runner import Outcome, ShardRun
+
+
+@pytest.fixture
+def job(tmp_path):
+    for i, data in enumerate(distinct_jpegs(20)):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"{i:02d}.jpg").write_bytes(data)
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    sent = []
+    spec = JobSpec(source=str(tmp_path / "in"), output=str(tmp_path / "out"), shard_size=20)
+    job_id = plan_job(spec, store, lambda j, s: sent.append((j, s)))
+    assert sent == [(job_id, 0)]
+    return store, job_id, tmp_path / "out" / job_id
+
+
+def runner(store, owner="w1", commit_every=6, stop=lambda: False) -> ShardRun:
+    labeller = Labeller(CountingModel(max_batch_size=4), LoadSettings(io_threads=2))
+    return ShardRun(store, labeller, WorkerSettings(commit_every=commit_every, commit_interval_s=3600,
+                                                    lease_ttl_s=60), owner, should_stop=stop)
+
+
+def test_commits_every_n_and_finalises(job):
+    store, job_id, root = job
+    assert runner(store).run(job_id, 0) is Outcome.DONE
+    parts = store.parts(job_id)
+    assert [tuple(map(int, p.split("-")[2:4])) for p in sorted(parts, key=lambda p: p.split("-")[2])] == \
+        [(0, 6), (6, 12), (12, 18), (18, 20)]
+    summary = json.loads((root / "_SUCCESS.json").read_text())
+    assert (summary["total"], summary["ok"], summary["errors"], sorted(summary["parts"])) == (20, 20, 0, parts)
+    durable = json.loads((root / "_checkpoints" / "shard-000000.json").read_text())
+    assert (durable["offset"], durable["done"], len(durable["parts"])) == (20, True, 4)
+    assert runner(store, owner="w2").run(job_id, 0) is Outcome.DONE  # a redelivery finds it done
+
+
+def test_drain_commits_what_it_has_and_hands_back(job):
+    store, job_id, root = job
+    calls = []
+
+    def stop_after_ten() -> bool:
+        calls.append(1)
+        return len(calls) >= 10
+
+    assert runner(store, stop=stop_after_ten).run(job_id, 0) is Outcome.HANDED_BACK
+    assert store.checkpoint(job_id, 0).offset == 9  # one look before starting, then one per record
+    assert runner(store, owner="w2").run(job_id, 0) is Outcome.DONE  # released: no wait for the lease
+    assert store.progress(job_id).state == "succeeded"
+    lines = sum(len(p.read_text().splitlines()) for p in root.glob("part-*.jsonl"))
+    assert lines == 20  # nothing labelled twice
+
+
+def test_busy_while_another_lease_runs(job):
+    store, job_id, _ = job
+    store.acquire(job_id, 0, "someone-else", ttl_s=60)
+    assert runner(store).run(job_id, 0) is Outcome.BUSY
+
+
+def test_lost_lease_refuses_the_commit_and_removes_the_orphan(job):
+    store, job_id, root = job
+    run = runner(store)
+
+    def steal() -> bool:  # another worker takes the shard mid-run
+        store.release(job_id, 0, store_lease_token(store, job_id))
+        store.acquire(job_id, 0, "thief", ttl_s=60)
+        return False
+
+    run._should_stop = steal
+    assert run.run(job_id, 0) is Outcome.LOST_LEASE
+    assert store.checkpoint(job_id, 0).offset == 0
+    assert list(root.glob("part-*.jsonl")) == []
+
+
+def store_lease_token(store, job_id) -> str:
+    return store._all("SELECT token FROM shards WHERE job_id = ? AND idx = 0", job_id)[0][0]
+
+
+def test_unknown_job(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    assert runner(store).run("nope", 0) is Outcome.UNKNOWN_JOB
+
+
+def test_plan_files_describe_the_job(job):
+    _, job_id, root = job
+    assert json.loads((root / "_plan" / "plan.json").read_text()) == {"total": 20, "shards": 1}
+    meta = json.loads((root / "_plan" / "job.json").read_text())
+    assert meta["job_id"] == job_id and meta["output"] == str(root)
+    assert len((root / "_plan" / "shard-000000.txt").read_text().splitlines()) == 20
+    assert layout.part_name(3, 0, 10, "ab") == "part-000003-0000000-0000010-tab.jsonl"
