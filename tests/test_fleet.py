@@ -6,6 +6,8 @@ from checkpoints import open_store
 from tests.helpers import read_output, visionfleet, wait_until
 from tests.photos import KNOWN, bad_inputs, distinct_jpegs, photo_bytes
 
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+
 
 def relabel(env, *args) -> str:
     result = visionfleet("relabel", *args, env=env)
@@ -85,3 +87,16 @@ def test_bad_inputs_get_error_records_and_the_job_succeeds(bucket, fleet_env, wo
         assert by_name[name]["status"] == "error", by_name[name]
         assert words.lower() in by_name[name]["error"].lower(), by_name[name]
     assert by_name["chelsea.png"]["status"] == "ok"
+
+
+def test_rabbitmq_broker_with_redis_state(bucket, fleet_env, workers, private_redis):
+    """The same path with RabbitMQ carrying the messages and Redis the job state."""
+    env = {**fleet_env, "VISIONFLEET_BROKER_URL": RABBITMQ_URL, "VISIONFLEET_STATE_URL": private_redis.url}
+    workers.env = env
+    bucket.put_object("in/coffee.png", photo_bytes("coffee.png"))
+    workers.start(1)
+    job_id = relabel(env, f"oss://{bucket.bucket_name}/in/", "--output", f"oss://{bucket.bucket_name}/out/")
+    store = open_store(private_redis.url)
+    wait_until(lambda: store.progress(job_id).state == "succeeded", 120, f"job on RabbitMQ; logs:\n{workers.logs()}")
+    _, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    assert [r["labels"][0]["class_id"] for r in records][0] in KNOWN["coffee.png"]
