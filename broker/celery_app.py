@@ -12,6 +12,7 @@ from broker.settings import BrokerSettings
 BULK_QUEUE = "bulk"
 ONLINE_QUEUE = "online"
 RELABEL_SHARD_TASK = "visionfleet.relabel_shard"
+CLASSIFY_TASK = "visionfleet.classify"
 
 
 def make_app(settings: BrokerSettings) -> Celery:
@@ -29,7 +30,7 @@ def make_app(settings: BrokerSettings) -> Celery:
         accept_content=["json"],
         task_queues=(Queue(ONLINE_QUEUE), Queue(BULK_QUEUE)),
         task_default_queue=BULK_QUEUE,
-        task_routes={RELABEL_SHARD_TASK: {"queue": BULK_QUEUE}},
+        task_routes={RELABEL_SHARD_TASK: {"queue": BULK_QUEUE}, CLASSIFY_TASK: {"queue": ONLINE_QUEUE}},
         # A shard is acked only once it is committed: a dead worker's shard
         # is redelivered, never dropped. One at a time per process, so one
         # worker does not hoard shards that others could run.
@@ -37,7 +38,7 @@ def make_app(settings: BrokerSettings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
-        result_expires=3600,
+        result_expires=settings.result_expires_s,
     )
     return app
 

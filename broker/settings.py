@@ -21,6 +21,7 @@ class BrokerSettings:
     state_url: str
     home: Path
     redeliver_after_s: int = 300
+    result_expires_s: int = 3600
 
     @property
     def embedded(self) -> bool:
@@ -48,8 +49,11 @@ class BrokerSettings:
                 "VISIONFLEET_STATE_URL is not set; with a RabbitMQ broker, job state needs Redis: "
                 "set it to e.g. redis://redis:6379/0"
             )
-        backend = env_str("VISIONFLEET_RESULT_BACKEND") or state
-        return cls(broker, backend, state, home, env_int("VISIONFLEET_REDELIVER_AFTER_S", 300, minimum=2))
+        # Results go to the broker's Redis by default, so a plain Celery client
+        # pointed at the broker gets its answer.
+        backend = env_str("VISIONFLEET_RESULT_BACKEND") or (broker if is_redis else state)
+        return cls(broker, backend, state, home, env_int("VISIONFLEET_REDELIVER_AFTER_S", 300, minimum=2),
+                   env_int("VISIONFLEET_RESULT_EXPIRES_S", 3600, minimum=1))
 
     def prepare(self) -> None:
         """Create the embedded folders; kombu's filesystem transport needs them to exist."""

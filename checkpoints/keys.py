@@ -25,3 +25,15 @@ def shard(job_id: str, index: int) -> str:
 def shard_parts(job_id: str, index: int) -> str:
     """List of the shard's committed part names, in commit order."""
     return f"{PREFIX}:job:{job_id}:shard:{index}:parts"
+
+
+def label_cache(key: str) -> str:
+    """String (JSON labels, with a TTL): ``<model>:top<k>:sha256:<hex>`` or ``...:version:<bucket/key@etag>``."""
+    return f"{PREFIX}:cache:{key}"
+
+
+METRICS = f"{PREFIX}:metrics"
+"""Hash of counters: online requests, rejections, batches, cache hits."""
+
+ONLINE_BATCH_SIZES = f"{PREFIX}:metrics:online_batch_sizes"
+"""Hash: batch size -> how many online batches had it."""

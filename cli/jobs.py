@@ -1,13 +1,23 @@
 """Starting a relabel job: plan and enqueue it, and in embedded mode run it."""
+import os
+
 import click
 
 from broker.planner import DEFAULT_SHARD_SIZE, JobSpec, check_access, plan_job
 from broker.settings import BrokerSettings
 from checkpoints import open_store
-from cli.embedded import EmbeddedWorkers
+from cli.supervisor import WorkerProcesses
 from cli.progress import describe, wait as wait_for
 from pipeline.models import DEFAULT_MODEL
 from pipeline.envvars import env_str
+
+
+def embedded_workers(settings: BrokerSettings, count: int) -> WorkerProcesses:
+    """``count`` bulk workers sharing this machine's cores, logging under VISIONFLEET_HOME."""
+    threads = str(max(1, (os.cpu_count() or 1) // count))
+    return WorkerProcesses([(["--queues", "bulk", "--hostname", f"embedded-{os.getpid()}-{i}@%h"],
+                             {"VISIONFLEET_TORCH_THREADS": threads}) for i in range(count)],
+                           log_dir=settings.home / "logs")
 
 
 def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shard_size: int | None,
@@ -25,7 +35,7 @@ def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shar
 
     if settings.embedded:
         # No fleet to hand the job to: run it here, start to end.
-        with EmbeddedWorkers(settings.home, workers) as fleet:
+        with embedded_workers(settings, workers) as fleet:
             job_id = plan_job(spec, store, send)
             click.echo(f"job {job_id}: planned; labelling with {workers} embedded worker(s)", err=True)
             final = wait_for(store, job_id, bar=True, check=fleet.check_alive)
@@ -49,7 +59,7 @@ def run_resume(job_id: str, output: str, *, wait: bool) -> int:
         app.send_task(RELABEL_SHARD_TASK, args=[job, shard])
 
     if settings.embedded:
-        with EmbeddedWorkers(settings.home, 1) as fleet:
+        with embedded_workers(settings, 1) as fleet:
             pending = resume_job(store, output, job_id, send)
             click.echo(f"job {job_id}: {len(pending)} shard(s) enqueued again", err=True)
             final = wait_for(store, job_id, bar=True, check=fleet.check_alive)

@@ -43,29 +43,20 @@ def relabel(source, output, model, top_k, shard_size, all_files, wait, workers) 
 
 
 @main.command()
-@click.option("--queues", "-Q", default="online,bulk", show_default=True, help="Queues to serve, comma-separated.")
+@click.option("--queues", "-Q", default="online,bulk", show_default=True,
+              help="online, bulk, or both (then two worker processes: online requests never wait behind shards).")
 @click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256),
-              help="Pool processes; each gets cores/concurrency torch threads.")
+              help="Bulk pool processes; each gets cores/concurrency torch threads.")
 @click.option("--hostname", "-n", default=None, help="Worker node name (Celery's -n).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 def worker(queues, concurrency, hostname, loglevel) -> None:
-    """Run a worker (same as `celery -A broker.celery_app worker`, plus tcmalloc when installed)."""
-    from workers.allocator import reexec_with_tcmalloc
+    """Run a worker (like `celery -A broker.celery_app worker`, plus tcmalloc when installed)."""
+    from cli.workers import run_worker
 
-    reexec_with_tcmalloc(["-m", "cli", *sys.argv[1:]])
-    os.environ.setdefault("VISIONFLEET_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
     try:
-        from broker.celery_app import app
+        sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel))
     except VisionfleetError as exc:
         _fail(exc)
-    argv = ["worker", "--queues", queues, "--concurrency", str(concurrency), "--loglevel", loglevel,
-            "--pool", "prefork"]
-    if hostname:
-        argv += ["--hostname", hostname]
-    if app.conf.broker_url.startswith("filesystem://"):
-        # The filesystem transport has no fanout: skip the broadcast features.
-        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
-    app.worker_main(argv)
 
 
 @main.command()
@@ -125,6 +116,37 @@ def drain(names, everyone) -> None:
         click.echo(f"{name}: draining")
     if not drained:
         _fail(VisionfleetError("no worker answered; check the names and VISIONFLEET_BROKER_URL"))
+
+
+@main.command()
+@click.argument("uris", nargs=-1, required=True)
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for all answers.")
+def classify(uris, timeout) -> None:
+    """Label images through the online queue; one JSON record per URI (embedded: in this process)."""
+    from cli.online import classify_uris
+
+    try:
+        for record in classify_uris(list(uris), timeout=timeout):
+            click.echo(json.dumps(record, ensure_ascii=False))
+    except VisionfleetError as exc:
+        _fail(exc)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def stats(as_json) -> None:
+    """Queue depths, the online backlog bound, and the fleet's counters."""
+    from cli.online import fleet_stats
+
+    try:
+        snapshot = fleet_stats()
+    except VisionfleetError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(snapshot))
+        return
+    for key, value in snapshot.items():
+        click.echo(f"{key}: {value}")
 
 
 if __name__ == "__main__":

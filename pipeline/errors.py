@@ -21,3 +21,11 @@ class InputError(VisionfleetError):
 
 class RetryableError(VisionfleetError):
     """A transient failure (throttling, 5xx, connection): worth retrying."""
+
+
+class OverloadedError(RetryableError):
+    """The online backlog is over its bound: fail fast, the caller retries later."""
+
+
+class BrokerUnavailable(VisionfleetError):
+    """The broker cannot be reached after bounded retries."""

@@ -1,15 +1,18 @@
-"""The data path for a stream of URIs: fetch, decode, batch, predict, label.
+"""The data path for URIs: fetch, decode, batch, predict, label.
 
 Fetch and decode run ahead in a thread pool (Pillow and the HTTP client
 release the GIL) while the model works on the current batch, so the model
 never waits on I/O when there is work queued. Inputs that fail to load
-leave before the batch is formed, so one bad image never touches a batch.
+leave before the batch is formed, so one bad image never touches a batch;
+inputs whose labels are cached (same bytes, same model) skip the model.
 """
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -22,6 +25,25 @@ from pipeline.records import error_record, ok_record
 from pipeline.storage import storage_for
 
 log = logging.getLogger(__name__)
+
+
+class LabelCache(Protocol):
+    """Labels by content: ``key`` names bytes (a hash) or an object version (an ETag)."""
+
+    def get(self, key: str) -> list[dict] | None: ...
+
+    def put(self, keys: Iterable[str], labels: list[dict]) -> None: ...
+
+
+@dataclass
+class Loaded:
+    """One input after fetch and decode: a crop to predict, an error, or cached labels."""
+
+    uri: str
+    crop: np.ndarray | None = None
+    error: str | None = None
+    labels: list[dict] | None = None
+    cache_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -40,7 +62,7 @@ class LoadSettings:
 
 
 class Labeller:
-    """Labels URIs with one model; one per worker process, reused across shards."""
+    """Labels URIs with one model; one per worker process, reused across shards and requests."""
 
     def __init__(self, model: Model, settings: LoadSettings) -> None:
         self.model = model
@@ -49,55 +71,82 @@ class Labeller:
         # Two batches in flight keep the next batch ready while one predicts.
         self._ahead = 2 * model.info.max_batch_size + settings.io_threads
 
-    def load(self, uri: str) -> np.ndarray | str:
-        """The decoded crop, or the error message for this input."""
+    def load(self, uri: str, k: int, cache: LabelCache | None = None) -> Loaded:
+        """Fetch and decode one input, or find its labels in ``cache``; never raises for a bad input."""
         try:
-            data = storage_for(uri).read(uri, max_bytes=self._settings.max_file_bytes)
-            return decode_image(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
+            return self._load(uri, k, cache)
         except InputError as exc:
-            return str(exc)
+            return Loaded(uri, error=str(exc))
         except RetryableError:
-            raise  # storage is failing, not the input: the shard retries later
+            raise  # storage is failing, not the input: the caller retries later
         except Exception as exc:  # an unforeseen decoder failure is still about this input
             log.warning("unexpected error loading input", extra={"uri": uri, "error": repr(exc)})
-            return f"cannot process image: {type(exc).__name__}: {exc}"
+            return Loaded(uri, error=f"cannot process image: {type(exc).__name__}: {exc}")
 
-    def label(self, uris: Iterable[str], k: int) -> Iterator[dict]:
+    def _load(self, uri: str, k: int, cache: LabelCache | None) -> Loaded:
+        storage = storage_for(uri)
+        keys: tuple[str, ...] = ()
+        if cache is not None:
+            version = storage.version(uri)  # an ETag costs a HEAD, not a download
+            if version is not None:
+                keys = (self._key(k, "version", version),)
+                if (labels := cache.get(keys[0])) is not None:
+                    return Loaded(uri, labels=labels)
+        data = storage.read(uri, max_bytes=self._settings.max_file_bytes)
+        if cache is not None:
+            content = self._key(k, "sha256", hashlib.sha256(data).hexdigest())
+            if (labels := cache.get(content)) is not None:
+                cache.put(keys, labels)
+                return Loaded(uri, labels=labels)
+            keys += (content,)
+        crop = decode_image(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
+        return Loaded(uri, crop=crop, cache_keys=keys)
+
+    def _key(self, k: int, kind: str, value: str) -> str:
+        return f"{self.model.info.name}:top{k}:{kind}:{value}"
+
+    def records(self, loaded: list[Loaded], k: int, cache: LabelCache | None = None) -> list[dict]:
+        """One record per loaded input, in order; at most one model batch."""
+        crops = [item.crop for item in loaded if item.crop is not None]
+        predicted = iter(top_k(self.model.checked_predict(np.stack(crops)), k, self.model.info.class_names)
+                         if crops else [])
+        name, out = self.model.info.name, []
+        for item in loaded:
+            if item.error is not None:
+                out.append(error_record(item.uri, item.error))
+                continue
+            labels = item.labels
+            if labels is None:
+                labels = next(predicted)
+                if cache is not None:
+                    cache.put(item.cache_keys, labels)
+            out.append(ok_record(item.uri, labels, name))
+        return out
+
+    def label(self, uris: Iterable[str], k: int, cache: LabelCache | None = None) -> Iterator[dict]:
         """One record per URI, in input order, yielded a batch at a time."""
-        pending: deque[tuple[str, Future]] = deque()
+        pending: deque[Future] = deque()
         source = iter(uris)
         try:
-            self._top_up(pending, source)
-            window: list[tuple[str, np.ndarray | str]] = []
+            self._top_up(pending, source, k, cache)
+            window: list[Loaded] = []
             images = 0
             while pending:
-                uri, future = pending.popleft()
-                item = future.result()
-                self._top_up(pending, source)
-                window.append((uri, item))
-                images += not isinstance(item, str)
+                item = pending.popleft().result()
+                self._top_up(pending, source, k, cache)
+                window.append(item)
+                images += item.crop is not None
                 if images == self.model.info.max_batch_size:
-                    yield from self._flush(window, k)
+                    yield from self.records(window, k, cache)
                     window, images = [], 0
-            yield from self._flush(window, k)
+            yield from self.records(window, k, cache)
         finally:
-            for _, future in pending:
+            for future in pending:
                 future.cancel()
 
-    def _top_up(self, pending: deque, source: Iterator[str]) -> None:
+    def _top_up(self, pending: deque, source: Iterator[str], k: int, cache: LabelCache | None) -> None:
         while len(pending) < self._ahead:
             uri = next(source, None)
             if uri is None:
                 return
-            pending.append((uri, self._pool.submit(self.load, uri)))
-
-    def _flush(self, window: list[tuple[str, np.ndarray | str]], k: int) -> Iterator[dict]:
-        images = [item for _, item in window if not isinstance(item, str)]
-        labels = iter(top_k(self.model.checked_predict(np.stack(images)), k, self.model.info.class_names)
-                      if images else [])
-        name = self.model.info.name
-        for uri, item in window:
-            yield error_record(uri, item) if isinstance(item, str) else ok_record(uri, next(labels), name)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+            pending.append(self._pool.submit(self.load, uri, k, cache))

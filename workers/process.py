@@ -1,25 +1,33 @@
-"""What a worker process holds for its whole life: its models and store.
+"""What a worker process holds for its whole life: models, store, services.
 
-Models load once per process, at start (``worker_process_init``, i.e. in
-each pool child after the fork, never in the parent: torch's thread pools
-do not survive a fork), and are reused by every task in that process.
+Models load once per process, at start, and are reused by every task:
+bulk workers (prefork) load in each pool child after the fork
+(``worker_process_init``; never in the parent, torch's thread pools do not
+survive a fork); online workers (threads pool, one process) load when the
+worker starts (``worker_init``).
 """
 import logging
 import os
 import socket
 import uuid
 
-from celery.signals import worker_process_init
+import redis
+from celery.signals import worker_init, worker_process_init
 
 from broker.settings import BrokerSettings
 from checkpoints import StateStore, open_store
+from pipeline.envvars import env_str
 from pipeline.labeller import Labeller, LoadSettings
 from pipeline.models import DEFAULT_MODEL, RuntimeSettings, load_model
-from pipeline.envvars import env_str
 from workers import allocator
+from workers.cache import RedisLabelCache
+from broker.metrics import Metrics
+from workers.online import OnlineService, OnlineSettings
 from workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+ROLE_ENV = "VISIONFLEET_ROLE"  # "online" or "bulk": set by `visionfleet worker`
 
 
 class ProcessContext:
@@ -27,9 +35,13 @@ class ProcessContext:
         self.settings = WorkerSettings.from_env()
         self.runtime = RuntimeSettings.from_env()
         self.load = LoadSettings.from_env()
-        self.store: StateStore = open_store(BrokerSettings.from_env().state_url)
+        state_url = BrokerSettings.from_env().state_url
+        self.store: StateStore = open_store(state_url)
+        self.redis = redis.Redis.from_url(state_url) if state_url.startswith(("redis", "unix")) else None
+        self.metrics = Metrics(self.redis)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._labellers: dict[str, Labeller] = {}
+        self._online: OnlineService | None = None
         import torch
 
         # One process per core budget: more threads than cores is a cliff
@@ -43,6 +55,20 @@ class ProcessContext:
             self._labellers[model_spec] = Labeller(model, self.load)
         return self._labellers[model_spec]
 
+    def cache(self, ttl_s: int) -> RedisLabelCache | None:
+        return RedisLabelCache(self.redis, ttl_s) if self.redis is not None else None
+
+    def online(self) -> OnlineService:
+        if self._online is None:
+            settings = OnlineSettings.from_env()
+            self._online = OnlineService(self.labeller(default_model()), settings,
+                                         self.cache(settings.cache_ttl_s), self.metrics)
+        return self._online
+
+
+def default_model() -> str:
+    return env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)
+
 
 _context: ProcessContext | None = None
 
@@ -55,9 +81,20 @@ def context() -> ProcessContext:
     return _context
 
 
-@worker_process_init.connect
-def _preload(**_) -> None:
+def _ready(what: str) -> None:
     ctx = context()
-    ctx.labeller(env_str("VISIONFLEET_MODEL", DEFAULT_MODEL))
-    log.info("worker process ready", extra={"owner": ctx.owner, "allocator": allocator.describe(),
+    log.info("worker process ready", extra={"role": what, "owner": ctx.owner, "allocator": allocator.describe(),
                                              "torch_threads": ctx.settings.torch_threads})
+
+
+@worker_process_init.connect
+def _preload_bulk(**_) -> None:
+    context().labeller(default_model())
+    _ready("bulk")
+
+
+@worker_init.connect
+def _preload_online(**_) -> None:
+    if os.environ.get(ROLE_ENV) == "online":
+        context().online()
+        _ready("online")

@@ -3,7 +3,7 @@ import logging
 
 from celery import shared_task
 
-from broker.celery_app import RELABEL_SHARD_TASK
+from broker.celery_app import CLASSIFY_TASK, RELABEL_SHARD_TASK
 from pipeline.errors import RetryableError
 from workers import drain
 from workers.process import context
@@ -39,3 +39,9 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
         # A live worker holds the lease; look again once it could have expired.
         raise self.retry(countdown=ctx.settings.lease_ttl_s / 2)
     return outcome.value
+
+
+@shared_task(name=CLASSIFY_TASK, bind=True, acks_late=True)
+def classify(self, uri: str) -> dict:
+    """Label one image (``oss://...`` or a path the worker can read): the bulk output's record."""
+    return context().online().classify(uri)

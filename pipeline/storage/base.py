@@ -25,6 +25,10 @@ class Storage(ABC):
     def list(self, prefix: str) -> Iterator[str]:
         """Every object under ``prefix`` (recursively), streamed page by page, in a stable order."""
 
+    def version(self, uri: str) -> str | None:
+        """A cheap identifier of the object's current content, if the backend has one (OSS: ETag)."""
+        return None
+
     @abstractmethod
     def iter_lines(self, uri: str) -> Iterator[str]:
         """The lines of a text object, streamed (for manifests of any size)."""

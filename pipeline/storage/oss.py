@@ -150,6 +150,13 @@ class OssStorage(Storage):
                 return
             token = page.next_continuation_token
 
+    def version(self, uri: str) -> str | None:
+        bucket, key = parse_oss_uri(uri)
+        try:
+            return f"{bucket}/{key}@{self._call(self.bucket(bucket).head_object, key).etag}"
+        except oss2.exceptions.OssError:
+            return None  # the read that follows reports what is wrong
+
     def iter_lines(self, uri: str) -> Iterator[str]:
         bucket, key = parse_oss_uri(uri)
         try:

@@ -1,0 +1,113 @@
+"""The client API for backend services: classify images through the fleet.
+
+    from broker.client import VisionClient
+    client = VisionClient()                      # VISIONFLEET_BROKER_URL
+    record = client.classify("oss://bucket/upload/123.jpg", timeout=10)
+    pending = client.submit("oss://bucket/upload/124.jpg")   # Celery AsyncResult
+    records = client.classify_many([...], timeout=30)
+
+Any Celery client in any language can do the same by name: task
+``visionfleet.classify``, queue ``online``, one argument (the URI), JSON.
+"""
+import logging
+import time
+from dataclasses import dataclass
+
+import kombu.exceptions
+import redis
+from celery import Celery
+from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
+from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from broker.celery_app import CLASSIFY_TASK, ONLINE_QUEUE
+from broker.settings import BrokerSettings, redact
+from pipeline.envvars import env_int
+from pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
+from broker.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+_CONNECTION_ERRORS = (kombu.exceptions.OperationalError, ConnectionError, OSError, redis.ConnectionError)
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    max_backlog: int = 1000
+    connect_attempts: int = 5
+
+    @classmethod
+    def from_env(cls) -> "ClientSettings":
+        return cls(max_backlog=env_int("VISIONFLEET_ONLINE_MAX_BACKLOG", 1000, minimum=0),
+                   connect_attempts=env_int("VISIONFLEET_CONNECT_ATTEMPTS", 5, maximum=50))
+
+
+class VisionClient:
+    def __init__(self, app: Celery | None = None, settings: ClientSettings | None = None) -> None:
+        if app is None:
+            from broker.celery_app import app as default_app
+
+            app = default_app
+        self.app = app
+        self.settings = settings or ClientSettings.from_env()
+        state_url = BrokerSettings.from_env().state_url
+        self.metrics = Metrics(redis.Redis.from_url(state_url) if state_url.startswith(("redis", "unix")) else None)
+        self._with_retries = retry(
+            retry=retry_if_exception_type(_CONNECTION_ERRORS),
+            stop=stop_after_attempt(self.settings.connect_attempts),
+            wait=wait_random_exponential(multiplier=0.1, max=2),
+        )
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return self._with_retries(fn)(*args, **kwargs)
+        except RetryError as exc:
+            cause = exc.last_attempt.exception()
+            raise BrokerUnavailable(
+                f"cannot reach the broker at {redact(str(self.app.conf.broker_url))} after "
+                f"{self.settings.connect_attempts} tries ({cause}); check VISIONFLEET_BROKER_URL and that it is up"
+            ) from None
+
+    def backlog(self) -> int:
+        """Online requests waiting in the queue (not yet taken by a worker)."""
+        return self.queue_size(ONLINE_QUEUE)
+
+    def queue_size(self, queue: str) -> int:
+        """Messages waiting in ``queue``."""
+        return self._call(self._queue_size, queue)
+
+    def _queue_size(self, queue: str) -> int:
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1)
+            try:
+                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
+            except conn.channel_errors:
+                return 0  # not declared yet: nothing waiting
+
+    def submit(self, uri: str) -> AsyncResult:
+        """Enqueue one image; fails fast with ``OverloadedError`` when the backlog is over its bound."""
+        waiting = self.backlog()
+        if waiting >= self.settings.max_backlog:
+            self.metrics.count("online_rejected")
+            log.warning("online request rejected: overloaded",
+                        extra={"backlog": waiting, "max_backlog": self.settings.max_backlog})
+            raise OverloadedError(
+                f"overloaded: {waiting} online requests waiting, over the limit of {self.settings.max_backlog} "
+                "(VISIONFLEET_ONLINE_MAX_BACKLOG); retry later or add online workers"
+            )
+        return self._call(self.app.send_task, CLASSIFY_TASK, args=[uri], queue=ONLINE_QUEUE, retry=False)
+
+    def classify(self, uri: str, timeout: float = 30.0) -> dict:
+        """The record for one image, waiting at most ``timeout`` seconds."""
+        return self.classify_many([uri], timeout=timeout)[0]
+
+    def classify_many(self, uris: list[str], timeout: float = 30.0) -> list[dict]:
+        """Records for many images, in order; they share the workers' batches."""
+        pending = [self.submit(uri) for uri in uris]
+        deadline = time.monotonic() + timeout
+        try:
+            return [r.get(timeout=max(0.001, deadline - time.monotonic())) for r in pending]
+        except CeleryTimeout:
+            raise VisionfleetError(
+                f"no answer within {timeout}s; are online workers running (visionfleet worker --queues online)?"
+            ) from None

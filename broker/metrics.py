@@ -1,0 +1,28 @@
+"""Counters that operators read with ``visionfleet stats``, kept in Redis."""
+import redis
+
+from checkpoints import keys
+
+
+class Metrics:
+    def __init__(self, client: redis.Redis | None) -> None:
+        self._r = client  # None in embedded mode: nothing shared to report to
+
+    def count(self, name: str, by: int = 1) -> None:
+        if self._r is not None:
+            self._r.hincrby(keys.METRICS, name, by)
+
+    def batch(self, size: int) -> None:
+        if self._r is not None:
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hincrby(keys.ONLINE_BATCH_SIZES, size, 1)
+            pipe.hincrby(keys.METRICS, "online_batches", 1)
+            pipe.execute()
+
+    def snapshot(self) -> dict:
+        if self._r is None:
+            return {}
+        return {
+            "counters": {k: int(v) for k, v in self._r.hgetall(keys.METRICS).items()},
+            "online_batch_sizes": {int(k): int(v) for k, v in self._r.hgetall(keys.ONLINE_BATCH_SIZES).items()},
+        }

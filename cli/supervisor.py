@@ -1,0 +1,69 @@
+"""Worker processes started and stopped by a ``visionfleet`` command: the
+embedded default's workers, and the online + bulk pair of ``visionfleet worker``."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.errors import VisionfleetError
+
+STOP_TIMEOUT_S = 30
+
+
+class WorkerProcesses:
+    """Real ``visionfleet worker`` processes; each entry is (arguments, extra environment)."""
+
+    def __init__(self, workers: list[tuple[list[str], dict]], log_dir: Path | None = None) -> None:
+        self.workers, self.log_dir = workers, log_dir
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> None:
+        if self.log_dir:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        for i, (args, env) in enumerate(self.workers):
+            out = open(self.log_dir / f"worker-{i}.log", "ab") if self.log_dir else None
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "cli", "worker", *args],
+                                               env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT if out else None))
+            if out:
+                out.close()
+
+    def check_alive(self) -> None:
+        """Raise if every worker died (e.g. the model failed to load)."""
+        if self.procs and all(p.poll() is not None for p in self.procs):
+            codes = ", ".join(str(p.returncode) for p in self.procs)
+            where = f"; see the logs in {self.log_dir}" if self.log_dir else ""
+            raise VisionfleetError(f"all workers exited (codes {codes}){where}")
+
+    def signal_all(self, sig: int) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def stop(self) -> None:
+        self.signal_all(signal.SIGTERM)  # each drains: Celery's warm shutdown
+        for p in self.procs:
+            try:
+                p.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def supervise(self) -> int:
+        """Run until a signal or a worker's exit, then stop the rest; the worst exit code."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _: self.signal_all(signum))
+        self.start()
+        pid, status = os.wait()  # any child: when one goes, the pair goes (the orchestrator restarts it)
+        for p in self.procs:
+            if p.pid == pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+        self.stop()
+        return max(abs(p.returncode or 0) for p in self.procs)
+
+    def __enter__(self) -> "WorkerProcesses":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

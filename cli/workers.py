@@ -1,0 +1,63 @@
+"""``visionfleet worker``: which Celery worker processes to run, and how.
+
+- ``bulk``: prefork pool, one shard per process at a time, the model in
+  each pool child, all the cores' threads.
+- ``online``: a threads pool (one model, shared), enough task threads to
+  fill a model batch (prefetch never starves the batcher), one torch thread
+  on CPU so it leaves the cores to bulk work.
+- both (the default): one of each, as two processes under this one, so an
+  online request never waits behind a running shard.
+"""
+import os
+import sys
+
+from cli.supervisor import WorkerProcesses
+from pipeline.envvars import env_int
+from pipeline.errors import ConfigError
+from pipeline.models import RuntimeSettings
+from workers.process import ROLE_ENV
+
+QUEUES = ("online", "bulk")
+
+
+def run_worker(queues: str, *, concurrency: int, hostname: str | None, loglevel: str) -> int:
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = set(chosen) - set(QUEUES)
+    if not chosen or unknown:
+        raise ConfigError(f"--queues {queues!r}: use online, bulk, or online,bulk")
+    if set(chosen) == set(QUEUES):
+        common = ["--concurrency", str(concurrency), "--loglevel", loglevel]
+        pair = [(["--queues", q, *common, "--hostname", _name(q, hostname)], {}) for q in QUEUES]
+        return WorkerProcesses(pair).supervise()
+    from workers.allocator import reexec_with_tcmalloc
+
+    reexec_with_tcmalloc(["-m", "cli", *sys.argv[1:]])
+    return _celery_worker(chosen[0], concurrency=concurrency, hostname=hostname, loglevel=loglevel)
+
+
+def _name(queue: str, hostname: str | None) -> str:
+    return f"{queue}-{hostname}" if hostname else f"{queue}@%h"
+
+
+def _celery_worker(queue: str, *, concurrency: int, hostname: str | None, loglevel: str) -> int:
+    os.environ[ROLE_ENV] = queue
+    cores = os.cpu_count() or 1
+    if queue == "online":
+        os.environ.setdefault("VISIONFLEET_TORCH_THREADS", str(env_int("VISIONFLEET_ONLINE_TORCH_THREADS", 1)))
+        # Enough threads (each holds one request while it fetches, decodes
+        # and waits for its batch) to fill two batches: one forming, one running.
+        threads = 2 * RuntimeSettings.from_env().max_batch_size
+        pool = ["--pool", "threads", "--concurrency", str(threads)]
+    else:
+        os.environ.setdefault("VISIONFLEET_TORCH_THREADS", str(max(1, cores // concurrency)))
+        pool = ["--pool", "prefork", "--concurrency", str(concurrency)]
+    from broker.celery_app import app
+
+    argv = ["worker", "--queues", queue, "--loglevel", loglevel, *pool]
+    if hostname:
+        argv += ["--hostname", hostname]
+    if app.conf.broker_url.startswith("filesystem://"):
+        # The filesystem transport has no fanout: skip the broadcast features.
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    app.worker_main(argv)
+    return 0
