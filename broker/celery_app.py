@@ -5,7 +5,7 @@ reads the environment when this module is imported, and connects to
 nothing until a worker or producer actually sends or consumes.
 """
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from broker.settings import BrokerSettings
 
@@ -28,7 +28,8 @@ def make_app(settings: BrokerSettings) -> Celery:
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
-        task_queues=(Queue(ONLINE_QUEUE), Queue(BULK_QUEUE)),
+        # Each queue its own exchange: a message for one never lands in the other.
+        task_queues=tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (ONLINE_QUEUE, BULK_QUEUE)),
         task_default_queue=BULK_QUEUE,
         task_routes={RELABEL_SHARD_TASK: {"queue": BULK_QUEUE}, CLASSIFY_TASK: {"queue": ONLINE_QUEUE}},
         # A shard is acked only once it is committed: a dead worker's shard

@@ -51,7 +51,8 @@ class VisionClient:
         self.app = app
         self.settings = settings or ClientSettings.from_env()
         state_url = BrokerSettings.from_env().state_url
-        self.metrics = Metrics(redis.Redis.from_url(state_url) if state_url.startswith(("redis", "unix")) else None)
+        shared = state_url.startswith(("redis", "unix"))
+        self.metrics = Metrics(redis.Redis.from_url(state_url, decode_responses=True) if shared else None)
         self._with_retries = retry(
             retry=retry_if_exception_type(_CONNECTION_ERRORS),
             stop=stop_after_attempt(self.settings.connect_attempts),

@@ -32,6 +32,7 @@ class JobSpec:
     top_k: int = 5
     shard_size: int = DEFAULT_SHARD_SIZE
     all_files: bool = False
+    cache: bool = False  # look labels up by content first (dedup cache; needs Redis)
 
 
 def new_job_id() -> str:

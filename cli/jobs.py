@@ -21,11 +21,12 @@ def embedded_workers(settings: BrokerSettings, count: int) -> WorkerProcesses:
 
 
 def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shard_size: int | None,
-                all_files: bool, wait: bool, workers: int) -> int:
+                all_files: bool, cache: bool, wait: bool, workers: int) -> int:
     """Exit code: 0 when the job succeeded (or was enqueued without --wait)."""
     settings = BrokerSettings.from_env()
     spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
-                   top_k=top_k, shard_size=shard_size or DEFAULT_SHARD_SIZE, all_files=all_files)
+                   top_k=top_k, shard_size=shard_size or DEFAULT_SHARD_SIZE, all_files=all_files,
+                   cache=cache)
     check_access(spec)
     store = open_store(settings.state_url)
     from broker.celery_app import RELABEL_SHARD_TASK, app

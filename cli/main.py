@@ -27,16 +27,17 @@ def main() -> None:
 @click.option("--shard-size", default=None, type=click.IntRange(1, 1_000_000),
               help="URIs per shard message  [default: 1000]")
 @click.option("--all-files", is_flag=True, help="Label every listed file, not only image suffixes.")
+@click.option("--cache", is_flag=True, help="Reuse labels of identical content (dedup cache in Redis).")
 @click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Embedded mode only: worker processes to start.")
-def relabel(source, output, model, top_k, shard_size, all_files, wait, workers) -> None:
+def relabel(source, output, model, top_k, shard_size, all_files, cache, wait, workers) -> None:
     """Label every image in SOURCE (folder, manifest or oss:// prefix) into OUTPUT/<job_id>/."""
     from cli.jobs import run_relabel
 
     try:
         code = run_relabel(source, output, model=model, top_k=top_k, shard_size=shard_size,
-                           all_files=all_files, wait=wait, workers=workers)
+                           all_files=all_files, cache=cache, wait=wait, workers=workers)
     except VisionfleetError as exc:
         _fail(exc)
     sys.exit(code)

@@ -100,3 +100,22 @@ def test_rabbitmq_broker_with_redis_state(bucket, fleet_env, workers, private_re
     wait_until(lambda: store.progress(job_id).state == "succeeded", 120, f"job on RabbitMQ; logs:\n{workers.logs()}")
     _, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
     assert [r["labels"][0]["class_id"] for r in records][0] in KNOWN["coffee.png"]
+
+
+def test_bulk_job_can_use_the_dedup_cache(bucket, fleet_env, workers):
+    data = photo_bytes("chelsea.png")
+    for i in range(3):
+        bucket.put_object(f"dup/{i}.png", data)  # three copies of the same bytes
+    bucket.put_object("again/copy.png", data)
+    workers.start(1)
+    out = f"oss://{bucket.bucket_name}/out/"
+    first = relabel(fleet_env, f"oss://{bucket.bucket_name}/dup/", "--output", out, "--cache")
+    assert wait_for_job(fleet_env, workers, first)["state"] == "succeeded"
+    metrics = open_store(fleet_env["VISIONFLEET_BROKER_URL"])._r
+    hits_before = int(metrics.hget("vf:metrics", "cache_hits") or 0)
+    second = relabel(fleet_env, f"oss://{bucket.bucket_name}/again/", "--output", out, "--cache")
+    assert wait_for_job(fleet_env, workers, second)["state"] == "succeeded"
+    assert int(metrics.hget("vf:metrics", "cache_hits")) == hits_before + 1  # labelled once, by content
+    _, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{second}")
+    _, earlier = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{first}")
+    assert records[0]["labels"] == earlier[0]["labels"]

@@ -26,7 +26,6 @@ class OnlineSettings:
     max_wait_s: float = 0.005
     top_k: int = 5
     cache: bool = True
-    cache_ttl_s: int = 7 * 24 * 3600
     write_sidecar: bool = False
 
     @classmethod
@@ -35,7 +34,6 @@ class OnlineSettings:
             max_wait_s=env_float("VISIONFLEET_ONLINE_MAX_WAIT_MS", 5.0, maximum=10_000) / 1000,
             top_k=env_int("VISIONFLEET_ONLINE_TOP_K", 5, maximum=1000),
             cache=env_choice("VISIONFLEET_ONLINE_CACHE", "on", ("on", "off")) == "on",
-            cache_ttl_s=env_int("VISIONFLEET_CACHE_TTL_S", 7 * 24 * 3600),
             write_sidecar=env_choice("VISIONFLEET_WRITE_SIDECAR", "off", ("on", "off")) == "on",
         )
 

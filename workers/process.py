@@ -37,7 +37,8 @@ class ProcessContext:
         self.load = LoadSettings.from_env()
         state_url = BrokerSettings.from_env().state_url
         self.store: StateStore = open_store(state_url)
-        self.redis = redis.Redis.from_url(state_url) if state_url.startswith(("redis", "unix")) else None
+        shared = state_url.startswith(("redis", "unix"))
+        self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
         self.metrics = Metrics(self.redis)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._labellers: dict[str, Labeller] = {}
@@ -55,14 +56,14 @@ class ProcessContext:
             self._labellers[model_spec] = Labeller(model, self.load)
         return self._labellers[model_spec]
 
-    def cache(self, ttl_s: int) -> RedisLabelCache | None:
-        return RedisLabelCache(self.redis, ttl_s) if self.redis is not None else None
+    def cache(self) -> RedisLabelCache | None:
+        """The dedup cache, where there is a Redis to keep it in."""
+        return RedisLabelCache(self.redis, self.settings.cache_ttl_s) if self.redis is not None else None
 
     def online(self) -> OnlineService:
         if self._online is None:
             settings = OnlineSettings.from_env()
-            self._online = OnlineService(self.labeller(default_model()), settings,
-                                         self.cache(settings.cache_ttl_s), self.metrics)
+            self._online = OnlineService(self.labeller(default_model()), settings, self.cache(), self.metrics)
         return self._online
 
 

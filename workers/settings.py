@@ -12,6 +12,7 @@ class WorkerSettings:
     lease_ttl_s: float = 120.0
     max_takeovers: int = 3
     drain_deadline_s: float = 20.0
+    cache_ttl_s: int = 7 * 24 * 3600
     torch_threads: int = 0
 
     @classmethod
@@ -22,5 +23,6 @@ class WorkerSettings:
             lease_ttl_s=env_float("VISIONFLEET_LEASE_TTL_S", 120.0, minimum=1.0),
             max_takeovers=env_int("VISIONFLEET_MAX_TAKEOVERS", 3, maximum=100),
             drain_deadline_s=env_float("VISIONFLEET_DRAIN_DEADLINE_S", 20.0, minimum=1.0),
+            cache_ttl_s=env_int("VISIONFLEET_CACHE_TTL_S", 7 * 24 * 3600),
             torch_threads=env_int("VISIONFLEET_TORCH_THREADS", os.cpu_count() or 1, maximum=1024),
         )

@@ -17,7 +17,7 @@ from checkpoints.finalize import finalize_if_complete
 from checkpoints.state import Checkpoint, Lease, StateStore
 from pipeline import layout
 from pipeline.errors import RetryableError
-from pipeline.labeller import Labeller
+from pipeline.labeller import LabelCache, Labeller
 from pipeline.records import to_jsonl
 from pipeline.storage import storage_for
 from workers.settings import WorkerSettings
@@ -45,10 +45,11 @@ class _Shard:
 
 class ShardRun:
     def __init__(self, store: StateStore, labeller: Labeller, settings: WorkerSettings, owner: str,
-                 *, should_stop: Callable[[], bool] = lambda: False,
+                 *, should_stop: Callable[[], bool] = lambda: False, cache: LabelCache | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.labeller, self.settings, self.owner = store, labeller, settings, owner
         self._should_stop = should_stop
+        self._cache = cache
         self._clock = clock
 
     def run(self, job_id: str, index: int) -> Outcome:
@@ -91,7 +92,8 @@ class ShardRun:
             self.store.release(shard.job_id, shard.index, shard.lease.token)
             return Outcome.HANDED_BACK
         records, since = [], self._clock()
-        for record in self.labeller.label(shard.uris[start:], shard.meta["top_k"]):
+        cache = self._cache if shard.meta.get("cache") else None
+        for record in self.labeller.label(shard.uris[start:], shard.meta["top_k"], cache):
             records.append(record)
             end = start + len(records)
             stop = self._should_stop()

@@ -22,7 +22,8 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     if meta is None:
         log.error("unknown job: message dropped", extra={"job_id": job_id, "shard": shard})
         return Outcome.UNKNOWN_JOB.value
-    run = ShardRun(ctx.store, ctx.labeller(meta["model"]), ctx.settings, ctx.owner, should_stop=drain.draining)
+    run = ShardRun(ctx.store, ctx.labeller(meta["model"]), ctx.settings, ctx.owner, should_stop=drain.draining,
+                   cache=ctx.cache())
     try:
         outcome = run.run(job_id, shard)
     except RetryableError as exc:

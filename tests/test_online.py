@@ -1,0 +1,144 @@
+"""Online requests with real parts: the local OSS server, Redis, a real
+online worker process, the Python client, a plain Celery client, the CLI."""
+import json
+import signal
+import time
+
+import pytest
+from celery import Celery
+
+from broker.celery_app import make_app
+from broker.client import ClientSettings, VisionClient
+from broker.settings import BrokerSettings
+from pipeline.errors import BrokerUnavailable, OverloadedError
+from tests.helpers import free_port, visionfleet, wait_until
+from tests.photos import KNOWN, distinct_jpegs, photo_bytes
+
+# A wide window, so requests sent together reliably share a batch here.
+ONLINE = {"VISIONFLEET_ONLINE_MAX_WAIT_MS": "50", "VISIONFLEET_MAX_BATCH_SIZE": "16"}
+
+
+@pytest.fixture
+def client(fleet_env, monkeypatch) -> VisionClient:
+    for key, value in fleet_env.items():
+        if key.startswith(("VISIONFLEET_", "OSS_")):
+            monkeypatch.setenv(key, value)
+    return VisionClient(make_app(BrokerSettings.from_env()))
+
+
+@pytest.fixture
+def online_worker(workers, client):
+    (proc,) = workers.start(1, queues="online", **ONLINE)
+    # The first answer also waits for the model to load.
+    wait_until(lambda: proc.poll() is not None or client.backlog() == 0, 30, "the online worker")
+    return proc
+
+
+def put(bucket, name, data) -> str:
+    bucket.put_object(name, data)
+    return f"oss://{bucket.bucket_name}/{name}"
+
+
+def test_single_request(bucket, client, online_worker):
+    uri = put(bucket, "up/chelsea.png", photo_bytes("chelsea.png"))
+    record = client.classify(uri, timeout=60)
+    assert record["uri"] == uri and record["status"] == "ok" and record["model"] == "efficientnet_lite0"
+    assert record["labels"][0]["class_id"] in KNOWN["chelsea.png"] and len(record["labels"]) == 5
+
+
+def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(bucket, client, online_worker):
+    client.classify(put(bucket, "warm.png", photo_bytes("coffee.png")), timeout=60)  # model loaded
+    uris = [put(bucket, f"many/{i:02d}.jpg", data) for i, data in enumerate(distinct_jpegs(23, seed=7))]
+    bad = put(bucket, "many/bad.jpg", b"GIF89a but then nothing")
+    uris.insert(11, bad)
+    records = client.classify_many(uris, timeout=60)
+    assert [r["uri"] for r in records] == uris
+    assert records[11]["status"] == "error" and "image" in records[11]["error"]
+    assert all(r["status"] == "ok" for i, r in enumerate(records) if i != 11)
+    sizes = client.metrics.snapshot()["online_batch_sizes"]
+    print(f"\nonline batch sizes formed: {sorted(sizes.items())}")
+    assert max(sizes) >= 8  # requests that arrived together shared one model batch
+    assert max(sizes) <= 16  # never over the bound
+
+
+def test_identical_content_is_labelled_once(bucket, client, online_worker):
+    data = photo_bytes("camera.png")
+    first = client.classify(put(bucket, "a/camera.png", data), timeout=60)
+    before = client.metrics.snapshot()["counters"].get("cache_hits", 0)
+    second = client.classify(put(bucket, "b/same-bytes.png", data), timeout=60)  # same bytes, other key
+    again = client.classify(first["uri"], timeout=60)  # same object: its ETag, no download
+    assert second["labels"] == first["labels"] == again["labels"]
+    assert client.metrics.snapshot()["counters"]["cache_hits"] - before == 2
+
+
+def test_plain_celery_client_by_task_name(bucket, fleet_env, online_worker):
+    uri = put(bucket, "plain/coffee.png", photo_bytes("coffee.png"))
+    url = fleet_env["VISIONFLEET_BROKER_URL"]
+    plain = Celery(broker=url, backend=url)  # nothing of visionfleet imported for this
+    record = plain.send_task("visionfleet.classify", args=[uri], queue="online").get(timeout=60)
+    assert record["status"] == "ok" and record["labels"][0]["class_id"] in KNOWN["coffee.png"]
+
+
+def test_cli_classify_prints_one_record_per_uri(bucket, fleet_env, online_worker):
+    uris = [put(bucket, "cli/chelsea.png", photo_bytes("chelsea.png")), f"oss://{bucket.bucket_name}/cli/missing.jpg"]
+    result = visionfleet("classify", *uris, "--timeout", "60", env=fleet_env)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["status"] for r in records] == ["ok", "error"] and "NoSuchKey" in records[1]["error"]
+
+
+def test_overload_fails_fast_with_a_clear_error(bucket, client):
+    # No online worker: the backlog only grows.
+    tight = VisionClient(client.app, ClientSettings(max_backlog=3))
+    uri = put(bucket, "o/x.png", photo_bytes("coffee.png"))
+    for _ in range(3):
+        tight.submit(uri)
+    started = time.monotonic()
+    with pytest.raises(OverloadedError, match="overloaded: 3 online requests waiting, over the limit of 3"):
+        tight.submit(uri)
+    assert time.monotonic() - started < 2
+    assert tight.metrics.snapshot()["counters"]["online_rejected"] >= 1
+
+
+def test_unreachable_broker_is_a_clear_error_not_a_hang(monkeypatch):
+    monkeypatch.setenv("VISIONFLEET_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
+    settings = BrokerSettings.from_env()
+    client = VisionClient(make_app(settings), ClientSettings(connect_attempts=2))
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable, match="cannot reach the broker at redis://127.0.0.1:.* after 2 tries"):
+        client.classify("oss://b/k.jpg", timeout=5)
+    assert time.monotonic() - started < 20
+
+
+def test_embedded_classify_runs_here(tmp_path):
+    import os
+
+    (tmp_path / "coffee.png").write_bytes(photo_bytes("coffee.png"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
+    result = visionfleet("classify", str(tmp_path / "coffee.png"), env={**env, "VISIONFLEET_HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["labels"][0]["class_id"] in KNOWN["coffee.png"]
+
+
+def test_default_worker_serves_both_queues_and_stops_on_sigterm(bucket, client, fleet_env, tmp_path):
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    log = open(tmp_path / "pair.log", "wb")
+    pair = subprocess.Popen([sys.executable, "-m", "cli", "worker"], env={**fleet_env, **ONLINE}, cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        uri = put(bucket, "pair/chelsea.png", photo_bytes("chelsea.png"))
+        assert client.classify(uri, timeout=60)["status"] == "ok"
+        job = visionfleet("relabel", f"oss://{bucket.bucket_name}/pair/", "--output",
+                          f"oss://{bucket.bucket_name}/out/", "--wait", env=fleet_env, timeout=120)
+        assert job.returncode == 0, job.stderr
+        pair.send_signal(signal.SIGTERM)
+        assert pair.wait(timeout=30) == 0
+    finally:
+        if pair.poll() is None:
+            pair.kill()
+            pair.wait()
+        log.close()
