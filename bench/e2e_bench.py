@@ -29,8 +29,8 @@ sys.path.insert(0, str(REPO))
 from bench.samples import bundled  # noqa: E402
 
 
-def make_photos(folder: Path, count: int) -> list[Path]:
-    """1080p JPEGs cut and scaled from real photos, each different."""
+def make_photos(folder: Path, count: int, size: tuple[int, int] = (1920, 1080)) -> list[Path]:
+    """JPEGs (1080p by default) cut and scaled from real photos, each different."""
     rng = np.random.default_rng(1)
     sources = [Image.open(bundled(n)).convert("RGB") for n in ("chelsea.png", "coffee.png", "astronaut.png")]
     paths = []
@@ -39,7 +39,7 @@ def make_photos(folder: Path, count: int) -> list[Path]:
         w, h = src.size
         box = (rng.integers(0, w // 4), rng.integers(0, h // 4), w - rng.integers(0, w // 4), h - rng.integers(0, h // 4))
         path = folder / f"{i:05d}.jpg"
-        src.resize((1920, 1080), Image.BILINEAR, box=tuple(int(v) for v in box)).save(path, "JPEG", quality=90)
+        src.resize(size, Image.BILINEAR, box=tuple(int(v) for v in box)).save(path, "JPEG", quality=90)
         paths.append(path)
     return paths
 
