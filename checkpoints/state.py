@@ -9,7 +9,6 @@ from abc import ABC, abstractmethod
 import secrets
 from dataclasses import asdict, dataclass, field
 
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 

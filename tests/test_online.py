@@ -142,3 +142,15 @@ def test_default_worker_serves_both_queues_and_stops_on_sigterm(bucket, client, 
             pair.kill()
             pair.wait()
         log.close()
+
+
+def test_sidecar_labels_next_to_the_image_and_stats(bucket, client, fleet_env, workers):
+    workers.start(1, queues="online", VISIONFLEET_WRITE_SIDECAR="on", **ONLINE)
+    uri = put(bucket, "side/coffee.png", photo_bytes("coffee.png"))
+    record = client.classify(uri, timeout=60)
+    assert json.loads(bucket.get_object("side/coffee.png.labels.json").read()) == record
+    result = visionfleet("stats", "--json", env=fleet_env)
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert stats["queues"] == {"online": 0, "bulk": 0} and stats["online_max_backlog"] == 1000
+    assert stats["counters"]["online_requests"] >= 1 and sum(stats["online_batch_sizes"].values()) >= 1
