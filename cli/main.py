@@ -101,6 +101,26 @@ def resume(job_id, output, wait) -> None:
 
 
 @main.command()
+@click.argument("job_id")
+def cancel(job_id) -> None:
+    """Cancel JOB_ID: workers stop its shards at their next commit; nothing more is written."""
+    from broker.settings import BrokerSettings
+    from checkpoints import open_store
+
+    try:
+        store = open_store(BrokerSettings.from_env().state_url)
+    except VisionfleetError as exc:
+        _fail(exc)
+    progress = store.progress(job_id)
+    if progress is None:
+        _fail(VisionfleetError(f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL"))
+    if progress.state in ("succeeded", "failed", "cancelled"):
+        _fail(VisionfleetError(f"job {job_id} already ended: {progress.state}"))
+    store.set_state(job_id, "cancelled", "cancelled by `visionfleet cancel`")
+    click.echo(f"{job_id}: cancelled")
+
+
+@main.command()
 @click.option("--worker", "-w", "names", multiple=True, help="Worker node name (repeatable), e.g. celery@host.")
 @click.option("--all", "everyone", is_flag=True, help="Drain every worker.")
 def drain(names, everyone) -> None:

@@ -119,3 +119,17 @@ def test_bulk_job_can_use_the_dedup_cache(bucket, fleet_env, workers):
     _, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{second}")
     _, earlier = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{first}")
     assert records[0]["labels"] == earlier[0]["labels"]
+
+
+def test_cancelled_job_is_not_run(bucket, fleet_env, workers):
+    bucket.put_object("c/coffee.png", photo_bytes("coffee.png"))
+    job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/c/", "--output", f"oss://{bucket.bucket_name}/out/")
+    result = visionfleet("cancel", job_id, env=fleet_env)
+    assert result.returncode == 0 and "cancelled" in result.stdout
+    assert visionfleet("cancel", job_id, env=fleet_env).returncode == 2  # already ended
+    (worker,) = workers.start(1)
+    bulk_queue = open_store(fleet_env["VISIONFLEET_BROKER_URL"])._r
+    wait_until(lambda: bulk_queue.llen("bulk") == 0 and "cancelled" in workers.logs(), 60, "the message consumed")
+    status = json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)
+    assert (status["state"], status["done"]) == ("cancelled", 0)
+    assert not bucket.object_exists(f"out/{job_id}/_SUCCESS.json")

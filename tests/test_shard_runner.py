@@ -100,3 +100,20 @@ def test_plan_files_describe_the_job(job):
     assert meta["job_id"] == job_id and meta["output"] == str(root)
     assert len((root / "_plan" / "shard-000000.txt").read_text().splitlines()) == 20
     assert layout.part_name(3, 0, 10, "ab") == "part-000003-0000000-0000010-tab.jsonl"
+
+
+def test_cancelled_job_stops_at_the_next_commit(job):
+    store, job_id, root = job
+    calls = []
+
+    def cancel_midway() -> bool:
+        calls.append(1)
+        if len(calls) == 8:
+            store.set_state(job_id, "cancelled", "by test")
+        return False
+
+    assert runner(store, stop=cancel_midway).run(job_id, 0) is Outcome.CANCELLED
+    assert store.checkpoint(job_id, 0).offset == 12  # the commit after the cancel, then stop
+    assert runner(store, owner="w2").run(job_id, 0) is Outcome.CANCELLED  # redeliveries do nothing
+    assert not (root / "_SUCCESS.json").exists()
+    assert store.progress(job_id).state == "cancelled"

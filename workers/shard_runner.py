@@ -31,6 +31,7 @@ class Outcome(enum.Enum):
     HANDED_BACK = "handed_back"  # drained: progress committed, lease released, send it again
     LOST_LEASE = "lost"        # our commit was refused: someone else took over
     FAILED = "failed"          # ended with an error that retrying will not fix
+    CANCELLED = "cancelled"    # the job was cancelled: stop, the message is done
     UNKNOWN_JOB = "unknown"    # no such job in the state store
 
 
@@ -56,6 +57,8 @@ class ShardRun:
         meta = self.store.job_meta(job_id)
         if meta is None:
             return Outcome.UNKNOWN_JOB
+        if self._cancelled(job_id):
+            return Outcome.CANCELLED
         lease = self.store.acquire(job_id, index, self.owner, self.settings.lease_ttl_s)
         if lease is None:
             return Outcome.BUSY
@@ -80,6 +83,10 @@ class ShardRun:
             finalize_if_complete(self.store, job_id)
         return outcome
 
+    def _cancelled(self, job_id: str) -> bool:
+        progress = self.store.progress(job_id)
+        return progress is not None and progress.state == "cancelled"
+
     def give_up(self, job_id: str, index: int, reason: str) -> None:
         """Mark the shard failed after its retries are spent."""
         lease = self.store.acquire(job_id, index, self.owner, self.settings.lease_ttl_s)
@@ -102,6 +109,9 @@ class ShardRun:
                 if not self._commit(shard, records, done=end == len(shard.uris)):
                     return Outcome.LOST_LEASE
                 start, records, since = end, [], self._clock()
+            if (due or stop) and end < len(shard.uris) and self._cancelled(shard.job_id):
+                self.store.release(shard.job_id, shard.index, shard.lease.token)
+                return Outcome.CANCELLED
             if stop and end < len(shard.uris):
                 self.store.release(shard.job_id, shard.index, shard.lease.token)
                 log.info("shard handed back", extra={"job_id": shard.job_id, "shard": shard.index, "offset": end})
