@@ -55,3 +55,22 @@ def test_config_errors_name_the_fix(tmp_path):
 def test_unknown_job_status(tmp_path):
     result = visionfleet("status", "no-such-job", env=embedded_env(tmp_path))
     assert result.returncode == 2 and "no job 'no-such-job'" in result.stderr
+
+
+def test_resume_rebuilds_a_lost_embedded_state(tmp_path):
+    import shutil
+
+    export(tmp_path / "photos")
+    env = embedded_env(tmp_path)
+    first = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), env=env)
+    assert first.returncode == 0, first.stderr
+    job_id = first.stdout.strip().splitlines()[-1]
+    summary = json.loads((tmp_path / "labels" / job_id / "_SUCCESS.json").read_text())
+    shutil.rmtree(tmp_path / "home")  # the state file is gone; the output folder is not
+    again = visionfleet("resume", job_id, "--output", str(tmp_path / "labels"), env=env)
+    assert again.returncode == 0, again.stderr
+    assert "0 shard(s) enqueued again" in again.stderr  # nothing redone
+    rebuilt = json.loads((tmp_path / "labels" / job_id / "_SUCCESS.json").read_text())
+    assert (rebuilt["total"], rebuilt["ok"], rebuilt["parts"]) == (summary["total"], summary["ok"], summary["parts"])
+    status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
+    assert status["state"] == "succeeded" and status["done"] == len(PHOTOS)
