@@ -49,7 +49,10 @@ def _transport_options(settings: BrokerSettings) -> dict:
         folder = str(settings.broker_dir)
         # The default 1 s polling adds up to a second per shard; 0.1 s costs
         # nothing measurable and keeps a small job snappy.
-        return {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0.1}
+        # The exchange tables go under VISIONFLEET_HOME too: kombu's default
+        # is ./control, which would litter whatever folder the user is in.
+        return {"data_folder_in": folder, "data_folder_out": folder, "polling_interval": 0.1,
+                "control_folder": str(settings.home / "control")}
     if settings.broker_url.startswith(("redis", "unix")):
         # A shard of a worker that died (SIGKILL, OOM, power loss) goes back
         # to the queue after this long unacked; a live worker's shard that

@@ -30,6 +30,8 @@ def test_relabel_sample_photos_with_no_server(tmp_path):
         assert by_name[name]["labels"][0]["class_id"] in classes
     assert by_name["broken.jpg"]["status"] == "error"
 
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "labels", "photos"]  # nothing else in cwd
+
     status = visionfleet("status", job_id, "--json", env=env)
     assert status.returncode == 0, status.stderr
     got = json.loads(status.stdout)
