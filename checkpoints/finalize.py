@@ -22,17 +22,16 @@ def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
         return None
     if progress.state in FINAL_STATES:
         return progress.state
-    meta = store.job_meta(job_id)
+    reason = None
     if progress.failed_shards:
         reason = f"{len(progress.failed_shards)} shard(s) failed; see `visionfleet status {job_id}`"
-        store.set_state(job_id, "failed", reason)
-        log.error("job failed", extra={"job_id": job_id, "reason": reason})
-        return "failed"
-    if progress.done != progress.total:
+    elif progress.done != progress.total:
         reason = f"committed {progress.done} records for {progress.total} inputs"
+    if reason is not None:
         store.set_state(job_id, "failed", reason)
         log.error("job failed", extra={"job_id": job_id, "reason": reason})
         return "failed"
+    meta = store.job_meta(job_id)
     summary = {
         "job_id": job_id, "model": meta["model"], "source": meta["source"], "total": progress.total,
         "ok": progress.ok, "errors": progress.errors, "parts": store.parts(job_id),

@@ -1,15 +1,20 @@
-"""Starting a relabel job: plan and enqueue it, and in embedded mode run it."""
+"""Starting work on a job (a new one, or a resumed one): enqueue its shards,
+and in embedded mode run them here with workers this command starts."""
 import os
+from collections.abc import Callable
 
 import click
 
 from broker.planner import DEFAULT_SHARD_SIZE, JobSpec, check_access, plan_job
 from broker.settings import BrokerSettings
 from checkpoints import open_store
-from cli.supervisor import WorkerProcesses
+from checkpoints.state import Progress, StateStore
 from cli.progress import describe, wait as wait_for
-from pipeline.models import DEFAULT_MODEL
+from cli.supervisor import WorkerProcesses
 from pipeline.envvars import env_str
+from pipeline.models import DEFAULT_MODEL
+
+Send = Callable[[str, int], None]
 
 
 def embedded_workers(settings: BrokerSettings, count: int) -> WorkerProcesses:
@@ -20,54 +25,53 @@ def embedded_workers(settings: BrokerSettings, count: int) -> WorkerProcesses:
                            log_dir=settings.home / "logs")
 
 
-def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shard_size: int | None,
-                all_files: bool, cache: bool, wait: bool, workers: int) -> int:
-    """Exit code: 0 when the job succeeded (or was enqueued without --wait)."""
+def _drive(start: Callable[[StateStore, Send], str], *, wait: bool, workers: int) -> int:
+    """Run ``start`` (which enqueues shards through ``send`` and returns the job id), then
+    wait when asked, or always in embedded mode, where no fleet would run it otherwise.
+    Prints the job id alone on the last line of stdout; exit code 1 if the job failed."""
     settings = BrokerSettings.from_env()
-    spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
-                   top_k=top_k, shard_size=shard_size or DEFAULT_SHARD_SIZE, all_files=all_files,
-                   cache=cache)
-    check_access(spec)
     store = open_store(settings.state_url)
     from broker.celery_app import RELABEL_SHARD_TASK, app
 
     def send(job_id: str, shard: int) -> None:
         app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
 
+    final: Progress | None = None
     if settings.embedded:
-        # No fleet to hand the job to: run it here, start to end.
         with embedded_workers(settings, workers) as fleet:
-            job_id = plan_job(spec, store, send)
-            click.echo(f"job {job_id}: planned; labelling with {workers} embedded worker(s)", err=True)
+            job_id = start(store, send)
             final = wait_for(store, job_id, bar=True, check=fleet.check_alive)
     else:
-        job_id = plan_job(spec, store, send)
-        final = wait_for(store, job_id, bar=True) if wait else None
+        job_id = start(store, send)
+        if wait:
+            final = wait_for(store, job_id, bar=True)
     if final is not None:
         click.echo(describe(final), err=True)
-    click.echo(job_id)  # alone on the last line of stdout, for scripts
-    return 0 if final is None or final.state == "succeeded" else 1
+    click.echo(job_id)
+    return 1 if final is not None and final.state in ("failed", "cancelled") else 0
+
+
+def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shard_size: int | None,
+                all_files: bool, cache: bool, wait: bool, workers: int) -> int:
+    spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
+                   top_k=top_k, shard_size=shard_size or DEFAULT_SHARD_SIZE, all_files=all_files,
+                   cache=cache)
+    check_access(spec)
+
+    def start(store: StateStore, send: Send) -> str:
+        job_id = plan_job(spec, store, send)
+        click.echo(f"job {job_id}: planned", err=True)
+        return job_id
+
+    return _drive(start, wait=wait, workers=workers)
 
 
 def run_resume(job_id: str, output: str, *, wait: bool) -> int:
-    from broker.celery_app import RELABEL_SHARD_TASK, app
     from checkpoints.resume import resume_job
 
-    settings = BrokerSettings.from_env()
-    store = open_store(settings.state_url)
-
-    def send(job: str, shard: int) -> None:
-        app.send_task(RELABEL_SHARD_TASK, args=[job, shard])
-
-    if settings.embedded:
-        with embedded_workers(settings, 1) as fleet:
-            pending = resume_job(store, output, job_id, send)
-            click.echo(f"job {job_id}: {len(pending)} shard(s) enqueued again", err=True)
-            final = wait_for(store, job_id, bar=True, check=fleet.check_alive)
-    else:
+    def start(store: StateStore, send: Send) -> str:
         pending = resume_job(store, output, job_id, send)
         click.echo(f"job {job_id}: {len(pending)} shard(s) enqueued again", err=True)
-        final = wait_for(store, job_id, bar=True) if wait else store.progress(job_id)
-    click.echo(describe(final), err=True)
-    click.echo(job_id)
-    return 0 if final.state in ("succeeded", "running", "queued") else 1
+        return job_id
+
+    return _drive(start, wait=wait, workers=1)

@@ -1,6 +1,5 @@
-"""The ``visionfleet`` command: relabel, worker, status."""
+"""The ``visionfleet`` command."""
 import json
-import os
 import sys
 import time
 
@@ -9,14 +8,33 @@ import click
 from pipeline.errors import VisionfleetError
 
 
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+class _Commands(click.Group):
+    """Every command's one error boundary: a ``VisionfleetError`` is the user's
+    to fix, so it is printed as one line (what is wrong and the fix), no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VisionfleetError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
 
 
-@click.group()
+@click.group(cls=_Commands)
 def main() -> None:
     """Label images with a fleet of Celery workers (embedded default: no server needed)."""
+
+
+def _job(job_id: str):
+    """(store, progress) of a job the state store knows."""
+    from broker.settings import BrokerSettings
+    from checkpoints import open_store
+
+    store = open_store(BrokerSettings.from_env().state_url)
+    progress = store.progress(job_id)
+    if progress is None:
+        raise VisionfleetError(f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL")
+    return store, progress
 
 
 @main.command()
@@ -35,12 +53,8 @@ def relabel(source, output, model, top_k, shard_size, all_files, cache, wait, wo
     """Label every image in SOURCE (folder, manifest or oss:// prefix) into OUTPUT/<job_id>/."""
     from cli.jobs import run_relabel
 
-    try:
-        code = run_relabel(source, output, model=model, top_k=top_k, shard_size=shard_size,
-                           all_files=all_files, cache=cache, wait=wait, workers=workers)
-    except VisionfleetError as exc:
-        _fail(exc)
-    sys.exit(code)
+    sys.exit(run_relabel(source, output, model=model, top_k=top_k, shard_size=shard_size,
+                         all_files=all_files, cache=cache, wait=wait, workers=workers))
 
 
 @main.command()
@@ -54,10 +68,7 @@ def worker(queues, concurrency, hostname, loglevel) -> None:
     """Run a worker (like `celery -A broker.celery_app worker`, plus tcmalloc when installed)."""
     from cli.workers import run_worker
 
-    try:
-        sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel))
-    except VisionfleetError as exc:
-        _fail(exc)
+    sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel))
 
 
 @main.command()
@@ -66,23 +77,16 @@ def worker(queues, concurrency, hostname, loglevel) -> None:
 @click.option("--watch", is_flag=True, help="Refresh until the job ends.")
 def status(job_id, as_json, watch) -> None:
     """Show a job's state, counts, speed and ETA."""
-    from broker.settings import BrokerSettings
-    from checkpoints import open_store
     from checkpoints.state import FINAL_STATES
     from cli.progress import describe
 
-    try:
-        store = open_store(BrokerSettings.from_env().state_url)
-    except VisionfleetError as exc:
-        _fail(exc)
+    store, progress = _job(job_id)
     while True:
-        p = store.progress(job_id)
-        if p is None:
-            _fail(VisionfleetError(f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL"))
-        click.echo(json.dumps(p.as_dict()) if as_json else describe(p))
-        if not watch or p.state in FINAL_STATES:
+        click.echo(json.dumps(progress.as_dict()) if as_json else describe(progress))
+        if not watch or progress.state in FINAL_STATES:
             return
         time.sleep(2)
+        progress = store.progress(job_id)
 
 
 @main.command()
@@ -93,29 +97,18 @@ def resume(job_id, output, wait) -> None:
     """Re-enqueue every unfinished shard of JOB_ID, rebuilding its state from OUTPUT if it was lost."""
     from cli.jobs import run_resume
 
-    try:
-        code = run_resume(job_id, output, wait=wait)
-    except VisionfleetError as exc:
-        _fail(exc)
-    sys.exit(code)
+    sys.exit(run_resume(job_id, output, wait=wait))
 
 
 @main.command()
 @click.argument("job_id")
 def cancel(job_id) -> None:
     """Cancel JOB_ID: workers stop its shards at their next commit; nothing more is written."""
-    from broker.settings import BrokerSettings
-    from checkpoints import open_store
+    from checkpoints.state import FINAL_STATES
 
-    try:
-        store = open_store(BrokerSettings.from_env().state_url)
-    except VisionfleetError as exc:
-        _fail(exc)
-    progress = store.progress(job_id)
-    if progress is None:
-        _fail(VisionfleetError(f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL"))
-    if progress.state in ("succeeded", "failed", "cancelled"):
-        _fail(VisionfleetError(f"job {job_id} already ended: {progress.state}"))
+    store, progress = _job(job_id)
+    if progress.state in FINAL_STATES:
+        raise VisionfleetError(f"job {job_id} already ended: {progress.state}")
     store.set_state(job_id, "cancelled", "cancelled by `visionfleet cancel`")
     click.echo(f"{job_id}: cancelled")
 
@@ -126,17 +119,15 @@ def cancel(job_id) -> None:
 def drain(names, everyone) -> None:
     """Ask workers to commit, hand their shards back and exit."""
     if not names and not everyone:
-        _fail(VisionfleetError("name workers with --worker NAME (see Flower or `celery inspect ping`) or use --all"))
-    try:
-        from broker.celery_app import app
-    except VisionfleetError as exc:
-        _fail(exc)
+        raise VisionfleetError("name workers with --worker NAME (see Flower or `celery inspect ping`) or use --all")
+    from broker.celery_app import app
+
     replies = app.control.broadcast("visionfleet_drain", destination=list(names) or None, reply=True, timeout=3)
     drained = sorted(name for reply in replies for name in reply)
     for name in drained:
         click.echo(f"{name}: draining")
     if not drained:
-        _fail(VisionfleetError("no worker answered; check the names and VISIONFLEET_BROKER_URL"))
+        raise VisionfleetError("no worker answered; check the names and VISIONFLEET_BROKER_URL")
 
 
 @main.command()
@@ -146,11 +137,8 @@ def classify(uris, timeout) -> None:
     """Label images through the online queue; one JSON record per URI (embedded: in this process)."""
     from cli.online import classify_uris
 
-    try:
-        for record in classify_uris(list(uris), timeout=timeout):
-            click.echo(json.dumps(record, ensure_ascii=False))
-    except VisionfleetError as exc:
-        _fail(exc)
+    for record in classify_uris(list(uris), timeout=timeout):
+        click.echo(json.dumps(record, ensure_ascii=False))
 
 
 @main.command()
@@ -159,10 +147,7 @@ def stats(as_json) -> None:
     """Queue depths, the online backlog bound, and the fleet's counters."""
     from cli.online import fleet_stats
 
-    try:
-        snapshot = fleet_stats()
-    except VisionfleetError as exc:
-        _fail(exc)
+    snapshot = fleet_stats()
     if as_json:
         click.echo(json.dumps(snapshot))
         return

@@ -14,26 +14,24 @@ def env_str(name: str, default: str | None = None) -> str | None:
 
 
 def env_int(name: str, default: int, *, minimum: int = 1, maximum: int | None = None) -> int:
-    raw = env_str(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
-    _check_range(name, value, minimum, maximum)
-    return value
+    return _number(name, default, int, "a whole number", minimum, maximum)
 
 
 def env_float(name: str, default: float, *, minimum: float = 0.0, maximum: float | None = None) -> float:
+    return _number(name, default, float, "a number", minimum, maximum)
+
+
+def _number(name, default, parse, kind, minimum, maximum):
     raw = env_str(name)
     if raw is None:
         return default
     try:
-        value = float(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number; set it to e.g. {default}") from None
-    _check_range(name, value, minimum, maximum)
+        raise ConfigError(f"{name}={raw!r} is not {kind}; set it to e.g. {default}") from None
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise ConfigError(f"{name}={value} is out of range; set it to at least {minimum}{upper}")
     return value
 
 
@@ -42,9 +40,3 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}; set it to one of them")
     return value
-
-
-def _check_range(name, value, minimum, maximum) -> None:
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise ConfigError(f"{name}={value} is out of range; set it to at least {minimum}{upper}")

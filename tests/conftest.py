@@ -64,7 +64,8 @@ def bucket(oss_server) -> oss2.Bucket:
     b = oss2.Bucket(oss2.Auth(oss_server.access_key_id, oss_server.access_key_secret), oss_server.endpoint,
                     f"vf-{uuid.uuid4().hex[:12]}")
     b.create_bucket()
-    return b
+    yield b
+    oss_server.clear_faults()  # a test that failed midway must not leave faults for the next
 
 
 @pytest.fixture

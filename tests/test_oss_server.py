@@ -1,11 +1,10 @@
 """The local OSS server (tests/oss_server.py) against the real oss2 SDK over HTTP.
 
-One server process serves the whole module; each test gets a fresh bucket.
+One server process serves the whole session; each test gets a fresh bucket.
 """
 import os
 import socket
 import urllib.request
-import uuid
 
 import oss2
 import pytest
@@ -17,24 +16,15 @@ from tests.oss_server import start_oss_server
 PART = 100 * 1024  # OSS's (and so the server's) minimum size of all parts but the last
 
 
-@pytest.fixture(scope="module")
-def server():
-    server = start_oss_server()
-    yield server
-    server.stop()
+@pytest.fixture
+def server(oss_server):
+    """The session's server (conftest); ``bucket`` comes from there too."""
+    return oss_server
 
 
 @pytest.fixture
 def auth(server):
     return oss2.Auth(server.access_key_id, server.access_key_secret)
-
-
-@pytest.fixture
-def bucket(server, auth):
-    bucket = oss2.Bucket(auth, server.endpoint, "vf-test-" + uuid.uuid4().hex[:12])
-    bucket.create_bucket()
-    yield bucket
-    server.clear_faults()  # a test that failed midway must not leave faults for the next
 
 
 def _keys(iterator):
