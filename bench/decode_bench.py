@@ -1,4 +1,4 @@
-"""Decode throughput on one core: full decode + resize vs pipeline.decode.decode_image.
+"""Decode throughput on one core: full decode + resize vs visionfleet.pipeline.decode.decode_image.
 
     python bench/decode_bench.py [--rounds 7] [--seconds 0.5]
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pipeline.decode import Geometry, decode_image  # noqa: E402
+from visionfleet.pipeline.decode import Geometry, decode_image  # noqa: E402
 
 SIZES = {"1080p": (1920, 1080), "12 MP": (4000, 3000)}
 

@@ -53,7 +53,7 @@ def model_only(model, crops: np.ndarray) -> float:
 
 
 def whole_path(env: dict, photos: Path, out: Path, store) -> float:
-    result = subprocess.run([sys.executable, "-m", "cli", "relabel", str(photos), "--output", str(out)],
+    result = subprocess.run([sys.executable, "-m", "visionfleet.cli", "relabel", str(photos), "--output", str(out)],
                             env=env, cwd=REPO, capture_output=True, text=True, check=True)
     job_id = result.stdout.strip().splitlines()[-1]
     while (p := store.progress(job_id)).state not in ("succeeded", "failed"):
@@ -68,16 +68,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/15")
     args = parser.parse_args()
-    from workers.allocator import describe, reexec_with_tcmalloc
+    from visionfleet.workers.allocator import describe, reexec_with_tcmalloc
 
     reexec_with_tcmalloc(["-m", "bench.e2e_bench", *sys.argv[1:]])  # same allocator as the worker
 
     import torch
 
-    from checkpoints import open_store
-    from pipeline.decode import decode_image
-    from pipeline.models import RuntimeSettings, load_model
-    from workers.settings import WorkerSettings
+    from visionfleet.checkpoints import open_store
+    from visionfleet.pipeline.decode import decode_image
+    from visionfleet.pipeline.models import RuntimeSettings, load_model
+    from visionfleet.workers.settings import WorkerSettings
 
     threads = WorkerSettings.from_env().torch_threads
     torch.set_num_threads(threads)
@@ -91,7 +91,7 @@ def main() -> None:
     env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_TORCH_THREADS": str(threads),
            "VISIONFLEET_HOME": str(work / "home"), "PYTHONPATH": str(REPO),
            "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off")}
-    worker = subprocess.Popen([sys.executable, "-m", "cli", "worker", "-Q", "bulk", "-c", "1", "-l", "WARNING"],
+    worker = subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker", "-Q", "bulk", "-c", "1", "-l", "WARNING"],
                               env=env, cwd=REPO)
     store = open_store(args.broker)
     try:

@@ -26,7 +26,7 @@ from bench.e2e_bench import make_photos  # noqa: E402
 
 
 def start_worker(env: dict, queues: str, **extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli", "worker", "-Q", queues, "-l", "WARNING"],
+    return subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker", "-Q", queues, "-l", "WARNING"],
                             env={**env, **extra}, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -95,7 +95,7 @@ def main() -> None:
            "VISIONFLEET_ONLINE_CACHE": "off", "PYTHONPATH": str(REPO),
            "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off")}
     os.environ.update({k: v for k, v in env.items() if k.startswith("VISIONFLEET_")})
-    from broker.client import ClientSettings, VisionClient
+    from visionfleet.broker.client import ClientSettings, VisionClient
 
     client = VisionClient(settings=ClientSettings(max_backlog=100_000))
     results = redis.Redis.from_url(args.broker)
@@ -115,10 +115,10 @@ def main() -> None:
         client.classify(uris[0], timeout=120)
         low = rates[0]
         rows.append({"mode": "idle (bulk worker up)", **open_loop(client, results, uris, low, args.seconds)})
-        job = subprocess.run([sys.executable, "-m", "cli", "relabel", str(work / "bulk"), "--output",
+        job = subprocess.run([sys.executable, "-m", "visionfleet.cli", "relabel", str(work / "bulk"), "--output",
                               str(work / "out"), "--shard-size", "50"], env=env, cwd=REPO, capture_output=True,
                              text=True, check=True).stdout.split()[-1]
-        from checkpoints import open_store
+        from visionfleet.checkpoints import open_store
 
         store = open_store(args.broker)
         while store.progress(job).done < 50:  # measure under load, not during the bulk worker's start

@@ -1,23 +1,19 @@
 """The Celery app: queues, routing and safe defaults, built from settings.
 
-``celery -A broker.celery_app worker`` uses the module-level ``app``; it
+``celery -A visionfleet.broker.celery_app worker`` uses the module-level ``app``; it
 reads the environment when this module is imported, and connects to
 nothing until a worker or producer actually sends or consumes.
 """
 from celery import Celery
 from kombu import Exchange, Queue
 
-from broker.settings import BrokerSettings
-
-BULK_QUEUE = "bulk"
-ONLINE_QUEUE = "online"
-RELABEL_SHARD_TASK = "visionfleet.relabel_shard"
-CLASSIFY_TASK = "visionfleet.classify"
+from visionfleet.broker.routes import BULK_QUEUE, CLASSIFY_TASK, ONLINE_QUEUE, RELABEL_SHARD_TASK
+from visionfleet.broker.settings import BrokerSettings
 
 
 def make_app(settings: BrokerSettings) -> Celery:
     settings.prepare()
-    app = Celery("visionfleet", include=["workers.logs", "workers.process", "workers.drain", "workers.tasks"])
+    app = Celery("visionfleet", include=[f"visionfleet.workers.{m}" for m in ("logs", "process", "drain", "tasks")])
     app.conf.update(
         broker_url=settings.broker_url or "filesystem://",
         result_backend=settings.result_backend,

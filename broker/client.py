@@ -1,6 +1,6 @@
 """The client API for backend services: classify images through the fleet.
 
-    from broker.client import VisionClient
+    from visionfleet import VisionClient
     client = VisionClient()                      # VISIONFLEET_BROKER_URL
     record = client.classify("oss://bucket/upload/123.jpg", timeout=10)
     pending = client.submit("oss://bucket/upload/124.jpg")   # Celery AsyncResult
@@ -20,11 +20,11 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from broker.celery_app import CLASSIFY_TASK, ONLINE_QUEUE
-from broker.settings import BrokerSettings, redact
-from pipeline.envvars import env_int
-from pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
-from broker.metrics import Metrics
+from visionfleet.broker.routes import CLASSIFY_TASK, ONLINE_QUEUE
+from visionfleet.broker.settings import BrokerSettings, redact
+from visionfleet.pipeline.envvars import env_int
+from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
+from visionfleet.broker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ _CONNECTION_ERRORS = (kombu.exceptions.OperationalError, ConnectionError, OSErro
 
 @dataclass(frozen=True)
 class ClientSettings:
+    """How the client guards the fleet: the online backlog bound and the broker connection attempts."""
+
     max_backlog: int = 1000
     connect_attempts: int = 5
 
@@ -43,9 +45,15 @@ class ClientSettings:
 
 
 class VisionClient:
+    """Classify images through the fleet's ``online`` queue, from any backend service.
+
+    Broker connections are retried with backoff, then fail with ``BrokerUnavailable``;
+    new requests are refused fast with ``OverloadedError`` past the backlog bound.
+    """
+
     def __init__(self, app: Celery | None = None, settings: ClientSettings | None = None) -> None:
         if app is None:
-            from broker.celery_app import app as default_app
+            from visionfleet.broker.celery_app import app as default_app
 
             app = default_app
         self.app = app

@@ -1,7 +1,7 @@
 """Counters that operators read with ``visionfleet stats``, kept in Redis."""
 import redis
 
-from checkpoints import keys
+from visionfleet.checkpoints import keys
 
 
 class Metrics:

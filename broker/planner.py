@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from itertools import islice
 
-from checkpoints.finalize import finalize_if_complete
-from checkpoints.state import StateStore
-from pipeline import layout
-from pipeline.models import DEFAULT_MODEL
-from pipeline.sources import iter_source
-from pipeline.storage import is_oss, storage_for
+from visionfleet.checkpoints.finalize import finalize_if_complete
+from visionfleet.checkpoints.state import StateStore
+from visionfleet.pipeline import layout
+from visionfleet.pipeline.models import DEFAULT_MODEL
+from visionfleet.pipeline.sources import iter_source
+from visionfleet.pipeline.storage import is_oss, storage_for
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.envvars import env_int, env_str
-from pipeline.errors import ConfigError
+from visionfleet.pipeline.envvars import env_int, env_str
+from visionfleet.pipeline.errors import ConfigError
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 

@@ -8,9 +8,9 @@ import json
 import logging
 import time
 
-from checkpoints.state import FINAL_STATES, StateStore
-from pipeline import layout
-from pipeline.storage import storage_for
+from visionfleet.checkpoints.state import FINAL_STATES, StateStore
+from visionfleet.pipeline import layout
+from visionfleet.pipeline.storage import storage_for
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from checkpoints import keys
-from checkpoints.state import Checkpoint, Lease, Progress, StateStore, derive_state, new_token
+from visionfleet.checkpoints import keys
+from visionfleet.checkpoints.state import Checkpoint, Lease, Progress, StateStore, derive_state, new_token
 
 # KEYS: shard, job. ARGV: owner, ttl_s, token. Returns takeovers, or nil while another lease runs.
 _ACQUIRE = """

@@ -12,11 +12,11 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from checkpoints.finalize import finalize_if_complete
-from checkpoints.state import Checkpoint, StateStore
-from pipeline import layout
-from pipeline.errors import ConfigError, InputError
-from pipeline.storage import storage_for
+from visionfleet.checkpoints.finalize import finalize_if_complete
+from visionfleet.checkpoints.state import Checkpoint, StateStore
+from visionfleet.pipeline import layout
+from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.storage import storage_for
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 
-from checkpoints.state import Checkpoint, Lease, Progress, StateStore, derive_state, new_token
+from visionfleet.checkpoints.state import Checkpoint, Lease, Progress, StateStore, derive_state, new_token
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -5,14 +5,14 @@ from collections.abc import Callable
 
 import click
 
-from broker.planner import DEFAULT_SHARD_SIZE, JobSpec, check_access, plan_job
-from broker.settings import BrokerSettings
-from checkpoints import open_store
-from checkpoints.state import Progress, StateStore
-from cli.progress import describe, wait as wait_for
-from cli.supervisor import WorkerProcesses
-from pipeline.envvars import env_str
-from pipeline.models import DEFAULT_MODEL
+from visionfleet.broker.planner import DEFAULT_SHARD_SIZE, JobSpec, check_access, plan_job
+from visionfleet.broker.settings import BrokerSettings
+from visionfleet.checkpoints import open_store
+from visionfleet.checkpoints.state import Progress, StateStore
+from visionfleet.cli.progress import describe, wait as wait_for
+from visionfleet.cli.supervisor import WorkerProcesses
+from visionfleet.pipeline.envvars import env_str
+from visionfleet.pipeline.models import DEFAULT_MODEL
 
 Send = Callable[[str, int], None]
 
@@ -31,7 +31,8 @@ def _drive(start: Callable[[StateStore, Send], str], *, wait: bool, workers: int
     Prints the job id alone on the last line of stdout; exit code 1 if the job failed."""
     settings = BrokerSettings.from_env()
     store = open_store(settings.state_url)
-    from broker.celery_app import RELABEL_SHARD_TASK, app
+    from visionfleet.broker.celery_app import app
+    from visionfleet.broker.routes import RELABEL_SHARD_TASK
 
     def send(job_id: str, shard: int) -> None:
         app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
@@ -67,7 +68,7 @@ def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shar
 
 
 def run_resume(job_id: str, output: str, *, wait: bool) -> int:
-    from checkpoints.resume import resume_job
+    from visionfleet.checkpoints.resume import resume_job
 
     def start(store: StateStore, send: Send) -> str:
         pending = resume_job(store, output, job_id, send)

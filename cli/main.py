@@ -5,7 +5,7 @@ import time
 
 import click
 
-from pipeline.errors import VisionfleetError
+from visionfleet.pipeline.errors import VisionfleetError
 
 
 class _Commands(click.Group):
@@ -27,8 +27,8 @@ def main() -> None:
 
 def _job(job_id: str):
     """(store, progress) of a job the state store knows."""
-    from broker.settings import BrokerSettings
-    from checkpoints import open_store
+    from visionfleet.broker.settings import BrokerSettings
+    from visionfleet.checkpoints import open_store
 
     store = open_store(BrokerSettings.from_env().state_url)
     progress = store.progress(job_id)
@@ -51,7 +51,7 @@ def _job(job_id: str):
               help="Embedded mode only: worker processes to start.")
 def relabel(source, output, model, top_k, shard_size, all_files, cache, wait, workers) -> None:
     """Label every image in SOURCE (folder, manifest or oss:// prefix) into OUTPUT/<job_id>/."""
-    from cli.jobs import run_relabel
+    from visionfleet.cli.jobs import run_relabel
 
     sys.exit(run_relabel(source, output, model=model, top_k=top_k, shard_size=shard_size,
                          all_files=all_files, cache=cache, wait=wait, workers=workers))
@@ -65,8 +65,8 @@ def relabel(source, output, model, top_k, shard_size, all_files, cache, wait, wo
 @click.option("--hostname", "-n", default=None, help="Worker node name (Celery's -n).")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 def worker(queues, concurrency, hostname, loglevel) -> None:
-    """Run a worker (like `celery -A broker.celery_app worker`, plus tcmalloc when installed)."""
-    from cli.workers import run_worker
+    """Run a worker (like `celery -A visionfleet.broker.celery_app worker`, plus tcmalloc when installed)."""
+    from visionfleet.cli.workers import run_worker
 
     sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel))
 
@@ -77,8 +77,8 @@ def worker(queues, concurrency, hostname, loglevel) -> None:
 @click.option("--watch", is_flag=True, help="Refresh until the job ends.")
 def status(job_id, as_json, watch) -> None:
     """Show a job's state, counts, speed and ETA."""
-    from checkpoints.state import FINAL_STATES
-    from cli.progress import describe
+    from visionfleet.checkpoints.state import FINAL_STATES
+    from visionfleet.cli.progress import describe
 
     store, progress = _job(job_id)
     while True:
@@ -95,7 +95,7 @@ def status(job_id, as_json, watch) -> None:
 @click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
 def resume(job_id, output, wait) -> None:
     """Re-enqueue every unfinished shard of JOB_ID, rebuilding its state from OUTPUT if it was lost."""
-    from cli.jobs import run_resume
+    from visionfleet.cli.jobs import run_resume
 
     sys.exit(run_resume(job_id, output, wait=wait))
 
@@ -104,7 +104,7 @@ def resume(job_id, output, wait) -> None:
 @click.argument("job_id")
 def cancel(job_id) -> None:
     """Cancel JOB_ID: workers stop its shards at their next commit; nothing more is written."""
-    from checkpoints.state import FINAL_STATES
+    from visionfleet.checkpoints.state import FINAL_STATES
 
     store, progress = _job(job_id)
     if progress.state in FINAL_STATES:
@@ -120,7 +120,7 @@ def drain(names, everyone) -> None:
     """Ask workers to commit, hand their shards back and exit."""
     if not names and not everyone:
         raise VisionfleetError("name workers with --worker NAME (see Flower or `celery inspect ping`) or use --all")
-    from broker.celery_app import app
+    from visionfleet.broker.celery_app import app
 
     replies = app.control.broadcast("visionfleet_drain", destination=list(names) or None, reply=True, timeout=3)
     drained = sorted(name for reply in replies for name in reply)
@@ -135,7 +135,7 @@ def drain(names, everyone) -> None:
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for all answers.")
 def classify(uris, timeout) -> None:
     """Label images through the online queue; one JSON record per URI (embedded: in this process)."""
-    from cli.online import classify_uris
+    from visionfleet.cli.online import classify_uris
 
     for record in classify_uris(list(uris), timeout=timeout):
         click.echo(json.dumps(record, ensure_ascii=False))
@@ -145,7 +145,7 @@ def classify(uris, timeout) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats(as_json) -> None:
     """Queue depths, the online backlog bound, and the fleet's counters."""
-    from cli.online import fleet_stats
+    from visionfleet.cli.online import fleet_stats
 
     snapshot = fleet_stats()
     if as_json:

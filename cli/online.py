@@ -1,29 +1,29 @@
 """``visionfleet classify`` and ``visionfleet stats``."""
-from broker.settings import BrokerSettings
+from visionfleet.broker.settings import BrokerSettings
 
 
 def classify_uris(uris: list[str], *, timeout: float) -> list[dict]:
     if BrokerSettings.from_env().embedded:
         return _classify_here(uris)
-    from broker.client import VisionClient
+    from visionfleet.broker.client import VisionClient
 
     return VisionClient().classify_many(uris, timeout=timeout)
 
 
 def _classify_here(uris: list[str]) -> list[dict]:
     """No fleet configured: load the model in this process, like an embedded worker would."""
-    from pipeline.labeller import Labeller, LoadSettings
-    from pipeline.models import RuntimeSettings, load_model
-    from workers.online import OnlineSettings
-    from workers.process import default_model
+    from visionfleet.pipeline.labeller import Labeller, LoadSettings
+    from visionfleet.pipeline.models import RuntimeSettings, load_model
+    from visionfleet.workers.online import OnlineSettings
+    from visionfleet.workers.process import default_model
 
     labeller = Labeller(load_model(default_model(), RuntimeSettings.from_env()), LoadSettings.from_env())
     return list(labeller.label(uris, OnlineSettings.from_env().top_k))
 
 
 def fleet_stats() -> dict:
-    from broker.celery_app import BULK_QUEUE, ONLINE_QUEUE
-    from broker.client import VisionClient
+    from visionfleet.broker.routes import BULK_QUEUE, ONLINE_QUEUE
+    from visionfleet.broker.client import VisionClient
 
     client = VisionClient()
     return {

@@ -5,7 +5,7 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
-from checkpoints.state import FINAL_STATES, Progress, StateStore
+from visionfleet.checkpoints.state import FINAL_STATES, Progress, StateStore
 
 
 def describe(p: Progress) -> str:

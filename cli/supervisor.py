@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.errors import VisionfleetError
+from visionfleet.pipeline.errors import VisionfleetError
 
 STOP_TIMEOUT_S = 30
 
@@ -17,13 +17,14 @@ class WorkerProcesses:
     def __init__(self, workers: list[tuple[list[str], dict]], log_dir: Path | None = None) -> None:
         self.workers, self.log_dir = workers, log_dir
         self.procs: list[subprocess.Popen] = []
+        self._sent: dict[int, set[int]] = {}
 
     def start(self) -> None:
         if self.log_dir:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         for i, (args, env) in enumerate(self.workers):
             out = open(self.log_dir / f"worker-{i}.log", "ab") if self.log_dir else None
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "cli", "worker", *args],
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker", *args],
                                                env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT if out else None))
             if out:
                 out.close()
@@ -36,8 +37,11 @@ class WorkerProcesses:
             raise VisionfleetError(f"all workers exited (codes {codes}){where}")
 
     def signal_all(self, sig: int) -> None:
+        """Send ``sig`` once to each live worker: a second SIGTERM while Celery
+        is in its warm shutdown kills the worker by the signal's default action."""
         for p in self.procs:
-            if p.poll() is None:
+            if p.poll() is None and sig not in self._sent.setdefault(p.pid, set()):
+                self._sent[p.pid].add(sig)
                 p.send_signal(sig)
 
     def stop(self) -> None:

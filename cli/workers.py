@@ -11,11 +11,11 @@
 import os
 import sys
 
-from cli.supervisor import WorkerProcesses
-from pipeline.envvars import env_int
-from pipeline.errors import ConfigError
-from pipeline.models import RuntimeSettings
-from workers.process import ROLE_ENV
+from visionfleet.cli.supervisor import WorkerProcesses
+from visionfleet.pipeline.envvars import env_int
+from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.models import RuntimeSettings
+from visionfleet.workers.process import ROLE_ENV
 
 QUEUES = ("online", "bulk")
 
@@ -29,9 +29,9 @@ def run_worker(queues: str, *, concurrency: int, hostname: str | None, loglevel:
         common = ["--concurrency", str(concurrency), "--loglevel", loglevel]
         pair = [(["--queues", q, *common, "--hostname", _name(q, hostname)], {}) for q in QUEUES]
         return WorkerProcesses(pair).supervise()
-    from workers.allocator import reexec_with_tcmalloc
+    from visionfleet.workers.allocator import reexec_with_tcmalloc
 
-    reexec_with_tcmalloc(["-m", "cli", *sys.argv[1:]])
+    reexec_with_tcmalloc(["-m", "visionfleet.cli", *sys.argv[1:]])
     return _celery_worker(chosen[0], concurrency=concurrency, hostname=hostname, loglevel=loglevel)
 
 
@@ -51,7 +51,7 @@ def _celery_worker(queue: str, *, concurrency: int, hostname: str | None, loglev
     else:
         os.environ.setdefault("VISIONFLEET_TORCH_THREADS", str(max(1, cores // concurrency)))
         pool = ["--pool", "prefork", "--concurrency", str(concurrency)]
-    from broker.celery_app import app
+    from visionfleet.broker.celery_app import app
 
     argv = ["worker", "--queues", queue, "--loglevel", loglevel, *pool]
     if hostname:

@@ -20,7 +20,7 @@ from PIL import Image
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin  # noqa: F401
 from PIL import PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
-from pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.errors import ConfigError, InputError
 
 # Pillow's own default guard (1 GiB / 4 / 3): enough for every mainstream
 # camera (up to 61 MP) and 48/50 MP phone modes. At the limit a non-JPEG

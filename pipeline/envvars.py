@@ -5,7 +5,7 @@ start; a bad value fails there with a message, never deep inside a run.
 """
 import os
 
-from pipeline.errors import ConfigError
+from visionfleet.pipeline.errors import ConfigError
 
 
 def env_str(name: str, default: str | None = None) -> str | None:

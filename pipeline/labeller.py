@@ -16,13 +16,13 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.decode import DEFAULT_MAX_PIXELS, decode_image
-from pipeline.envvars import env_int
-from pipeline.errors import InputError, RetryableError
-from pipeline.labels import top_k
-from pipeline.model import Model
-from pipeline.records import error_record, ok_record
-from pipeline.storage import storage_for
+from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image
+from visionfleet.pipeline.envvars import env_int
+from visionfleet.pipeline.errors import InputError, RetryableError
+from visionfleet.pipeline.labels import top_k
+from visionfleet.pipeline.model import Model
+from visionfleet.pipeline.records import error_record, ok_record
+from visionfleet.pipeline.storage import storage_for
 
 log = logging.getLogger(__name__)
 

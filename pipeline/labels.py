@@ -6,7 +6,7 @@ import numpy as np
 
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names, in class-id order (shipped with the project)."""
-    text = resources.files("pipeline").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
+    text = resources.files("visionfleet.pipeline").joinpath("imagenet_classes.txt").read_text(encoding="utf-8")
     return text.splitlines()
 
 

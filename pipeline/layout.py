@@ -11,7 +11,7 @@
   checkpoint (offset, counts, parts), so progress outlives the state store.
 - ``_SUCCESS.json``: the summary, written when the last shard commits.
 """
-from pipeline.storage import storage_for
+from visionfleet.pipeline.storage import storage_for
 
 SUCCESS = "_SUCCESS.json"
 PLAN_DIR = "_plan"

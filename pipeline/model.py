@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.decode import Geometry
+from visionfleet.pipeline.decode import Geometry
 
 
 @dataclass
@@ -24,6 +24,12 @@ class ModelInfo:
 
 
 class Model(ABC):
+    """A classifier a worker can run: set ``info``, implement ``predict``.
+
+    Plug-ins subclass it and are named by a factory, ``relabel --model
+    package.module:build``, where ``build(settings: RuntimeSettings)`` returns one.
+    """
+
     info: ModelInfo
 
     @abstractmethod

@@ -8,17 +8,17 @@ A model spec is one string, so it travels in a job's message:
   normalised NCHW float batch at 224x224 and returning logits; class names
   from ``VISIONFLEET_LABELS`` (one per line), else the ImageNet-1k names.
 - ``package.module:factory``: ``factory(settings)`` returns a
-  ``pipeline.model.Model``; for anything else (other geometry, ONNX, ...).
+  ``visionfleet.Model``; for anything else (other geometry, ONNX, ...).
 """
 import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.envvars import env_choice, env_int, env_str
-from pipeline.errors import ConfigError
-from pipeline.labels import imagenet_class_names
-from pipeline.model import Model, ModelInfo
+from visionfleet.pipeline.envvars import env_choice, env_int, env_str
+from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.labels import imagenet_class_names
+from visionfleet.pipeline.model import Model, ModelInfo
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -55,7 +55,7 @@ def load_model(spec: str, settings: RuntimeSettings) -> Model:
 
 
 def _torch_model(module, info: ModelInfo, settings: RuntimeSettings) -> Model:
-    from pipeline.runtimes.torch_runtime import TorchModel, pick_device
+    from visionfleet.pipeline.runtimes.torch_runtime import TorchModel, pick_device
 
     device = pick_device(settings.device)
     precision = settings.precision
@@ -107,5 +107,5 @@ def _plugin(spec: str, settings: RuntimeSettings) -> Model:
         raise ConfigError(f"model factory {spec!r} is not callable; point it at a function taking RuntimeSettings")
     model = factory(settings)
     if not isinstance(model, Model):
-        raise ConfigError(f"model factory {spec!r} returned {type(model).__name__}, not a pipeline.model.Model")
+        raise ConfigError(f"model factory {spec!r} returned {type(model).__name__}, not a visionfleet.Model")
     return model

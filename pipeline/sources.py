@@ -6,8 +6,8 @@ Every source is a stream of URIs; nothing here holds a whole listing, so a
 import os
 from collections.abc import Iterator
 
-from pipeline.errors import ConfigError
-from pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
+from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
 
 MANIFEST_SUFFIXES = (".txt", ".lst", ".manifest", ".csv")
 

@@ -46,7 +46,7 @@ def oss_settings(oss_server, monkeypatch):
     env = oss_env(oss_server)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    from pipeline.storage import _oss
+    from visionfleet.pipeline.storage import _oss
 
     _oss.cache_clear()  # storage reads settings once per process
     yield env

@@ -82,7 +82,7 @@ def _pings(client) -> bool:
 
 def visionfleet(*args: str, env: dict, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess."""
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=cwd or REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "visionfleet.cli", *args], env=env, cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -99,7 +99,7 @@ class Workers:
             i = len(self.procs)
             log = open(self.log_dir / f"worker-{i}.log", "wb")
             proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", "worker", "-Q", queues, "-c", "1", "-n", f"test{i}-{os.getpid()}@%h"],
+                [sys.executable, "-m", "visionfleet.cli", "worker", "-Q", queues, "-c", "1", "-n", f"test{i}-{os.getpid()}@%h"],
                 env={**self.env, "VISIONFLEET_TORCH_THREADS": "1", **env}, cwd=REPO, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)  # its own group: SIGSTOP/SIGKILL it whole
             log.close()

@@ -5,8 +5,8 @@ import signal
 
 import numpy as np
 
-from pipeline.labels import imagenet_class_names
-from pipeline.model import Model, ModelInfo
+from visionfleet.pipeline.labels import imagenet_class_names
+from visionfleet.pipeline.model import Model, ModelInfo
 
 
 class PoisonModel(Model):

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 
-from workers.batcher import BatchPolicy, DynamicBatcher, due, wait_left
+from visionfleet.workers.batcher import BatchPolicy, DynamicBatcher, due, wait_left
 
 POLICY = BatchPolicy(max_size=4, max_wait_s=0.010)
 

@@ -4,7 +4,7 @@ import click
 import pytest
 import yaml
 
-from cli.main import main
+from visionfleet.cli.main import main
 from tests.helpers import REPO
 
 

@@ -12,8 +12,8 @@ import pytest
 import skimage.data
 from PIL import Image, ImageOps
 
-from pipeline.decode import DEFAULT_MAX_PIXELS, Geometry, decode_image
-from pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS, Geometry, decode_image
+from visionfleet.pipeline.errors import ConfigError, InputError
 
 G = Geometry()
 CHELSEA = Image.fromarray(skimage.data.chelsea())  # 451 x 300 RGB

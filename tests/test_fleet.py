@@ -2,7 +2,7 @@
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from checkpoints import open_store
+from visionfleet.checkpoints import open_store
 from tests.helpers import read_output, visionfleet, wait_until
 from tests.photos import KNOWN, bad_inputs, distinct_jpegs, photo_bytes
 

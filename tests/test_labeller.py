@@ -7,9 +7,9 @@ test_model.py.
 import numpy as np
 import pytest
 
-from pipeline.labeller import Labeller, LoadSettings
-from pipeline.labels import imagenet_class_names
-from pipeline.model import Model, ModelInfo
+from visionfleet.pipeline.labeller import Labeller, LoadSettings
+from visionfleet.pipeline.labels import imagenet_class_names
+from visionfleet.pipeline.model import Model, ModelInfo
 from tests.photos import distinct_jpegs
 
 

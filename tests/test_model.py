@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.decode import Geometry, decode_image
-from pipeline.errors import ConfigError
-from pipeline.models import RuntimeSettings, load_model
+from visionfleet.pipeline.decode import Geometry, decode_image
+from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.models import RuntimeSettings, load_model
 from tests.photos import KNOWN, photo_bytes
 
 
@@ -69,7 +69,7 @@ def not_a_model_factory(settings):
     ("torchscript:/nope/model.pt", "does not exist"),
     ("no_such_module:factory", "cannot load model factory"),
     ("tests.test_model:KNOWN", "not callable"),
-    ("tests.test_model:not_a_model_factory", "not a pipeline.model.Model"),
+    ("tests.test_model:not_a_model_factory", "not a visionfleet.Model"),
 ])
 def test_bad_specs_say_what_to_do(spec, words):
     with pytest.raises(ConfigError, match=words):

@@ -7,10 +7,10 @@ import time
 import pytest
 from celery import Celery
 
-from broker.celery_app import make_app
-from broker.client import ClientSettings, VisionClient
-from broker.settings import BrokerSettings
-from pipeline.errors import BrokerUnavailable, OverloadedError
+from visionfleet.broker.celery_app import make_app
+from visionfleet.broker.client import ClientSettings, VisionClient
+from visionfleet.broker.settings import BrokerSettings
+from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError
 from tests.helpers import free_port, visionfleet, wait_until
 from tests.photos import KNOWN, distinct_jpegs, photo_bytes
 
@@ -127,7 +127,7 @@ def test_default_worker_serves_both_queues_and_stops_on_sigterm(bucket, client, 
     from tests.helpers import REPO
 
     log = open(tmp_path / "pair.log", "wb")
-    pair = subprocess.Popen([sys.executable, "-m", "cli", "worker"], env={**fleet_env, **ONLINE}, cwd=REPO,
+    pair = subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker"], env={**fleet_env, **ONLINE}, cwd=REPO,
                             stdout=log, stderr=subprocess.STDOUT)
     try:
         uri = put(bucket, "pair/chelsea.png", photo_bytes("chelsea.png"))

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from checkpoints import open_store
+from visionfleet.checkpoints import open_store
 from tests.helpers import RedisServer, Workers, read_output, visionfleet, wait_until
 from tests.photos import distinct_jpegs, jpeg
 

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from broker.planner import JobSpec, plan_job
-from checkpoints import open_store
-from pipeline import layout
-from pipeline.labeller import Labeller, LoadSettings
+from visionfleet.broker.planner import JobSpec, plan_job
+from visionfleet.checkpoints import open_store
+from visionfleet.pipeline import layout
+from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from tests.photos import distinct_jpegs
 from tests.test_labeller import CountingModel
-from workers.settings import WorkerSettings
-from workers.shard_runner import Outcome, ShardRun
+from visionfleet.workers.settings import WorkerSettings
+from visionfleet.workers.shard_runner import Outcome, ShardRun
 
 
 @pytest.fixture

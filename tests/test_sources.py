@@ -1,9 +1,9 @@
 """Sources stream URIs: folders (images only by default), manifests, OSS prefixes."""
 import pytest
 
-from broker.planner import chunks
-from pipeline.errors import ConfigError
-from pipeline.sources import iter_source
+from visionfleet.broker.planner import chunks
+from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.sources import iter_source
 
 
 def test_folder_lists_images_only_unless_asked(tmp_path):

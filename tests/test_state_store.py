@@ -1,8 +1,8 @@
 """One contract, two real stores: SQLite (embedded) and Redis (fleet)."""
 import pytest
 
-from checkpoints import open_store
-from checkpoints.state import Checkpoint
+from visionfleet.checkpoints import open_store
+from visionfleet.checkpoints.state import Checkpoint
 
 
 @pytest.fixture(params=["sqlite", "redis"])

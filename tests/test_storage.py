@@ -2,9 +2,9 @@
 import oss2
 import pytest
 
-from pipeline.errors import ConfigError, InputError, RetryableError
-from pipeline.storage.local import LocalStorage
-from pipeline.storage.oss import OssSettings, OssStorage
+from visionfleet.pipeline.errors import ConfigError, InputError, RetryableError
+from visionfleet.pipeline.storage.local import LocalStorage
+from visionfleet.pipeline.storage.oss import OssSettings, OssStorage
 
 
 def oss_storage(server, **overrides) -> OssStorage:
@@ -51,7 +51,7 @@ def test_too_large_is_an_input_error_naming_the_setting(backend):
 
 def test_listing_streams_every_object_once(backend, monkeypatch):
     storage, root = backend
-    monkeypatch.setattr("pipeline.storage.oss.LIST_PAGE_SIZE", 7)  # several pages
+    monkeypatch.setattr("visionfleet.pipeline.storage.oss.LIST_PAGE_SIZE", 7)  # several pages
     names = [f"d{i % 3}/img{i:03d}.jpg" for i in range(25)]
     for name in names:
         storage.write(storage.join(root, name), b"x")

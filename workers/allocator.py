@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 
-from pipeline.envvars import env_choice
+from visionfleet.pipeline.envvars import env_choice
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from collections.abc import Iterable
 
 import redis
 
-from checkpoints import keys
+from visionfleet.checkpoints import keys
 
 
 class RedisLabelCache:

@@ -24,8 +24,8 @@ import billiard.process
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 from celery.worker.control import control_command
 
-from pipeline.envvars import env_float, env_str
-from workers.settings import WorkerSettings
+from visionfleet.pipeline.envvars import env_float, env_str
+from visionfleet.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Structured logs: one JSON object per line, with the ``extra`` fields.
 
 Secrets never reach a log: settings objects redact themselves, and broker
-URLs are logged only through ``broker.settings.redact``.
+URLs are logged only through ``visionfleet.broker.settings.redact``.
 """
 import json
 import logging

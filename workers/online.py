@@ -10,13 +10,13 @@ import json
 import logging
 from dataclasses import dataclass
 
-from pipeline.envvars import env_choice, env_float, env_int
-from pipeline.errors import RetryableError
-from pipeline.labeller import LabelCache, Labeller
-from pipeline.records import error_record
-from pipeline.storage import is_oss, storage_for
-from workers.batcher import BatchPolicy, DynamicBatcher
-from broker.metrics import Metrics
+from visionfleet.pipeline.envvars import env_choice, env_float, env_int
+from visionfleet.pipeline.errors import RetryableError
+from visionfleet.pipeline.labeller import LabelCache, Labeller
+from visionfleet.pipeline.records import error_record
+from visionfleet.pipeline.storage import is_oss, storage_for
+from visionfleet.workers.batcher import BatchPolicy, DynamicBatcher
+from visionfleet.broker.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

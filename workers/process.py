@@ -14,16 +14,16 @@ import uuid
 import redis
 from celery.signals import worker_init, worker_process_init
 
-from broker.settings import BrokerSettings
-from checkpoints import StateStore, open_store
-from pipeline.envvars import env_str
-from pipeline.labeller import Labeller, LoadSettings
-from pipeline.models import DEFAULT_MODEL, RuntimeSettings, load_model
-from workers import allocator
-from workers.cache import RedisLabelCache
-from broker.metrics import Metrics
-from workers.online import OnlineService, OnlineSettings
-from workers.settings import WorkerSettings
+from visionfleet.broker.settings import BrokerSettings
+from visionfleet.checkpoints import StateStore, open_store
+from visionfleet.pipeline.envvars import env_str
+from visionfleet.pipeline.labeller import Labeller, LoadSettings
+from visionfleet.pipeline.models import DEFAULT_MODEL, RuntimeSettings, load_model
+from visionfleet.workers import allocator
+from visionfleet.workers.cache import RedisLabelCache
+from visionfleet.broker.metrics import Metrics
+from visionfleet.workers.online import OnlineService, OnlineSettings
+from visionfleet.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 import os
 from dataclasses import dataclass
 
-from pipeline.envvars import env_float, env_int
+from visionfleet.pipeline.envvars import env_float, env_int
 
 
 @dataclass(frozen=True)

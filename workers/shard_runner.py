@@ -13,14 +13,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from checkpoints.finalize import finalize_if_complete
-from checkpoints.state import Checkpoint, Lease, StateStore
-from pipeline import layout
-from pipeline.errors import RetryableError
-from pipeline.labeller import LabelCache, Labeller
-from pipeline.records import to_jsonl
-from pipeline.storage import storage_for
-from workers.settings import WorkerSettings
+from visionfleet.checkpoints.finalize import finalize_if_complete
+from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore
+from visionfleet.pipeline import layout
+from visionfleet.pipeline.errors import RetryableError
+from visionfleet.pipeline.labeller import LabelCache, Labeller
+from visionfleet.pipeline.records import to_jsonl
+from visionfleet.pipeline.storage import storage_for
+from visionfleet.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 

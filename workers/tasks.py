@@ -3,11 +3,11 @@ import logging
 
 from celery import shared_task
 
-from broker.celery_app import CLASSIFY_TASK, RELABEL_SHARD_TASK
-from pipeline.errors import RetryableError
-from workers import drain
-from workers.process import context
-from workers.shard_runner import Outcome, ShardRun
+from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK
+from visionfleet.pipeline.errors import RetryableError
+from visionfleet.workers import drain
+from visionfleet.workers.process import context
+from visionfleet.workers.shard_runner import Outcome, ShardRun
 
 log = logging.getLogger(__name__)
 

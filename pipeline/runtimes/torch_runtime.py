@@ -9,7 +9,7 @@ decode threads only ship uint8 crops (4x less memory than float).
 import numpy as np
 import torch
 
-from pipeline.model import Model, ModelInfo
+from visionfleet.pipeline.model import Model, ModelInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -1,8 +1,8 @@
 """Storage backends, chosen by URI: ``oss://`` or a local path."""
 import functools
 
-from pipeline.storage.base import IMAGE_SUFFIXES, Storage
-from pipeline.storage.local import LocalStorage
+from visionfleet.pipeline.storage.base import IMAGE_SUFFIXES, Storage
+from visionfleet.pipeline.storage.local import LocalStorage
 
 __all__ = ["IMAGE_SUFFIXES", "Storage", "storage_for", "is_oss"]
 
@@ -13,7 +13,7 @@ def is_oss(uri: str) -> bool:
 
 @functools.cache
 def _oss() -> Storage:
-    from pipeline.storage.oss import OssSettings, OssStorage
+    from visionfleet.pipeline.storage.oss import OssSettings, OssStorage
 
     return OssStorage(OssSettings.from_env())
 

@@ -4,8 +4,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.errors import InputError
-from pipeline.storage.base import Storage, too_large
+from visionfleet.pipeline.errors import InputError
+from visionfleet.pipeline.storage.base import Storage, too_large
 
 
 class LocalStorage(Storage):

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import oss2
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from pipeline.envvars import env_int, env_str
-from pipeline.errors import ConfigError, InputError, RetryableError
-from pipeline.storage.base import Storage, too_large
+from visionfleet.pipeline.envvars import env_int, env_str
+from visionfleet.pipeline.errors import ConfigError, InputError, RetryableError
+from visionfleet.pipeline.storage.base import Storage, too_large
 
 THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ServerBusy", "RequestTimeout", "QpsLimitExceeded"})
 LIST_PAGE_SIZE = 1000

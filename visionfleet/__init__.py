@@ -1,0 +1,57 @@
+"""visionfleet: label images with a fleet of Celery workers.
+
+The public API, for backend services and model plug-ins::
+
+    from visionfleet import VisionClient
+    record = VisionClient().classify("oss://bucket/upload/123.jpg", timeout=10)
+
+    from visionfleet import Geometry, Model, ModelInfo, RuntimeSettings
+    def build(settings: RuntimeSettings) -> Model: ...   # relabel --model pkg.mod:build
+
+Everything else (``visionfleet.broker``, ``visionfleet.workers``, ...) is
+internal and may change between releases. Names load on first use, so
+``import visionfleet`` neither imports torch nor builds a Celery app.
+"""
+from importlib import import_module
+
+_ERRORS = (  # what a caller catches
+    "VisionfleetError",
+    "ConfigError",
+    "InputError",
+    "RetryableError",
+    "OverloadedError",
+    "BrokerUnavailable",
+)
+__all__ = [
+    # client side: what a backend service calls
+    "VisionClient",
+    "ClientSettings",
+    # plug-in side: what a model factory builds
+    "Model",
+    "ModelInfo",
+    "Geometry",
+    "RuntimeSettings",
+    *_ERRORS,
+]
+
+_HOME = {
+    "VisionClient": "visionfleet.broker.client",
+    "ClientSettings": "visionfleet.broker.client",
+    "Model": "visionfleet.pipeline.model",
+    "ModelInfo": "visionfleet.pipeline.model",
+    "Geometry": "visionfleet.pipeline.decode",
+    "RuntimeSettings": "visionfleet.pipeline.models",
+    **dict.fromkeys(_ERRORS, "visionfleet.pipeline.errors"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'visionfleet' has no attribute {name!r}")
+    value = getattr(import_module(_HOME[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
