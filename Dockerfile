@@ -18,7 +18,8 @@ COPY cli cli
 COPY visionfleet visionfleet
 RUN pip install --no-cache-dir .
 
-RUN useradd --create-home visionfleet
+RUN useradd --create-home visionfleet \
+ && mkdir -p /var/cache/visionfleet && chown visionfleet /var/cache/visionfleet
 USER visionfleet
 ENTRYPOINT ["visionfleet"]
 CMD ["worker"]

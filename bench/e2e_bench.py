@@ -76,19 +76,20 @@ def main() -> None:
 
     from visionfleet.checkpoints import open_store
     from visionfleet.pipeline.decode import decode_image
-    from visionfleet.pipeline.models import RuntimeSettings, load_model
-    from visionfleet.workers.settings import WorkerSettings
+    from visionfleet.pipeline.engines import RuntimeSettings
+    from visionfleet.pipeline.models import load_model
 
-    threads = WorkerSettings.from_env().torch_threads
+    settings = RuntimeSettings.from_env()
+    threads = settings.threads
     torch.set_num_threads(threads)
-    model = load_model(os.environ.get("VISIONFLEET_MODEL", "efficientnet_lite0"), RuntimeSettings.from_env())
+    model = load_model(os.environ.get("VISIONFLEET_MODEL", "efficientnet_lite0"), settings)
     work = Path(tempfile.mkdtemp(prefix="vf-bench-"))
     (work / "photos").mkdir()
     photos = make_photos(work / "photos", args.images)
     crops = np.stack([decode_image(p.read_bytes(), model.info.geometry) for p in photos])
     model_only(model, crops[: model.info.max_batch_size])  # warm-up
 
-    env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_TORCH_THREADS": str(threads),
+    env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_THREADS": str(threads),
            "VISIONFLEET_HOME": str(work / "home"), "PYTHONPATH": str(REPO),
            "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off")}
     worker = subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker", "-Q", "bulk", "-c", "1", "-l", "WARNING"],
@@ -104,8 +105,8 @@ def main() -> None:
         worker.terminate()
         worker.wait()
     ma, mb = statistics.median(a), statistics.median(b)
-    print(f"images={args.images} 1080p JPEG, torch threads={threads}, batch={model.info.max_batch_size}, "
-          f"allocator={describe()}")
+    print(f"images={args.images} 1080p JPEG, {model.info.engine}, threads={threads}, "
+          f"batch={model.info.max_batch_size}, allocator={describe()}")
     print(f"(a) model only on decoded crops: {ma:7.1f} images/s  runs {[round(x, 1) for x in a]}")
     print(f"(b) whole path through a worker: {mb:7.1f} images/s  runs {[round(x, 1) for x in b]}")
     print(f"ratio (b)/(a): {mb / ma:.2f}")

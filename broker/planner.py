@@ -6,6 +6,7 @@ on the first shards while listing goes on, and the plan outlives the broker.
 """
 import json
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,9 @@ from itertools import islice
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
+from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.models import DEFAULT_MODEL
+from visionfleet.pipeline.runtimes.choice import choose_engine
 from visionfleet.pipeline.sources import iter_source
 from visionfleet.pipeline.storage import is_oss, storage_for
 
@@ -33,6 +36,9 @@ class JobSpec:
     shard_size: int = DEFAULT_SHARD_SIZE
     all_files: bool = False
     cache: bool = False  # look labels up by content first (dedup cache; needs Redis)
+    runtime: str = "auto"  # auto: each worker picks the fastest it has
+    precision: str = "auto"
+    calibration: str | None = None  # int8 calibration images; None: the job's own
 
 
 def new_job_id() -> str:
@@ -41,8 +47,12 @@ def new_job_id() -> str:
 
 
 def check_access(spec: JobSpec) -> None:
-    """Fail before anything is enqueued if source or output cannot be reached."""
-    for uri in (spec.source, spec.output):
+    """Fail before anything is enqueued if the engine cannot run anywhere, or source or output cannot be reached."""
+    choose_engine(spec.runtime, spec.precision, cuda=False)  # a pair no machine runs fails the same on a GPU
+    if spec.calibration and not is_oss(spec.calibration) and not os.path.exists(spec.calibration):
+        raise ConfigError(f"calibration source {spec.calibration} does not exist; give a folder, a manifest "
+                          "or oss://bucket/prefix/ of typical images (VISIONFLEET_CALIBRATION, --calibration)")
+    for uri in filter(None, (spec.source, spec.output, spec.calibration)):
         if is_oss(uri):
             storage_for(uri).check_access(uri)
 

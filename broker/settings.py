@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from visionfleet.pipeline.envvars import env_int, env_str
+from visionfleet.pipeline.envvars import env_int, env_str, visionfleet_home
 from visionfleet.pipeline.errors import ConfigError
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
@@ -33,7 +33,7 @@ class BrokerSettings:
 
     @classmethod
     def from_env(cls) -> "BrokerSettings":
-        home = Path(env_str("VISIONFLEET_HOME") or Path.home() / ".cache" / "visionfleet").resolve()
+        home = visionfleet_home()
         broker = env_str("VISIONFLEET_BROKER_URL")
         if broker is None:
             return cls(None, f"file://{home / 'results'}", f"sqlite:///{home / 'state.db'}", home)

@@ -32,13 +32,28 @@ def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
         log.error("job failed", extra={"job_id": job_id, "reason": reason})
         return "failed"
     meta = store.job_meta(job_id)
+    root = meta["output"]
     summary = {
         "job_id": job_id, "model": meta["model"], "source": meta["source"], "total": progress.total,
         "ok": progress.ok, "errors": progress.errors, "parts": store.parts(job_id),
-        "created_at": progress.created_at, "finished_at": time.time(),
+        "created_at": progress.created_at, "finished_at": time.time(), **_engines(root),
     }
-    root = meta["output"]
     storage_for(root).write(layout.child(root, layout.SUCCESS), json.dumps(summary, indent=1).encode())
     store.set_state(job_id, "succeeded")
     log.info("job succeeded", extra={"job_id": job_id, "total": progress.total, "errors": progress.errors})
     return "succeeded"
+
+
+def _engines(root: str) -> dict:
+    """What ran the job, from the workers' notes: ``runtime`` and ``precision`` (``mixed`` when
+    workers differed), the int8 agreement when int8 ran alone, and every note."""
+    storage = storage_for(root)
+    notes = [json.loads(storage.read(uri)) for uri in storage.list(layout.child(root, layout.ENGINE_DIR))]
+    out: dict = {"engines": notes}
+    for key in ("runtime", "precision", "int8_agreement"):
+        values = {note.get(key) for note in notes}
+        if len(values) == 1 and None not in values:
+            out[key] = values.pop()
+        elif key != "int8_agreement" and notes:
+            out[key] = "mixed"
+    return out

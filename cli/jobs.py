@@ -13,6 +13,7 @@ from visionfleet.cli.progress import describe, wait as wait_for
 from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.models import DEFAULT_MODEL
+from visionfleet.pipeline.storage import is_oss
 
 Send = Callable[[str, int], None]
 
@@ -21,7 +22,7 @@ def embedded_workers(settings: BrokerSettings, count: int) -> WorkerProcesses:
     """``count`` bulk workers sharing this machine's cores, logging under VISIONFLEET_HOME."""
     threads = str(max(1, (os.cpu_count() or 1) // count))
     return WorkerProcesses([(["--queues", "bulk", "--hostname", f"embedded-{os.getpid()}-{i}@%h"],
-                             {"VISIONFLEET_TORCH_THREADS": threads}) for i in range(count)],
+                             {"VISIONFLEET_THREADS": threads}) for i in range(count)],
                            log_dir=settings.home / "logs")
 
 
@@ -52,11 +53,12 @@ def _drive(start: Callable[[StateStore, Send], str], *, wait: bool, workers: int
     return 1 if final is not None and final.state in ("failed", "cancelled") else 0
 
 
-def run_relabel(source: str, output: str, *, model: str | None, top_k: int, shard_size: int | None,
-                all_files: bool, cache: bool, wait: bool, workers: int) -> int:
+def run_relabel(source: str, output: str, *, model: str | None, shard_size: int | None, wait: bool, workers: int,
+                **options) -> int:
+    if options["calibration"] and not is_oss(options["calibration"]):
+        options["calibration"] = os.path.abspath(options["calibration"])  # workers do not share our folder
     spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
-                   top_k=top_k, shard_size=shard_size or DEFAULT_SHARD_SIZE, all_files=all_files,
-                   cache=cache)
+                   shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)
     check_access(spec)
 
     def start(store: StateStore, send: Send) -> str:

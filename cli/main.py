@@ -6,6 +6,7 @@ import time
 import click
 
 from visionfleet.pipeline.errors import VisionfleetError
+from visionfleet.pipeline.runtimes.choice import PRECISIONS, RUNTIMES
 
 
 class _Commands(click.Group):
@@ -46,15 +47,20 @@ def _job(job_id: str):
               help="URIs per shard message  [default: 1000]")
 @click.option("--all-files", is_flag=True, help="Label every listed file, not only image suffixes.")
 @click.option("--cache", is_flag=True, help="Reuse labels of identical content (dedup cache in Redis).")
+@click.option("--runtime", type=click.Choice(RUNTIMES), envvar="VISIONFLEET_RUNTIME", default="auto",
+              show_default=True, help="auto: ONNX Runtime on CPU workers, torch on GPU workers.")
+@click.option("--precision", type=click.Choice(PRECISIONS), envvar="VISIONFLEET_PRECISION", default="auto",
+              show_default=True, help="auto: fp32 on CPU, fp16 on GPU; int8 is calibrated and accuracy-gated.")
+@click.option("--calibration", envvar="VISIONFLEET_CALIBRATION", default=None,
+              help="int8 calibration images (folder, manifest or oss:// prefix)  [default: the job's own]")
 @click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Embedded mode only: worker processes to start.")
-def relabel(source, output, model, top_k, shard_size, all_files, cache, wait, workers) -> None:
+def relabel(source, output, wait, workers, **options) -> None:
     """Label every image in SOURCE (folder, manifest or oss:// prefix) into OUTPUT/<job_id>/."""
     from visionfleet.cli.jobs import run_relabel
 
-    sys.exit(run_relabel(source, output, model=model, top_k=top_k, shard_size=shard_size,
-                         all_files=all_files, cache=cache, wait=wait, workers=workers))
+    sys.exit(run_relabel(source, output, wait=wait, workers=workers, **options))
 
 
 @main.command()

@@ -12,12 +12,13 @@ def classify_uris(uris: list[str], *, timeout: float) -> list[dict]:
 
 def _classify_here(uris: list[str]) -> list[dict]:
     """No fleet configured: load the model in this process, like an embedded worker would."""
-    from visionfleet.pipeline.labeller import Labeller, LoadSettings
-    from visionfleet.pipeline.models import RuntimeSettings, load_model
+    from visionfleet.pipeline.engines import RuntimeSettings
+    from visionfleet.pipeline.labeller import LoadSettings
+    from visionfleet.workers.labellers import Labellers
     from visionfleet.workers.online import OnlineSettings
     from visionfleet.workers.process import default_model
 
-    labeller = Labeller(load_model(default_model(), RuntimeSettings.from_env()), LoadSettings.from_env())
+    labeller = Labellers(RuntimeSettings.from_env(), LoadSettings.from_env(), "cli").default(default_model())
     return list(labeller.label(uris, OnlineSettings.from_env().top_k))
 
 

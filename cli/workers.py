@@ -14,7 +14,7 @@ import sys
 from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.models import RuntimeSettings
+from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.workers.process import ROLE_ENV
 
 QUEUES = ("online", "bulk")
@@ -43,13 +43,13 @@ def _celery_worker(queue: str, *, concurrency: int, hostname: str | None, loglev
     os.environ[ROLE_ENV] = queue
     cores = os.cpu_count() or 1
     if queue == "online":
-        os.environ.setdefault("VISIONFLEET_TORCH_THREADS", str(env_int("VISIONFLEET_ONLINE_TORCH_THREADS", 1)))
+        os.environ.setdefault("VISIONFLEET_THREADS", str(env_int("VISIONFLEET_ONLINE_THREADS", 1)))
         # Enough threads (each holds one request while it fetches, decodes
         # and waits for its batch) to fill two batches: one forming, one running.
         threads = 2 * RuntimeSettings.from_env().max_batch_size
         pool = ["--pool", "threads", "--concurrency", str(threads)]
     else:
-        os.environ.setdefault("VISIONFLEET_TORCH_THREADS", str(max(1, cores // concurrency)))
+        os.environ.setdefault("VISIONFLEET_THREADS", str(max(1, cores // concurrency)))
         pool = ["--pool", "prefork", "--concurrency", str(concurrency)]
     from visionfleet.broker.celery_app import app
 

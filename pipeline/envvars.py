@@ -4,6 +4,7 @@ Every settings class reads the environment through these helpers, once, at
 start; a bad value fails there with a message, never deep inside a run.
 """
 import os
+from pathlib import Path
 
 from visionfleet.pipeline.errors import ConfigError
 
@@ -40,3 +41,8 @@ def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}; set it to one of them")
     return value
+
+
+def visionfleet_home() -> Path:
+    """Where this machine keeps the embedded broker, state and model cache (VISIONFLEET_HOME)."""
+    return Path(env_str("VISIONFLEET_HOME") or Path.home() / ".cache" / "visionfleet").resolve()

@@ -71,6 +71,10 @@ class Labeller:
         # Two batches in flight keep the next batch ready while one predicts.
         self._ahead = 2 * model.info.max_batch_size + settings.io_threads
 
+    def close(self) -> None:
+        """Stop the fetch threads; the labeller is not used again."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     def load(self, uri: str, k: int, cache: LabelCache | None = None) -> Loaded:
         """Fetch and decode one input, or find its labels in ``cache``; never raises for a bad input."""
         try:

@@ -9,6 +9,8 @@
   totals once listing has finished.
 - ``_checkpoints/shard-SSSSSS.json``: the durable copy of shard ``S``'s
   checkpoint (offset, counts, parts), so progress outlives the state store.
+- ``_engines/NAME.json``: what ran the job (model, runtime, precision, int8
+  agreement), one note per distinct engine, written by the workers.
 - ``_SUCCESS.json``: the summary, written when the last shard commits.
 """
 from visionfleet.pipeline.storage import storage_for
@@ -16,6 +18,7 @@ from visionfleet.pipeline.storage import storage_for
 SUCCESS = "_SUCCESS.json"
 PLAN_DIR = "_plan"
 CHECKPOINT_DIR = "_checkpoints"
+ENGINE_DIR = "_engines"
 
 
 def job_root(output: str, job_id: str) -> str:
@@ -46,3 +49,7 @@ def plan_file(root: str) -> str:
 
 def checkpoint_file(root: str, shard: int) -> str:
     return storage_for(root).join(root, CHECKPOINT_DIR, f"shard-{shard:06d}.json")
+
+
+def engine_note(root: str, name: str) -> str:
+    return storage_for(root).join(root, ENGINE_DIR, f"{name}.json")

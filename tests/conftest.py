@@ -15,6 +15,15 @@ REDIS_URL = os.environ.get("VISIONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379
 os.environ["VISIONFLEET_SPOT_NOTICE_URL"] = "off"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> str:
+    """One model artifact cache for the whole run (exports are built once), never the user's own."""
+    cache = str(tmp_path_factory.mktemp("model-cache"))
+    os.environ["VISIONFLEET_MODEL_CACHE"] = cache
+    yield cache
+    del os.environ["VISIONFLEET_MODEL_CACHE"]
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     """The machine's Redis (started by .ci/run when it is not running)."""
@@ -75,7 +84,8 @@ def fleet_env(private_redis, oss_server, tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
     env.update(oss_env(oss_server))
     env.update({"VISIONFLEET_BROKER_URL": private_redis.url, "VISIONFLEET_HOME": str(tmp_path / "home"),
-                "VISIONFLEET_SPOT_NOTICE_URL": "off", "PYTHONPATH": str(REPO)})
+                "VISIONFLEET_SPOT_NOTICE_URL": "off", "PYTHONPATH": str(REPO),
+                "VISIONFLEET_MODEL_CACHE": os.environ["VISIONFLEET_MODEL_CACHE"]})
     return env
 
 

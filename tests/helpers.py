@@ -100,7 +100,7 @@ class Workers:
             log = open(self.log_dir / f"worker-{i}.log", "wb")
             proc = subprocess.Popen(
                 [sys.executable, "-m", "visionfleet.cli", "worker", "-Q", queues, "-c", "1", "-n", f"test{i}-{os.getpid()}@%h"],
-                env={**self.env, "VISIONFLEET_TORCH_THREADS": "1", **env}, cwd=REPO, stdout=log,
+                env={**self.env, "VISIONFLEET_THREADS": "1", **env}, cwd=REPO, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True)  # its own group: SIGSTOP/SIGKILL it whole
             log.close()
             self.procs.append(proc)

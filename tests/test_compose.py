@@ -31,10 +31,14 @@ def test_worker_commands_parse(compose):
         sub.make_context(args[0], list(args[1:]))  # raises click.UsageError if wrong
 
 
-def test_workers_get_the_broker(compose):
+def test_workers_get_the_broker_and_share_one_model_cache(compose):
     for name in ("worker-gpu", "worker-cpu"):
         env = compose["services"][name]["environment"]
         assert env["VISIONFLEET_BROKER_URL"].startswith("redis://redis:6379")
+        mount = next(v for v in compose["services"][name]["volumes"] if v.startswith("model-cache:"))
+        assert env["VISIONFLEET_MODEL_CACHE"].startswith(mount.split(":")[1] + "/")
+    assert "model-cache" in compose["volumes"]
+    assert "chown visionfleet /var/cache/visionfleet" in (REPO / "Dockerfile").read_text()
 
 
 def test_usage_error_would_be_caught():

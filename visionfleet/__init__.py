@@ -40,7 +40,7 @@ _HOME = {
     "Model": "visionfleet.pipeline.model",
     "ModelInfo": "visionfleet.pipeline.model",
     "Geometry": "visionfleet.pipeline.decode",
-    "RuntimeSettings": "visionfleet.pipeline.models",
+    "RuntimeSettings": "visionfleet.pipeline.engines",
     **dict.fromkeys(_ERRORS, "visionfleet.pipeline.errors"),
 }
 

@@ -17,10 +17,12 @@ from celery.signals import worker_init, worker_process_init
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import StateStore, open_store
 from visionfleet.pipeline.envvars import env_str
-from visionfleet.pipeline.labeller import Labeller, LoadSettings
-from visionfleet.pipeline.models import DEFAULT_MODEL, RuntimeSettings, load_model
+from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.labeller import LoadSettings
+from visionfleet.pipeline.models import DEFAULT_MODEL
 from visionfleet.workers import allocator
 from visionfleet.workers.cache import RedisLabelCache
+from visionfleet.workers.labellers import Labellers
 from visionfleet.broker.metrics import Metrics
 from visionfleet.workers.online import OnlineService, OnlineSettings
 from visionfleet.workers.settings import WorkerSettings
@@ -41,20 +43,13 @@ class ProcessContext:
         self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
         self.metrics = Metrics(self.redis)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._labellers: dict[str, Labeller] = {}
+        self.labellers = Labellers(self.runtime, self.load, self.owner)
         self._online: OnlineService | None = None
         import torch
 
         # One process per core budget: more threads than cores is a cliff
         # (measured: two processes x 2 threads on 2 cores ran 40x slower).
-        torch.set_num_threads(self.settings.torch_threads)
-
-    def labeller(self, model_spec: str) -> Labeller:
-        if model_spec not in self._labellers:
-            model = load_model(model_spec, self.runtime)
-            log.info("model loaded", extra={"model": model_spec, "owner": self.owner})
-            self._labellers[model_spec] = Labeller(model, self.load)
-        return self._labellers[model_spec]
+        torch.set_num_threads(self.runtime.threads)
 
     def cache(self) -> RedisLabelCache | None:
         """The dedup cache, where there is a Redis to keep it in."""
@@ -63,7 +58,7 @@ class ProcessContext:
     def online(self) -> OnlineService:
         if self._online is None:
             settings = OnlineSettings.from_env()
-            self._online = OnlineService(self.labeller(default_model()), settings, self.cache(), self.metrics)
+            self._online = OnlineService(self.labellers.default(default_model()), settings, self.cache(), self.metrics)
         return self._online
 
 
@@ -85,12 +80,14 @@ def context() -> ProcessContext:
 def _ready(what: str) -> None:
     ctx = context()
     log.info("worker process ready", extra={"role": what, "owner": ctx.owner, "allocator": allocator.describe(),
-                                             "torch_threads": ctx.settings.torch_threads})
+                                             "threads": ctx.runtime.threads})
 
 
 @worker_process_init.connect
 def _preload_bulk(**_) -> None:
-    context().labeller(default_model())
+    ctx = context()
+    if ctx.runtime.precision != "int8" or ctx.runtime.calibration:  # else each job brings its calibration
+        ctx.labellers.default(default_model())
     _ready("bulk")
 
 

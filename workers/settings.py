@@ -1,5 +1,4 @@
 """How a worker process runs shards; read once per process."""
-import os
 from dataclasses import dataclass
 
 from visionfleet.pipeline.envvars import env_float, env_int
@@ -13,7 +12,6 @@ class WorkerSettings:
     max_takeovers: int = 3
     drain_deadline_s: float = 20.0
     cache_ttl_s: int = 7 * 24 * 3600
-    torch_threads: int = 0
 
     @classmethod
     def from_env(cls) -> "WorkerSettings":
@@ -24,5 +22,4 @@ class WorkerSettings:
             max_takeovers=env_int("VISIONFLEET_MAX_TAKEOVERS", 3, maximum=100),
             drain_deadline_s=env_float("VISIONFLEET_DRAIN_DEADLINE_S", 20.0, minimum=1.0),
             cache_ttl_s=env_int("VISIONFLEET_CACHE_TTL_S", 7 * 24 * 3600),
-            torch_threads=env_int("VISIONFLEET_TORCH_THREADS", os.cpu_count() or 1, maximum=1024),
         )

@@ -4,7 +4,8 @@ import logging
 from celery import shared_task
 
 from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK
-from visionfleet.pipeline.errors import RetryableError
+from visionfleet.checkpoints.state import FINAL_STATES
+from visionfleet.pipeline.errors import ConfigError, RetryableError
 from visionfleet.workers import drain
 from visionfleet.workers.process import context
 from visionfleet.workers.shard_runner import Outcome, ShardRun
@@ -22,8 +23,17 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     if meta is None:
         log.error("unknown job: message dropped", extra={"job_id": job_id, "shard": shard})
         return Outcome.UNKNOWN_JOB.value
-    run = ShardRun(ctx.store, ctx.labeller(meta["model"]), ctx.settings, ctx.owner, should_stop=drain.draining,
-                   cache=ctx.cache())
+    state = ctx.store.progress(job_id).state
+    if state in FINAL_STATES:  # e.g. failed by another shard's model check: do not load it again
+        log.info("job has ended: message dropped", extra={"job_id": job_id, "shard": shard, "state": state})
+        return Outcome.DONE.value
+    try:
+        labeller = ctx.labellers.for_job(meta)
+    except ConfigError as exc:  # the job's model cannot run here (bad spec, int8 gate): fail it, say why
+        ctx.store.set_state(job_id, "failed", f"model {meta['model']} cannot run: {exc}")
+        log.error("job failed: model cannot run", extra={"job_id": job_id, "error": str(exc)})
+        return Outcome.FAILED.value
+    run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache())
     try:
         outcome = run.run(job_id, shard)
     except RetryableError as exc:

@@ -1,0 +1,48 @@
+"""Calibration images for INT8: real inputs, split into a calibration set and a held-out set.
+
+Images alternate between the two sets, so both sample the same stretch of
+the source and the gate never measures on an image the ranges came from.
+The digest names the crops themselves, so a cached int8 model is tied to
+the pixels it was calibrated on, not to URIs whose content may change.
+"""
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import islice
+
+import numpy as np
+
+from visionfleet.pipeline.decode import Geometry, decode_image
+from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.storage import storage_for
+
+MIN_PER_SET = 4
+TRIES_PER_IMAGE = 4  # a source of mostly bad files is not read to its end
+
+
+@dataclass(frozen=True)
+class CalibrationSet:
+    calibrate: np.ndarray  # uint8 NHWC crops the activation ranges come from
+    held_out: np.ndarray   # uint8 NHWC crops the accuracy gate measures on
+    digest: str
+
+
+def calibration_set(uris: Iterable[str], geometry: Geometry, *, size: int, where: str,
+                    max_pixels: int, max_bytes: int) -> CalibrationSet:
+    """Up to ``size`` images per set from the first decodable ``uris``; ``where`` names them in errors."""
+    crops = []
+    for uri in islice(uris, 2 * size * TRIES_PER_IMAGE):
+        try:
+            crops.append(decode_image(storage_for(uri).read(uri, max_bytes=max_bytes), geometry,
+                                      max_pixels=max_pixels))
+        except InputError:
+            continue
+        if len(crops) == 2 * size:
+            break
+    if len(crops) < 2 * MIN_PER_SET:
+        raise ConfigError(
+            f"INT8 calibration found {len(crops)} decodable images in {where}; it needs at least "
+            f"{2 * MIN_PER_SET}: set VISIONFLEET_CALIBRATION to a folder, OSS prefix or manifest of typical images"
+        )
+    stacked = np.stack(crops)
+    return CalibrationSet(stacked[0::2], stacked[1::2], hashlib.sha256(stacked.tobytes()).hexdigest())

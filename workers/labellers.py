@@ -1,0 +1,90 @@
+"""The labellers a worker process holds: one per model, runtime and precision in use.
+
+A job carries its model, runtime and precision, so one fleet serves an fp32
+job and an int8 job side by side; a job's ``auto`` keeps the worker's own
+settings. INT8 calibrates on ``VISIONFLEET_CALIBRATION`` (the job's, else
+the worker's), else on the job's own images, read from its plan. Each job
+gets a note under ``DEST/<job>/_engines/`` saying what ran it, for
+``_SUCCESS.json``. Few models fit in memory: the least recently used goes.
+"""
+import hashlib
+import itertools
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from visionfleet.pipeline import layout
+from visionfleet.pipeline.calibration import calibration_set
+from visionfleet.pipeline.decode import Geometry
+from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.labeller import Labeller, LoadSettings
+from visionfleet.pipeline.models import load_model
+from visionfleet.pipeline.sources import iter_source
+from visionfleet.pipeline.storage import storage_for
+
+log = logging.getLogger(__name__)
+
+MAX_LOADED = 4
+
+
+class Labellers:
+    def __init__(self, runtime: RuntimeSettings, load: LoadSettings, owner: str) -> None:
+        self.runtime, self.load, self.owner = runtime, load, owner
+        self._loaded: OrderedDict[tuple, Labeller] = OrderedDict()
+        self._noted: set[tuple[str, str]] = set()
+
+    def default(self, model_spec: str) -> Labeller:
+        """The worker's own model and settings (online requests, and the preload of bulk workers)."""
+        source = self.runtime.calibration
+        return self._get(model_spec, self.runtime, source, lambda: iter_source(source),
+                         f"VISIONFLEET_CALIBRATION ({source})")
+
+    def for_job(self, meta: dict) -> Labeller:
+        """The labeller a job asks for, noted under the job's output."""
+        settings = self.runtime.for_job(meta.get("runtime", "auto"), meta.get("precision", "auto"))
+        source = meta.get("calibration") or settings.calibration
+        if source:
+            labeller = self._get(meta["model"], settings, source, lambda: iter_source(source),
+                                 f"the calibration source {source}")
+        else:
+            labeller = self._get(meta["model"], settings, "job:" + meta["job_id"], lambda: _plan(meta["output"]),
+                                 f"the job's own images ({meta['source']})")
+        self._note(meta, labeller)
+        return labeller
+
+    def _get(self, spec: str, settings: RuntimeSettings, calibration_key: str | None,
+             uris: Callable[[], Iterator[str]], where: str) -> Labeller:
+        int8 = settings.precision == "int8"
+        key = (spec, settings.runtime, settings.precision, calibration_key if int8 else None)
+        if key not in self._loaded:
+            def calibration(geometry: Geometry):
+                return calibration_set(uris(), geometry, size=settings.calibration_size, where=where,
+                                       max_pixels=self.load.max_pixels, max_bytes=self.load.max_file_bytes)
+
+            model = load_model(spec, settings, calibration if int8 and calibration_key else None)
+            log.info("model loaded", extra={"model": spec, "owner": self.owner, **model.info.engine})
+            self._loaded[key] = Labeller(model, self.load)
+            if len(self._loaded) > MAX_LOADED:
+                self._loaded.popitem(last=False)[1].close()
+        self._loaded.move_to_end(key)
+        return self._loaded[key]
+
+    def _note(self, meta: dict, labeller: Labeller) -> None:
+        info = labeller.model.info
+        note = {"model": info.name, **(info.engine or {"runtime": "plugin"})}
+        body = json.dumps(note, sort_keys=True)
+        name = hashlib.sha256(body.encode()).hexdigest()[:12]
+        if (meta["job_id"], name) not in self._noted:
+            storage_for(meta["output"]).write(layout.engine_note(meta["output"], name), body.encode())
+            self._noted.add((meta["job_id"], name))
+
+
+def _plan(root: str) -> Iterator[str]:
+    """A job's URIs in plan order, from the shard lists written so far."""
+    storage = storage_for(root)
+    for index in itertools.count():
+        path = layout.shard_list(root, index)
+        if not storage.exists(path):
+            return
+        yield from storage.read(path).decode("utf-8").splitlines()
