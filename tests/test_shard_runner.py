@@ -39,7 +39,7 @@ def test_commits_every_n_and_finalises(job):
     assert runner(store).run(job_id, 0) is Outcome.DONE
     parts = store.parts(job_id)
     assert [tuple(map(int, p.split("-")[2:4])) for p in sorted(parts, key=lambda p: p.split("-")[2])] == \
-        [(0, 6), (6, 12), (12, 18), (18, 20)]
+        [(0, 4), (4, 10), (10, 16), (16, 20)]  # the first after one model batch, then every 6
     summary = json.loads((root / "_SUCCESS.json").read_text())
     assert (summary["total"], summary["ok"], summary["errors"], sorted(summary["parts"])) == (20, 20, 0, parts)
     durable = json.loads((root / "_checkpoints" / "shard-000000.json").read_text())
@@ -113,7 +113,7 @@ def test_cancelled_job_stops_at_the_next_commit(job):
         return False
 
     assert runner(store, stop=cancel_midway).run(job_id, 0) is Outcome.CANCELLED
-    assert store.checkpoint(job_id, 0).offset == 12  # the commit after the cancel, then stop
+    assert store.checkpoint(job_id, 0).offset == 10  # the commit after the cancel, then stop
     assert runner(store, owner="w2").run(job_id, 0) is Outcome.CANCELLED  # redeliveries do nothing
     assert not (root / "_SUCCESS.json").exists()
     assert store.progress(job_id).state == "cancelled"

@@ -45,11 +45,6 @@ class ProcessContext:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.labellers = Labellers(self.runtime, self.load, self.owner)
         self._online: OnlineService | None = None
-        import torch
-
-        # One process per core budget: more threads than cores is a cliff
-        # (measured: two processes x 2 threads on 2 cores ran 40x slower).
-        torch.set_num_threads(self.runtime.threads)
 
     def cache(self) -> RedisLabelCache | None:
         """The dedup cache, where there is a Redis to keep it in."""

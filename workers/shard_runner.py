@@ -100,15 +100,18 @@ class ShardRun:
             return Outcome.HANDED_BACK
         records, since = [], self._clock()
         cache = self._cache if shard.meta.get("cache") else None
+        # The first commit comes after one model batch, so labels and progress show at once;
+        # later ones on the cadence.
+        every = min(self.settings.commit_every, self.labeller.model.info.max_batch_size)
         for record in self.labeller.label(shard.uris[start:], shard.meta["top_k"], cache):
             records.append(record)
             end = start + len(records)
             stop = self._should_stop()
-            due = len(records) >= self.settings.commit_every or self._clock() - since >= self.settings.commit_interval_s
+            due = len(records) >= every or self._clock() - since >= self.settings.commit_interval_s
             if stop or due or end == len(shard.uris):
                 if not self._commit(shard, records, done=end == len(shard.uris)):
                     return Outcome.LOST_LEASE
-                start, records, since = end, [], self._clock()
+                start, records, since, every = end, [], self._clock(), self.settings.commit_every
             if (due or stop) and end < len(shard.uris) and self._cancelled(shard.job_id):
                 self.store.release(shard.job_id, shard.index, shard.lease.token)
                 return Outcome.CANCELLED

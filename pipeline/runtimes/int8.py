@@ -16,7 +16,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from visionfleet.pipeline.runtimes.onnx_export import INPUT
+from visionfleet.pipeline.runtimes.onnx_names import INPUT
 
 
 class _Crops(CalibrationDataReader):

@@ -11,9 +11,8 @@ import warnings
 import torch
 
 from visionfleet.pipeline.runtimes.torch_runtime import IMAGENET_MEAN, IMAGENET_STD
+from visionfleet.pipeline.runtimes.onnx_names import INPUT, OPSET, OUTPUT
 
-OPSET = 17
-INPUT, OUTPUT = "images", "probs"
 
 
 class _WithPrePost(torch.nn.Module):

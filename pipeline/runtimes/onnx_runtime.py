@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from visionfleet.pipeline.model import Model, ModelInfo
-from visionfleet.pipeline.runtimes.onnx_export import INPUT
+from visionfleet.pipeline.runtimes.onnx_names import INPUT
 
 
 def session(onnx: bytes, threads: int) -> ort.InferenceSession:
