@@ -1,5 +1,6 @@
 """The ``visionfleet`` command."""
 import json
+import os
 import sys
 import time
 
@@ -22,6 +23,7 @@ class _Commands(click.Group):
 
 
 @click.group(cls=_Commands)
+@click.version_option(package_name="visionfleet", prog_name="visionfleet")
 def main() -> None:
     """Label images with a fleet of Celery workers (embedded default: no server needed)."""
 
@@ -142,8 +144,11 @@ def drain(names, everyone) -> None:
 def classify(uris, timeout) -> None:
     """Label images through the online queue; one JSON record per URI (embedded: in this process)."""
     from visionfleet.cli.online import classify_uris
+    from visionfleet.pipeline.storage import is_oss
 
-    for record in classify_uris(list(uris), timeout=timeout):
+    # A relative path means the folder it was typed in, not the worker's.
+    uris = [uri if is_oss(uri) else os.path.abspath(uri) for uri in uris]
+    for record in classify_uris(uris, timeout=timeout):
         click.echo(json.dumps(record, ensure_ascii=False))
 
 
