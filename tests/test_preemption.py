@@ -247,3 +247,21 @@ def test_operator_drain_command(bucket, fleet_env, workers):
 def test_drain_needs_a_target(fleet_env):
     result = visionfleet("drain", env=fleet_env)
     assert result.returncode == 2 and "--worker NAME" in result.stderr
+
+
+
+def test_an_idle_embedded_worker_stops_cleanly_on_sigterm(tmp_path):
+    from tests.test_embedded import embedded_env
+
+    # The embedded transport's loop notices the shutdown seconds later: time enough
+    # for a pool child killed by the drain signal to be noticed and replaced.
+    pool = Workers(embedded_env(tmp_path), tmp_path)
+    try:
+        (worker,) = pool.start(1)
+        wait_until(lambda: "worker process ready" in pool.logs(), 60, "the pool child to load its model")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, pool.logs()
+    finally:
+        pool.stop_all()
+    log = pool.logs(tail=100_000)
+    assert log.count("worker process ready") == 1 and "exitcode" not in log, log

@@ -7,7 +7,7 @@ Triggers, all ending in the same warm shutdown of the main process:
 
 Celery's warm shutdown stops consuming but waits for the running task
 without limit, and the task runs in a pool child that hears none of it.
-So the main process tells its children (SIGUSR2): a draining shard commits
+So the main process tells its children (a real-time signal): a draining shard commits
 what it has, hands its lease back and returns within a batch. A watchdog
 turns the drain into a cold shutdown if it outlasts the deadline; what was
 committed stays committed either way.
@@ -30,7 +30,11 @@ from visionfleet.workers.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 ALIBABA_SPOT_NOTICE_URL = "http://100.100.100.200/latest/meta-data/instance/spot/termination-time"
-DRAIN_SIGNAL = signal.SIGUSR2  # unused by Celery's pool children
+# A real-time signal: after our init hook runs, billiard points SIGUSR1/2 and
+# the other classic signals of a pool child at its own exit handler, so an
+# idle child told to drain by SIGUSR2 died (exit 70) and Celery started a
+# new one, loading the model again, in the middle of the shutdown.
+DRAIN_SIGNAL = signal.SIGRTMIN + 2
 _OFF = ("", "off", "none")
 
 _draining = threading.Event()
