@@ -134,3 +134,15 @@ def test_an_engine_no_machine_runs_is_refused_before_anything_is_enqueued(tmp_pa
         assert result.returncode == 2 and words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "labels").exists()
+
+
+def test_a_model_that_cannot_load_fails_the_job_with_the_reason(tmp_path):
+    export(tmp_path / "photos")
+    env = embedded_env(tmp_path)
+    for model, words in [("nosuchmodel", "unknown model 'nosuchmodel'"),
+                         ("torchscript:/nope.pt", "TorchScript model file /nope.pt does not exist")]:
+        result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), "--model",
+                             model, "--wait", env=env, cwd=tmp_path, timeout=120)
+        assert result.returncode == 1 and "failed" in result.stderr and words in result.stderr, result.stderr
+        status = json.loads(visionfleet("status", result.stdout.strip().splitlines()[-1], "--json", env=env).stdout)
+        assert status["state"] == "failed" and words in status["reason"]
