@@ -25,6 +25,7 @@ def run_worker(queues: str, *, concurrency: int, hostname: str | None, loglevel:
     unknown = set(chosen) - set(QUEUES)
     if not chosen or unknown:
         raise ConfigError(f"--queues {queues!r}: use online, bulk, or online,bulk")
+    check_settings()
     if set(chosen) == set(QUEUES):
         common = ["--concurrency", str(concurrency), "--loglevel", loglevel]
         pair = [(["--queues", q, *common, "--hostname", _name(q, hostname)], {}) for q in QUEUES]
@@ -33,6 +34,25 @@ def run_worker(queues: str, *, concurrency: int, hostname: str | None, loglevel:
 
     reexec_with_tcmalloc(["-m", "visionfleet.cli", *sys.argv[1:]])
     return _celery_worker(chosen[0], concurrency=concurrency, hostname=hostname, loglevel=loglevel)
+
+
+def check_settings() -> None:
+    """Read every setting a worker reads, here and at once: a bad value stops this command
+    with its message (exit 2) before any Celery worker starts or says it is ready, in every mode."""
+    from visionfleet.broker.settings import BrokerSettings
+    from visionfleet.pipeline.labeller import LoadSettings
+    from visionfleet.pipeline.runtimes.choice import choose_engine
+    from visionfleet.workers import allocator, drain
+    from visionfleet.workers.online import OnlineSettings
+    from visionfleet.workers.settings import WorkerSettings
+
+    for settings in (BrokerSettings, WorkerSettings, LoadSettings, OnlineSettings):
+        settings.from_env()
+    runtime = RuntimeSettings.from_env()
+    choose_engine(runtime.runtime, runtime.precision, cuda=False)  # a pair no machine runs
+    allocator.choice()
+    drain.spot_poll_s()
+    env_int("VISIONFLEET_ONLINE_THREADS", 1)
 
 
 def _name(queue: str, hostname: str | None) -> str:

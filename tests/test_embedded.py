@@ -146,3 +146,16 @@ def test_a_model_that_cannot_load_fails_the_job_with_the_reason(tmp_path):
         assert result.returncode == 1 and "failed" in result.stderr and words in result.stderr, result.stderr
         status = json.loads(visionfleet("status", result.stdout.strip().splitlines()[-1], "--json", env=env).stdout)
         assert status["state"] == "failed" and words in status["reason"]
+
+
+def test_a_worker_with_a_bad_setting_exits_2_without_reporting_ready(tmp_path):
+    for queues in ("bulk", "online", "online,bulk"):
+        for name, value, words in [("VISIONFLEET_MAX_BATCH_SIZE", "abc", "is not a whole number"),
+                                   ("VISIONFLEET_PRECISION", "int4", "is not one of"),
+                                   ("VISIONFLEET_SPOT_POLL_S", "often", "is not a number")]:
+            result = visionfleet("worker", "-Q", queues, env={**embedded_env(tmp_path), name: value}, timeout=60)
+            assert result.returncode == 2, (queues, name, result.stderr)
+            assert f"error: {name}={value!r} {words}" in result.stderr and "ready" not in result.stderr
+    env = {**embedded_env(tmp_path), "VISIONFLEET_RUNTIME": "onnxruntime", "VISIONFLEET_PRECISION": "bf16"}
+    result = visionfleet("worker", "-Q", "bulk", env=env, timeout=60)
+    assert result.returncode == 2 and "precision bf16 does not run on onnxruntime" in result.stderr

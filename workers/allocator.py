@@ -28,13 +28,17 @@ def tcmalloc() -> str | None:
     return ctypes.util.find_library(LIBRARY)
 
 
+def choice() -> str:
+    return env_choice("VISIONFLEET_MALLOC", "auto", ("auto", "system"))
+
+
 def reexec_with_tcmalloc(argv: list[str]) -> None:
     """Replace this process by ``python argv...`` with tcmalloc preloaded, when wanted and possible.
 
     Returns (doing nothing) if the choice is ``system``, tcmalloc is missing,
     or this process was already started that way.
     """
-    if env_choice("VISIONFLEET_MALLOC", "auto", ("auto", "system")) == "system" or os.environ.get(_MARK):
+    if choice() == "system" or os.environ.get(_MARK):
         return
     lib = tcmalloc()
     if lib is None:

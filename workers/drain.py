@@ -110,12 +110,16 @@ def _watch_spot(url: str, every_s: float) -> None:
             return
 
 
+def spot_poll_s() -> float:
+    return env_float("VISIONFLEET_SPOT_POLL_S", 5.0, minimum=0.1)
+
+
 @worker_ready.connect
 def _start_spot_watch(sender=None, **_) -> None:
     url = spot_notice_url()
     # The embedded default runs on a laptop, not a spot instance: no polling there.
     if url is None or sender.app.conf.broker_url.startswith("filesystem://"):
         return
-    every = env_float("VISIONFLEET_SPOT_POLL_S", 5.0, minimum=0.1)
+    every = spot_poll_s()
     threading.Thread(target=_watch_spot, args=(url, every), daemon=True, name="spot-watch").start()
     log.info("watching for spot termination notices", extra={"url": url, "every_s": every})
