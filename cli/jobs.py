@@ -17,6 +17,8 @@ from visionfleet.pipeline.storage import is_oss
 
 Send = Callable[[str, int], None]
 
+NO_WORKER_HINT_S = 30  # a worker that is up takes a shard within seconds
+
 
 def embedded_workers(settings: BrokerSettings, count: int) -> WorkerProcesses:
     """``count`` bulk workers sharing this machine's cores, logging under VISIONFLEET_HOME."""
@@ -46,7 +48,7 @@ def _drive(start: Callable[[StateStore, Send], str], *, wait: bool, workers: int
     else:
         job_id = start(store, send)
         if wait:
-            final = wait_for(store, job_id, bar=True)
+            final = wait_for(store, job_id, bar=True, hint_after_s=NO_WORKER_HINT_S)
     if final is not None:
         click.echo(describe(final), err=True)
     click.echo(job_id)

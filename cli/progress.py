@@ -24,12 +24,20 @@ def describe(p: Progress) -> str:
 
 
 def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.2,
-         check: Callable[[], None] = lambda: None) -> Progress:
-    """Block until the job reaches a final state; a progress bar on stderr meanwhile."""
+         check: Callable[[], None] = lambda: None, hint_after_s: float | None = None,
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Progress:
+    """Block until the job reaches a final state; a progress bar on stderr meanwhile.
+
+    With ``hint_after_s``, a job that no worker has started by then gets one line saying so.
+    """
     progress_bar = tqdm(total=None, unit="img", disable=not bar, file=sys.stderr, dynamic_ncols=True)
+    hint_at = None if hint_after_s is None else clock() + hint_after_s
     try:
         while True:
             p = store.progress(job_id)
+            if hint_at is not None and p.state == "queued" and clock() >= hint_at:
+                tqdm.write(no_worker_hint(job_id, hint_after_s), file=sys.stderr)
+                hint_at = None
             if p.planned and progress_bar.total != p.total:
                 progress_bar.total = p.total
             progress_bar.n = p.done
@@ -38,6 +46,12 @@ def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.
             if p.state in FINAL_STATES:
                 return p
             check()
-            time.sleep(poll_s)  # polling a remote store; there is no event to wait on
+            sleep(poll_s)  # polling a remote store; there is no event to wait on
     finally:
         progress_bar.close()
+
+
+def no_worker_hint(job_id: str, waited_s: float) -> str:
+    return (f"no worker has started job {job_id} after {waited_s:.0f}s: is one running? Start one with "
+            "`visionfleet worker` and the same VISIONFLEET_BROKER_URL; or press Ctrl-C: the job stays "
+            f"queued, and `visionfleet status {job_id}` follows it")
