@@ -55,6 +55,21 @@ def check_access(spec: JobSpec) -> None:
     for uri in filter(None, (spec.source, spec.output, spec.calibration)):
         if is_oss(uri):
             storage_for(uri).check_access(uri)
+    if not is_oss(spec.output):
+        _check_local_output(spec.output)
+
+
+def _check_local_output(folder: str) -> None:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(f"--output {folder} is a file; give a folder (created if missing) or "
+                          "oss://bucket/prefix/") from None
+    except OSError as exc:
+        raise ConfigError(f"--output {folder} cannot be created ({exc.strerror}); give a folder you can "
+                          "write to, or oss://bucket/prefix/") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output {folder} is not writable by this user; give a folder you can write to")
 
 
 def chunks(uris: Iterator[str], size: int) -> Iterator[list[str]]:

@@ -7,9 +7,9 @@ import click
 
 from visionfleet.broker.planner import DEFAULT_SHARD_SIZE, JobSpec, check_access, plan_job
 from visionfleet.broker.settings import BrokerSettings
-from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.state import Progress, StateStore
 from visionfleet.cli.progress import describe, wait as wait_for
+from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.models import DEFAULT_MODEL
@@ -33,7 +33,7 @@ def _drive(start: Callable[[StateStore, Send], str], *, wait: bool, workers: int
     wait when asked, or always in embedded mode, where no fleet would run it otherwise.
     Prints the job id alone on the last line of stdout; exit code 1 if the job failed."""
     settings = BrokerSettings.from_env()
-    store = open_store(settings.state_url)
+    store = reachable_store(settings)
     from visionfleet.broker.celery_app import app
     from visionfleet.broker.routes import RELABEL_SHARD_TASK
 
@@ -46,6 +46,7 @@ def _drive(start: Callable[[StateStore, Send], str], *, wait: bool, workers: int
             job_id = start(store, send)
             final = wait_for(store, job_id, bar=True, check=fleet.check_alive)
     else:
+        check_broker(app)
         job_id = start(store, send)
         if wait:
             final = wait_for(store, job_id, bar=True, hint_after_s=NO_WORKER_HINT_S)

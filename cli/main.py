@@ -12,13 +12,22 @@ from visionfleet.pipeline.runtimes.choice import PRECISIONS, RUNTIMES
 
 class _Commands(click.Group):
     """Every command's one error boundary: a ``VisionfleetError`` is the user's
-    to fix, so it is printed as one line (what is wrong and the fix), no traceback."""
+    to fix, and so is a broker or Redis that does not answer: each is printed as
+    one line (what is wrong and the fix), no traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except VisionfleetError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except Exception as exc:
+            from visionfleet.cli.reach import service_error
+
+            message = service_error(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
             ctx.exit(2)
 
 
@@ -31,9 +40,9 @@ def main() -> None:
 def _job(job_id: str):
     """(store, progress) of a job the state store knows."""
     from visionfleet.broker.settings import BrokerSettings
-    from visionfleet.checkpoints import open_store
+    from visionfleet.cli.reach import reachable_store
 
-    store = open_store(BrokerSettings.from_env().state_url)
+    store = reachable_store(BrokerSettings.from_env())
     progress = store.progress(job_id)
     if progress is None:
         raise VisionfleetError(f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL")

@@ -1,0 +1,45 @@
+"""User mistakes and servers that are down: one line naming the fix, exit 2, no traceback."""
+import redis
+
+from tests.helpers import free_port, visionfleet
+from tests.test_embedded import embedded_env
+
+
+def assert_clean_error(result, *phrases: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    for phrase in phrases:
+        assert phrase in result.stderr, result.stderr
+
+
+def test_an_output_that_is_a_file_is_refused_before_planning(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "labels.txt").write_text("not a folder")
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "labels.txt"), env=env)
+    assert_clean_error(result, "labels.txt is a file; give a folder")
+    result = visionfleet("relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "labels.txt" / "sub"), env=env)
+    assert_clean_error(result, "cannot be created (Not a directory)")
+    assert not (tmp_path / "home" / "state.db").exists()  # nothing was planned
+
+
+def test_a_redis_that_does_not_answer_is_named_with_its_password_hidden(tmp_path):
+    env = {**embedded_env(tmp_path), "VISIONFLEET_BROKER_URL": f"redis://:s3cret@127.0.0.1:{free_port()}/0"}
+    (tmp_path / "photos").mkdir()
+    for args in (["status", "some-job"], ["relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "out")],
+                 ["stats"], ["classify", "x.jpg", "--timeout", "2"], ["drain", "--all"]):
+        result = visionfleet(*args, env=env, timeout=60)
+        assert_clean_error(result, "cannot reach", "redis://:***@127.0.0.1")
+        assert "s3cret" not in result.stderr
+
+
+def test_a_broker_that_does_not_answer_stops_relabel_before_a_job_exists(tmp_path, redis_url):
+    state = redis_url.rsplit("/", 1)[0] + "/9"
+    store = redis.Redis.from_url(state)
+    store.flushdb()
+    (tmp_path / "photos").mkdir()
+    env = {**embedded_env(tmp_path), "VISIONFLEET_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}//",
+           "VISIONFLEET_STATE_URL": state}
+    result = visionfleet("relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), env=env, timeout=60)
+    assert_clean_error(result, "cannot reach the broker at amqp://guest:***@127.0.0.1")
+    assert store.dbsize() == 0
