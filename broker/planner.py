@@ -92,8 +92,9 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
             storage.write(layout.shard_list(root, index), ("\n".join(chunk) + "\n").encode("utf-8"))
             send_shard(job_id, index)
             total, shards = total + len(chunk), shards + 1
-    except Exception as exc:
-        store.set_state(job_id, "failed", f"planning failed after {shards} shards: {exc}")
+    except BaseException as exc:  # Ctrl-C too: a job half listed cannot be resumed, say so
+        what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
+        store.set_state(job_id, "failed", f"planning {what} after {shards} shards; start the job again")
         raise
     storage.write(layout.plan_file(root), json.dumps({"total": total, "shards": shards}).encode())
     store.set_planned(job_id, total, shards)

@@ -27,6 +27,10 @@ def shard_parts(job_id: str, index: int) -> str:
     return f"{PREFIX}:job:{job_id}:shard:{index}:parts"
 
 
+WORKERS = f"{PREFIX}:workers"
+"""Hash: worker owner -> JSON of its last heartbeat (``alive_until`` on the server's clock); lapsed ones are pruned."""
+
+
 def label_cache(key: str) -> str:
     """String (JSON labels, with a TTL): ``<model>:top<k>:sha256:<hex>`` or ``...:version:<bucket/key@etag>``."""
     return f"{PREFIX}:cache:{key}"

@@ -18,12 +18,14 @@ from visionfleet.checkpoints.state import Checkpoint, Lease, Progress, StateStor
 # KEYS: shard, job. ARGV: owner, ttl_s, token. Returns takeovers, or nil while another lease runs.
 _ACQUIRE = """
 local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
-local s = redis.call('HMGET', KEYS[1], 'owner', 'lease_until', 'takeovers')
+local s = redis.call('HMGET', KEYS[1], 'owner', 'lease_until', 'takeovers', 'alive_until')
 local holder = s[1] or ''
-if holder ~= '' and holder ~= ARGV[1] and tonumber(s[2]) > now then return false end
+local alive = tonumber(s[2] or '0') > now and (not s[4] or tonumber(s[4]) > now)
+if holder ~= '' and holder ~= ARGV[1] and alive then return false end
 local takeovers = tonumber(s[3] or '0')
 if holder ~= '' and holder ~= ARGV[1] then takeovers = redis.call('HINCRBY', KEYS[1], 'takeovers', 1) end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', ARGV[3], 'lease_until', now + tonumber(ARGV[2]))
+redis.call('HDEL', KEYS[1], 'alive_until')  -- the new holder's own beats set it
 redis.call('HSETNX', KEYS[2], 'started_at', now)
 return takeovers
 """
@@ -68,6 +70,28 @@ return 1
 """
 
 
+# KEYS: workers, job ('' if none), shard ('' if none). ARGV: owner, info JSON, ttl_s, token.
+_BEAT = """
+local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
+local info = cjson.decode(ARGV[2])
+info['seen_at'] = now
+info['alive_until'] = now + tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
+if KEYS[2] ~= '' then redis.call('HSET', KEYS[2], 'seen_at', now) end
+if KEYS[3] ~= '' and redis.call('HGET', KEYS[3], 'token') == ARGV[4] then
+  redis.call('HSET', KEYS[3], 'alive_until', now + tonumber(ARGV[3]))
+end
+"""
+
+# KEYS: workers, shard ('' if none). ARGV: owner, token.
+_FORGET = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+if KEYS[2] ~= '' and redis.call('HGET', KEYS[2], 'token') == ARGV[2] then
+  redis.call('HSET', KEYS[2], 'alive_until', 0)
+end
+"""
+
+
 class RedisStore(StateStore):
     def __init__(self, url: str, *, retries: int = 12) -> None:
         # ~1 minute of backoff in all: long enough for a Redis restart.
@@ -79,6 +103,8 @@ class RedisStore(StateStore):
         self._commit = self._r.register_script(_COMMIT)
         self._fail = self._r.register_script(_FAIL)
         self._release = self._r.register_script(_RELEASE)
+        self._beat = self._r.register_script(_BEAT)
+        self._forget = self._r.register_script(_FORGET)
 
     def create_job(self, job_id: str, meta: dict) -> None:
         self._r.hset(keys.job(job_id), mapping={
@@ -151,7 +177,34 @@ class RedisStore(StateStore):
             created_at=float(h["created_at"]), started_at=started,
             updated_at=float(h["updated_at"]) if h.get("updated_at") else None,
             failed_shards=failed, reason=h.get("reason") or None,
+            seen_at=float(h["seen_at"]) if h.get("seen_at") else None,
         )
 
     def parts(self, job_id: str) -> list[str]:
         return sorted(self._r.smembers(keys.job_parts(job_id)))
+
+    def beat(self, owner: str, info: dict, ttl_s: float) -> None:
+        job_id, shard = info.get("job_id"), info.get("shard")
+        self._beat(keys=[keys.WORKERS, keys.job(job_id) if job_id else "",
+                         keys.shard(job_id, shard) if job_id and shard is not None else ""],
+                   args=[owner, json.dumps({**info, "owner": owner}), ttl_s, info.get("token") or ""])
+
+    def workers(self) -> list[dict]:
+        now = _server_time(self._r)
+        records = [json.loads(raw) for raw in self._r.hvals(keys.WORKERS)]
+        lapsed = [r["owner"] for r in records if r["alive_until"] <= now]
+        if lapsed:
+            self._r.hdel(keys.WORKERS, *lapsed)
+        return [r for r in records if r["alive_until"] > now]
+
+    def forget(self, owner: str) -> None:
+        raw = self._r.hget(keys.WORKERS, owner)
+        info = json.loads(raw) if raw else {}
+        job_id, shard = info.get("job_id"), info.get("shard")
+        self._forget(keys=[keys.WORKERS, keys.shard(job_id, shard) if job_id and shard is not None else ""],
+                     args=[owner, info.get("token") or ""])
+
+
+def _server_time(r: redis.Redis) -> float:
+    seconds, micros = r.time()
+    return seconds + micros / 1e6

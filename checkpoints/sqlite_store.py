@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS shards (
   takeovers INT DEFAULT 0, PRIMARY KEY (job_id, idx));
 CREATE TABLE IF NOT EXISTS parts (job_id TEXT, idx INT, name TEXT, seq INTEGER PRIMARY KEY AUTOINCREMENT);
 CREATE UNIQUE INDEX IF NOT EXISTS parts_by_name ON parts (job_id, name);
+CREATE TABLE IF NOT EXISTS workers (owner TEXT PRIMARY KEY, info TEXT NOT NULL, alive_until REAL NOT NULL);
 """
+# Columns added after the first release: a state file from then gains them on open.
+_ADDED = {"shards": {"alive_until": "REAL"}, "jobs": {"seen_at": "REAL"}}
 
 
 class SqliteStore(StateStore):
@@ -34,6 +37,14 @@ class SqliteStore(StateStore):
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        for table, columns in _ADDED.items():
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _tx(self):
@@ -67,14 +78,15 @@ class SqliteStore(StateStore):
         now = time.time()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO shards (job_id, idx) VALUES (?, ?)", (job_id, shard))
-            holder, until, takeovers = db.execute(
-                "SELECT owner, lease_until, takeovers FROM shards WHERE job_id = ? AND idx = ?",
+            holder, until, takeovers, alive_until = db.execute(
+                "SELECT owner, lease_until, takeovers, alive_until FROM shards WHERE job_id = ? AND idx = ?",
                 (job_id, shard)).fetchone()
-            if holder and holder != owner and until > now:
+            alive = until > now and (alive_until is None or alive_until > now)
+            if holder and holder != owner and alive:
                 return None
             takeovers += bool(holder and holder != owner)  # the holder died or stalled
             lease = Lease(new_token(), takeovers)
-            db.execute("UPDATE shards SET owner = ?, token = ?, lease_until = ?, takeovers = ? "
+            db.execute("UPDATE shards SET owner = ?, token = ?, lease_until = ?, takeovers = ?, alive_until = NULL "
                        "WHERE job_id = ? AND idx = ?", (owner, lease.token, now + ttl_s, takeovers, job_id, shard))
             db.execute("UPDATE jobs SET started_at = COALESCE(started_at, ?) WHERE job_id = ?", (now, job_id))
             return lease
@@ -143,16 +155,43 @@ class SqliteStore(StateStore):
 
     def progress(self, job_id: str) -> Progress | None:
         rows = self._all("SELECT planned, total, shards, shards_done, ok, errors, state, reason, created_at, "
-                         "started_at, updated_at FROM jobs WHERE job_id = ?", job_id)
+                         "started_at, updated_at, seen_at FROM jobs WHERE job_id = ?", job_id)
         if not rows:
             return None
-        planned, total, shards, shards_done, ok, errors, state, reason, created, started, updated = rows[0]
+        planned, total, shards, shards_done, ok, errors, state, reason, created, started, updated, seen = rows[0]
         failed = dict(self._all("SELECT idx, failed FROM shards WHERE job_id = ? AND failed IS NOT NULL", job_id))
         return Progress(
             job_id=job_id, state=derive_state(state, started is not None), planned=bool(planned), total=total,
             shards=shards, shards_done=shards_done, ok=ok, errors=errors, created_at=created,
-            started_at=started, updated_at=updated, failed_shards=failed, reason=reason,
+            started_at=started, updated_at=updated, failed_shards=failed, reason=reason, seen_at=seen,
         )
 
     def parts(self, job_id: str) -> list[str]:
         return [r[0] for r in self._all("SELECT name FROM parts WHERE job_id = ? ORDER BY name", job_id)]
+
+    def beat(self, owner: str, info: dict, ttl_s: float) -> None:
+        now = time.time()
+        job_id, shard, token = info.get("job_id"), info.get("shard"), info.get("token")
+        record = json.dumps({**info, "owner": owner, "seen_at": now, "alive_until": now + ttl_s})
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO workers (owner, info, alive_until) VALUES (?, ?, ?)",
+                       (owner, record, now + ttl_s))
+            if job_id:
+                db.execute("UPDATE jobs SET seen_at = ? WHERE job_id = ?", (now, job_id))
+                db.execute("UPDATE shards SET alive_until = ? WHERE job_id = ? AND idx = ? AND token = ?",
+                           (now + ttl_s, job_id, shard, token))
+
+    def workers(self) -> list[dict]:
+        now = time.time()
+        with self._tx() as db:
+            db.execute("DELETE FROM workers WHERE alive_until <= ?", (now,))
+            return [json.loads(row[0]) for row in db.execute("SELECT info FROM workers")]
+
+    def forget(self, owner: str) -> None:
+        with self._tx() as db:
+            row = db.execute("SELECT info FROM workers WHERE owner = ?", (owner,)).fetchone()
+            info = json.loads(row[0]) if row else {}
+            db.execute("DELETE FROM workers WHERE owner = ?", (owner,))
+            if info.get("job_id"):
+                db.execute("UPDATE shards SET alive_until = 0 WHERE job_id = ? AND idx = ? AND token = ?",
+                           (info["job_id"], info.get("shard"), info.get("token")))

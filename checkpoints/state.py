@@ -56,6 +56,7 @@ class Progress:
     updated_at: float | None
     failed_shards: dict[int, str] = field(default_factory=dict)
     reason: str | None = None
+    seen_at: float | None = None  # a worker's last heartbeat while on this job
 
     @property
     def done(self) -> int:
@@ -159,3 +160,21 @@ class StateStore(ABC):
     @abstractmethod
     def parts(self, job_id: str) -> list[str]:
         """Names of every committed output part, sorted."""
+
+    @abstractmethod
+    def beat(self, owner: str, info: dict, ttl_s: float) -> None:
+        """``owner`` is alive for ``ttl_s`` more seconds, doing ``info``.
+
+        ``info`` may name ``job_id``, ``shard`` and ``token``: the job records when a
+        worker was last seen on it, and the shard's lease, if that token still
+        holds it, counts as alive only while these beats go on, so a dead
+        holder's lease is taken over once its beats stop, not at the lease's end.
+        """
+
+    @abstractmethod
+    def workers(self) -> list[dict]:
+        """The info of every worker whose beats have not lapsed, with ``owner`` and ``seen_at``."""
+
+    @abstractmethod
+    def forget(self, owner: str) -> None:
+        """``owner`` is gone (it exited, or it is known dead): drop it, and let its lease be taken at once."""

@@ -93,17 +93,17 @@ def worker(queues, concurrency, hostname, loglevel) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--watch", is_flag=True, help="Refresh until the job ends.")
 def status(job_id, as_json, watch) -> None:
-    """Show a job's state, counts, speed and ETA."""
+    """Show a job's state, counts, speed, ETA and the workers on it."""
     from visionfleet.checkpoints.state import FINAL_STATES
-    from visionfleet.cli.progress import describe
+    from visionfleet.cli.progress import look
 
-    store, progress = _job(job_id)
+    store, _ = _job(job_id)
     while True:
-        click.echo(json.dumps(progress.as_dict()) if as_json else describe(progress))
-        if not watch or progress.state in FINAL_STATES:
+        view = look(store, job_id)
+        click.echo(json.dumps(view.as_dict()) if as_json else view.line())
+        if not watch or view.progress.state in FINAL_STATES:
             return
         time.sleep(2)
-        progress = store.progress(job_id)
 
 
 @main.command()

@@ -1,54 +1,140 @@
-"""Showing a job's progress: one line for people, JSON for scripts."""
+"""Showing a job's progress: one line for people, JSON for scripts, a bar while waiting.
+
+What the store has committed, plus what live workers report in their beats
+(labelled, not yet committed), so the numbers move within a shard, and a
+job nobody works on says so instead of showing an ETA.
+"""
+import shlex
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tqdm import tqdm
 
 from visionfleet.checkpoints.state import FINAL_STATES, Progress, StateStore
 
+BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"  # the job's rate, not the bar's
+WORKERS_EVERY_S = 1.0  # the list of live workers changes at beat pace, not at poll pace
 
-def describe(p: Progress) -> str:
-    total = str(p.total) if p.planned else f"{p.total}+ (listing)"
-    line = f"{p.job_id}: {p.state} {p.done}/{total} done, {p.errors} errors"
-    if p.rate:
-        line += f", {p.rate:.1f} images/s"
-    if p.eta_s is not None:
-        line += f", ETA {p.eta_s:.0f}s"
-    if p.failed_shards:
-        line += f"; {len(p.failed_shards)} failed shard(s): " + "; ".join(
-            f"shard {k}: {v}" for k, v in sorted(p.failed_shards.items())[:5])
-    if p.reason:
-        line += f" ({p.reason})"
-    return line
+
+@dataclass
+class JobView:
+    """A job as its store and its live workers tell it, at ``now`` (seconds since the epoch)."""
+
+    progress: Progress
+    workers: list[dict]  # live workers on this job
+    now: float
+    root: str | None = None  # the job's output folder, DEST/<job_id>
+
+    @property
+    def in_flight(self) -> int:
+        return sum(w.get("labelled", 0) for w in self.workers)
+
+    @property
+    def unattended_s(self) -> float | None:
+        """How long no worker has been seen on a job that has started and not ended; None otherwise."""
+        p = self.progress
+        if self.workers or p.state != "running":
+            return None
+        return max(0.0, self.now - (p.seen_at or p.started_at or self.now))
+
+    def as_dict(self) -> dict:
+        workers = [{"owner": w["owner"], "shard": w.get("shard"), "labelled": w.get("labelled", 0),
+                    "seen_s_ago": round(max(0.0, self.now - w["seen_at"]), 1)} for w in self.workers]
+        unattended = self.unattended_s
+        body = self.progress.as_dict()
+        if unattended is not None:
+            body["eta_s"] = None
+        return {**body, "workers": workers, "in_flight": self.in_flight,
+                "no_worker_for_s": None if unattended is None else round(unattended)}
+
+    def line(self) -> str:
+        p = self.progress
+        total = str(p.total) if p.planned else f"{p.total}+ (listing)"
+        line = f"{p.job_id}: {p.state} {p.done}/{total} done, {p.errors} errors"
+        if p.rate:
+            line += f", {p.rate:.1f} images/s"
+        unattended = self.unattended_s
+        if unattended is not None:
+            line += f"; no worker has been seen on it for {unattended:.0f}s: {self.fix()}"
+        elif p.eta_s is not None:
+            line += f", ETA {p.eta_s:.0f}s"
+        if self.workers and p.state not in FINAL_STATES:
+            line += f", {len(self.workers)} worker(s) on it"
+            if self.in_flight:
+                line += f" ({self.in_flight} labelled, not yet committed)"
+        if p.failed_shards:
+            line += f"; {len(p.failed_shards)} failed shard(s): " + "; ".join(
+                f"shard {k}: {v}" for k, v in sorted(p.failed_shards.items())[:5])
+        if p.reason:
+            line += f" ({p.reason})"
+        return line
+
+
+    def fix(self) -> str:
+        resume = f"`{resume_command(self.progress.job_id, self.root)}`" if self.root else "`visionfleet resume`"
+        return f"start a worker (`visionfleet worker`) on the fleet, or run {resume} here"
+
+
+def look(store: StateStore, job_id: str, workers: list[dict] | None = None, root: str | None = None) -> JobView | None:
+    """The job now; ``workers``: every live worker, and ``root``: its output, if already read."""
+    progress = store.progress(job_id)
+    if progress is None:
+        return None
+    if root is None:
+        root = (store.job_meta(job_id) or {}).get("output")
+    on_job = [w for w in (store.workers() if workers is None else workers) if w.get("job_id") == job_id]
+    return JobView(progress, on_job, time.time(), root)
+
+
+def resume_command(job_id: str, root: str) -> str:
+    """The command that finishes the job whose output is ``root`` (DEST/<job_id>)."""
+    dest = root.removesuffix(job_id).rstrip("/") or "/"
+    return f"visionfleet resume {job_id} --output {shlex.quote(dest)} --wait"
 
 
 def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.2,
          check: Callable[[], None] = lambda: None, hint_after_s: float | None = None,
-         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> Progress:
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> JobView:
     """Block until the job reaches a final state; a progress bar on stderr meanwhile.
 
     With ``hint_after_s``, a job that no worker has started by then gets one line saying so.
     """
-    progress_bar = tqdm(total=None, unit="img", disable=not bar, file=sys.stderr, dynamic_ncols=True)
+    progress_bar = tqdm(total=None, unit="img", disable=not bar, file=sys.stderr, dynamic_ncols=True,
+                        bar_format=BAR_FORMAT)
     hint_at = None if hint_after_s is None else clock() + hint_after_s
+    workers, workers_at = [], None
+    root = (store.job_meta(job_id) or {}).get("output")
     try:
         while True:
-            p = store.progress(job_id)
+            if workers_at is None or clock() - workers_at >= WORKERS_EVERY_S:
+                workers, workers_at = store.workers(), clock()
+            view = look(store, job_id, workers, root)
+            p = view.progress
             if hint_at is not None and p.state == "queued" and clock() >= hint_at:
                 tqdm.write(no_worker_hint(job_id, hint_after_s), file=sys.stderr)
                 hint_at = None
-            if p.planned and progress_bar.total != p.total:
-                progress_bar.total = p.total
-            progress_bar.n = p.done
-            progress_bar.set_postfix(state=p.state, errors=p.errors, refresh=False)
-            progress_bar.refresh()
+            _show(progress_bar, view)
             if p.state in FINAL_STATES:
-                return p
+                return view
             check()
             sleep(poll_s)  # polling a remote store; there is no event to wait on
     finally:
         progress_bar.close()
+
+
+def _show(progress_bar: tqdm, view: JobView) -> None:
+    p = view.progress
+    if p.planned and progress_bar.total != p.total:
+        progress_bar.total = p.total
+    shown = p.done + view.in_flight
+    if p.planned:
+        shown = min(shown, p.total)
+    progress_bar.n = max(progress_bar.n, shown)  # a beat may lag a commit by a moment: never step back
+    rate = f"{p.rate:.1f} img/s, " if p.rate else ""
+    progress_bar.set_postfix_str(f"{rate}errors={p.errors}, state={p.state}", refresh=False)
+    progress_bar.refresh()
 
 
 def no_worker_hint(job_id: str, waited_s: float) -> str:

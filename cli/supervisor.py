@@ -14,8 +14,9 @@ STOP_TIMEOUT_S = 30
 class WorkerProcesses:
     """Real ``visionfleet worker`` processes; each entry is (arguments, extra environment)."""
 
-    def __init__(self, workers: list[tuple[list[str], dict]], log_dir: Path | None = None) -> None:
-        self.workers, self.log_dir = workers, log_dir
+    def __init__(self, workers: list[tuple[list[str], dict]], log_dir: Path | None = None,
+                 own_session: bool = False) -> None:
+        self.workers, self.log_dir, self.own_session = workers, log_dir, own_session
         self.procs: list[subprocess.Popen] = []
         self._sent: dict[int, set[int]] = {}
 
@@ -24,8 +25,9 @@ class WorkerProcesses:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         for i, (args, env) in enumerate(self.workers):
             out = open(self.log_dir / f"worker-{i}.log", "ab") if self.log_dir else None
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker", *args],
-                                               env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT if out else None))
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "visionfleet.cli", "worker", *args], env={**os.environ, **env},
+                stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=self.own_session))
             if out:
                 out.close()
 
@@ -52,6 +54,20 @@ class WorkerProcesses:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+    def kill_now(self) -> None:
+        """Stop at once: each worker and its pool processes (their own group, when in their own session).
+
+        Only sends signals, so a signal handler may call it; ``stop`` then reaps them."""
+        for p in self.procs:
+            if p.returncode is None:
+                try:
+                    if self.own_session:
+                        os.killpg(p.pid, signal.SIGKILL)
+                    else:
+                        p.kill()
+                except ProcessLookupError:
+                    pass
 
     def supervise(self) -> int:
         """Run until a signal or a worker's exit, then stop the rest; the worst exit code."""

@@ -42,7 +42,7 @@ def check_settings() -> None:
     from visionfleet.broker.settings import BrokerSettings
     from visionfleet.pipeline.labeller import LoadSettings
     from visionfleet.pipeline.runtimes.choice import choose_engine
-    from visionfleet.workers import allocator, drain
+    from visionfleet.workers import allocator, drain, heartbeat
     from visionfleet.workers.online import OnlineSettings
     from visionfleet.workers.settings import WorkerSettings
 
@@ -52,6 +52,7 @@ def check_settings() -> None:
     choose_engine(runtime.runtime, runtime.precision, cuda=False)  # a pair no machine runs
     allocator.choice()
     drain.spot_poll_s()
+    heartbeat.beat_every_s()
     env_int("VISIONFLEET_ONLINE_THREADS", 1)
 
 

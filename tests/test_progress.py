@@ -1,11 +1,12 @@
-"""Waiting on a job: the hint when no worker takes it, under an injected clock."""
+"""Waiting on a job and showing it: the hint when no worker takes it (under an injected clock),
+live workers and their uncommitted labels, and a job that no worker is on."""
 from visionfleet.checkpoints import open_store
-from visionfleet.cli.progress import wait
+from visionfleet.cli.progress import look, wait
 
 
 def queued_job(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.create_job("j1", {"job_id": "j1", "model": "m", "source": "s", "output": str(tmp_path)})
+    store.create_job("j1", {"job_id": "j1", "model": "m", "source": "s", "output": str(tmp_path / "j1")})
     store.set_planned("j1", 3, 1)
     return store
 
@@ -21,7 +22,7 @@ def run_wait(store, *, start_at: float | None, end_at: float = 45.0) -> None:
         if now[0] >= end_at:
             store.set_state("j1", "cancelled", "test over")
 
-    assert wait(store, "j1", bar=False, hint_after_s=30, clock=lambda: now[0], sleep=sleep).state == "cancelled"
+    assert wait(store, "j1", bar=False, hint_after_s=30, clock=lambda: now[0], sleep=sleep).progress.state == "cancelled"
 
 
 def test_a_job_no_worker_starts_gets_one_hint(tmp_path, capsys):
@@ -36,3 +37,30 @@ def test_a_job_a_worker_starts_gets_none(tmp_path, capsys):
     store = queued_job(tmp_path)
     run_wait(store, start_at=5.0)
     assert "no worker" not in capsys.readouterr().err
+
+
+def test_status_counts_what_live_workers_have_labelled_and_names_them(tmp_path):
+    store = queued_job(tmp_path)
+    lease = store.acquire("j1", 0, "w1", ttl_s=60)
+    store.beat("w1", {"job_id": "j1", "shard": 0, "token": lease.token, "labelled": 2}, ttl_s=60)
+    view = look(store, "j1")
+    assert view.in_flight == 2 and view.unattended_s is None
+    assert "1 worker(s) on it (2 labelled, not yet committed)" in view.line()
+    got = view.as_dict()
+    assert [(w["owner"], w["shard"], w["labelled"]) for w in got["workers"]] == [("w1", 0, 2)]
+    assert got["done"] == 0 and got["no_worker_for_s"] is None
+
+
+def test_a_started_job_no_worker_is_on_says_so_instead_of_an_eta(tmp_path):
+    store = queued_job(tmp_path)
+    lease = store.acquire("j1", 0, "w1", ttl_s=60)
+    store.beat("w1", {"job_id": "j1", "shard": 0, "token": lease.token}, ttl_s=60)
+    store.commit("j1", 0, lease.token, offset=1, ok=1, errors=0, part="p", done=False, ttl_s=60)
+    store.forget("w1")  # it exited
+    view = look(store, "j1")
+    line = view.line()
+    assert "running 1/3 done" in line and "ETA" not in line
+    assert "no worker has been seen on it for 0s" in line
+    assert f"visionfleet resume j1 --output {tmp_path} --wait" in line
+    got = view.as_dict()
+    assert got["no_worker_for_s"] == 0 and got["eta_s"] is None and got["workers"] == []

@@ -127,3 +127,36 @@ def test_final_state_sticks(store, job_id):
     store.set_state(job_id, "failed", "because")
     p = store.progress(job_id)
     assert (p.state, p.reason) == ("failed", "because")
+
+
+def test_a_holder_whose_beats_lapse_loses_its_lease_before_the_lease_ends(store, job_id):
+    store.create_job(job_id, {})
+    lease = store.acquire(job_id, 0, f"{job_id}-w1", ttl_s=60)
+    store.beat(f"{job_id}-w1", {"job_id": job_id, "shard": 0, "token": lease.token}, ttl_s=60)
+    assert store.acquire(job_id, 0, f"{job_id}-w2", ttl_s=60) is None  # beating: alive
+    store.beat(f"{job_id}-w1", {"job_id": job_id, "shard": 0, "token": lease.token}, ttl_s=0)
+    taken = store.acquire(job_id, 0, f"{job_id}-w2", ttl_s=60)  # beats lapsed: dead, though its lease runs
+    assert taken is not None and taken.takeovers == 1
+    # The new holder is judged by its own beats (none yet: by its lease), not by the last holder's.
+    assert store.acquire(job_id, 0, f"{job_id}-w3", ttl_s=60) is None
+    store.forget(f"{job_id}-w1")
+
+
+def test_beats_show_live_workers_and_a_forgotten_one_frees_its_lease_at_once(store, job_id):
+    store.create_job(job_id, {})
+    w1, w2, idle = f"{job_id}-w1", f"{job_id}-w2", f"{job_id}-idle"
+    lease = store.acquire(job_id, 0, w1, ttl_s=60)
+    store.beat(w1, {"job_id": job_id, "shard": 0, "token": lease.token, "labelled": 7, "host": "h"}, ttl_s=60)
+    store.beat(idle, {"host": "h"}, ttl_s=60)
+    store.beat(f"{job_id}-gone", {"host": "h"}, ttl_s=0)
+    live = {w["owner"]: w for w in store.workers() if w["owner"].startswith(job_id)}
+    assert sorted(live) == sorted([w1, idle])
+    assert (live[w1]["job_id"], live[w1]["shard"], live[w1]["labelled"]) == (job_id, 0, 7)
+    assert live[w1]["seen_at"] <= live[w1]["alive_until"]
+    assert store.progress(job_id).seen_at is not None
+    store.forget(w1)
+    assert w1 not in {w["owner"] for w in store.workers()}
+    taken = store.acquire(job_id, 0, w2, ttl_s=60)
+    assert taken is not None and taken.takeovers == 1
+    store.forget(idle)
+    assert not [w for w in store.workers() if w["owner"].startswith(job_id)]

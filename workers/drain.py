@@ -3,7 +3,8 @@
 Triggers, all ending in the same warm shutdown of the main process:
 - SIGTERM (Docker, ECS, Kubernetes) -- Celery's own handler;
 - a spot termination notice, polled from ``VISIONFLEET_SPOT_NOTICE_URL``;
-- ``visionfleet drain`` -- a remote-control command, ``visionfleet_drain``.
+- ``visionfleet drain`` -- a remote-control command, ``visionfleet_drain``;
+- the command that started this worker is gone (``VISIONFLEET_PARENT_PID``).
 
 Celery's warm shutdown stops consuming but waits for the running task
 without limit, and the task runs in a pool child that hears none of it.
@@ -123,3 +124,24 @@ def _start_spot_watch(sender=None, **_) -> None:
     every = spot_poll_s()
     threading.Thread(target=_watch_spot, args=(url, every), daemon=True, name="spot-watch").start()
     log.info("watching for spot termination notices", extra={"url": url, "every_s": every})
+
+
+def parent_pid() -> int | None:
+    """``VISIONFLEET_PARENT_PID``: set by a command that starts its own workers (the embedded default)."""
+    raw = env_str("VISIONFLEET_PARENT_PID")
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def _watch_parent(pid: int, every_s: float) -> None:
+    while os.getppid() == pid:
+        time.sleep(every_s)
+    _terminate_self(f"the command that started this worker (pid {pid}) is gone")
+
+
+@worker_ready.connect
+def _exit_with_parent(**_) -> None:
+    """A worker started by a command that was then killed (SIGKILL, a closed terminal) drains and exits
+    instead of staying behind, idle, for good."""
+    pid = parent_pid()
+    if pid is not None:
+        threading.Thread(target=_watch_parent, args=(pid, 1.0), daemon=True, name="parent-watch").start()

@@ -12,7 +12,7 @@ import socket
 import uuid
 
 import redis
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import StateStore, open_store
@@ -22,6 +22,7 @@ from visionfleet.pipeline.labeller import LoadSettings
 from visionfleet.pipeline.models import DEFAULT_MODEL
 from visionfleet.workers import allocator
 from visionfleet.workers.cache import RedisLabelCache
+from visionfleet.workers.heartbeat import Activity, Heartbeat, beat_every_s, reap_dead_here
 from visionfleet.workers.labellers import Labellers
 from visionfleet.broker.metrics import Metrics
 from visionfleet.workers.online import OnlineService, OnlineSettings
@@ -44,6 +45,8 @@ class ProcessContext:
         self.metrics = Metrics(self.redis)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.labellers = Labellers(self.runtime, self.load, self.owner)
+        self.activity = Activity()
+        self.heartbeat = Heartbeat(self.store, self.owner, self.activity, beat_every_s())
         self._online: OnlineService | None = None
 
     def cache(self) -> RedisLabelCache | None:
@@ -81,9 +84,17 @@ def _ready(what: str) -> None:
 @worker_process_init.connect
 def _preload_bulk(**_) -> None:
     ctx = context()
+    reap_dead_here(ctx.store)  # e.g. this machine's worker before a crash: its shards are free now
+    ctx.heartbeat.start()
     if ctx.runtime.precision != "int8" or ctx.runtime.calibration:  # else each job brings its calibration
         ctx.labellers.default(default_model())
     _ready("bulk")
+
+
+@worker_process_shutdown.connect
+def _say_goodbye(**_) -> None:
+    if _context is not None:
+        _context.heartbeat.stop()
 
 
 @worker_init.connect

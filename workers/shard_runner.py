@@ -20,6 +20,7 @@ from visionfleet.pipeline.errors import RetryableError
 from visionfleet.pipeline.labeller import LabelCache, Labeller
 from visionfleet.pipeline.records import to_jsonl
 from visionfleet.pipeline.storage import storage_for
+from visionfleet.workers.heartbeat import Activity
 from visionfleet.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,9 @@ class _Shard:
 class ShardRun:
     def __init__(self, store: StateStore, labeller: Labeller, settings: WorkerSettings, owner: str,
                  *, should_stop: Callable[[], bool] = lambda: False, cache: LabelCache | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, activity: Activity | None = None) -> None:
         self.store, self.labeller, self.settings, self.owner = store, labeller, settings, owner
+        self.activity = activity or Activity()  # what the heartbeat reports
         self._should_stop = should_stop
         self._cache = cache
         self._clock = clock
@@ -71,6 +73,7 @@ class ShardRun:
         shard = _Shard(job_id, index, lease, meta, uris, committed)
         if lease.takeovers >= self.settings.max_takeovers:
             return self._fail(shard, self._poison_reason(shard))
+        self.activity.start(job_id, index, lease.token)
         try:
             outcome = self._label(shard)
         except RetryableError:
@@ -79,6 +82,8 @@ class ShardRun:
         except Exception as exc:  # a bug or a permanent output failure: end this shard, not the fleet
             log.exception("shard failed", extra={"job_id": job_id, "shard": index})
             return self._fail(shard, f"{type(exc).__name__}: {exc}")
+        finally:
+            self.activity.stop()
         if outcome is Outcome.DONE:
             finalize_if_complete(self.store, job_id)
         return outcome
@@ -105,6 +110,7 @@ class ShardRun:
         every = min(self.settings.commit_every, self.labeller.model.info.max_batch_size)
         for record in self.labeller.label(shard.uris[start:], shard.meta["top_k"], cache):
             records.append(record)
+            self.activity.labelled = len(records)
             end = start + len(records)
             stop = self._should_stop()
             due = len(records) >= every or self._clock() - since >= self.settings.commit_interval_s
@@ -112,6 +118,7 @@ class ShardRun:
                 if not self._commit(shard, records, done=end == len(shard.uris)):
                     return Outcome.LOST_LEASE
                 start, records, since, every = end, [], self._clock(), self.settings.commit_every
+                self.activity.labelled = 0
             if (due or stop) and end < len(shard.uris) and self._cancelled(shard.job_id):
                 self.store.release(shard.job_id, shard.index, shard.lease.token)
                 return Outcome.CANCELLED

@@ -7,6 +7,7 @@ from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK
 from visionfleet.checkpoints.state import FINAL_STATES
 from visionfleet.pipeline.errors import ConfigError, RetryableError
 from visionfleet.workers import drain
+from visionfleet.workers.heartbeat import LAPSE_AFTER_BEATS, beat_every_s
 from visionfleet.workers.process import context
 from visionfleet.workers.shard_runner import Outcome, ShardRun
 
@@ -33,7 +34,8 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
         ctx.store.set_state(job_id, "failed", f"model {meta['model']} cannot run: {exc}")
         log.error("job failed: model cannot run", extra={"job_id": job_id, "error": str(exc)})
         return Outcome.FAILED.value
-    run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache())
+    run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
+                   activity=ctx.activity)
     try:
         outcome = run.run(job_id, shard)
     except RetryableError as exc:
@@ -47,8 +49,8 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
         # two messages, and the second finds the shard done or leased.
         self.app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
     elif outcome is Outcome.BUSY:
-        # A live worker holds the lease; look again once it could have expired.
-        raise self.retry(countdown=ctx.settings.lease_ttl_s / 2)
+        # A live worker holds the lease; look again once it could have expired, or its beats lapsed.
+        raise self.retry(countdown=min(ctx.settings.lease_ttl_s / 2, beat_every_s() * LAPSE_AFTER_BEATS))
     return outcome.value
 
 

@@ -1,0 +1,123 @@
+"""A bulk worker process says it is alive, and what it is doing, every few seconds.
+
+The beats let ``status`` show live workers and in-shard progress, and let a
+shard whose holder died be taken over once the beats stop (seconds), not
+when its lease runs out (minutes). A beat comes from its own thread, so a
+long model batch does not silence it; a worker stuck inside the model
+still loses its shard when the lease runs out without a commit.
+"""
+import logging
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from visionfleet.checkpoints.state import StateStore
+from visionfleet.pipeline.envvars import env_float
+
+log = logging.getLogger(__name__)
+
+LAPSE_AFTER_BEATS = 3  # missed beats before a worker counts as dead
+
+
+def beat_every_s() -> float:
+    return env_float("VISIONFLEET_HEARTBEAT_S", 5.0, minimum=0.1, maximum=300.0)
+
+
+@dataclass
+class Activity:
+    """What this process is doing; written by the task, read by the beat thread."""
+
+    job_id: str | None = None
+    shard: int | None = None
+    token: str | None = None
+    labelled: int = 0  # labelled since the shard's last commit
+    # Called when a shard starts: a beat then, so the lease is covered (and a death
+    # seen) from the first second, not from the next regular beat.
+    on_start: Callable[[], None] = field(default=lambda: None, repr=False)
+
+    def start(self, job_id: str, shard: int, token: str) -> None:
+        self.job_id, self.shard, self.token, self.labelled = job_id, shard, token, 0
+        self.on_start()
+
+    def stop(self) -> None:
+        self.job_id = self.shard = self.token = None
+        self.labelled = 0
+
+    def as_info(self) -> dict:
+        info = {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": os.getpid()}
+        if self.job_id is not None:
+            info.update(job_id=self.job_id, shard=self.shard, token=self.token, labelled=self.labelled)
+        return info
+
+
+class Heartbeat:
+    """Beats for ``owner`` from a daemon thread until ``stop``; then the store forgets it."""
+
+    def __init__(self, store: StateStore, owner: str, activity: Activity, every_s: float) -> None:
+        self.store, self.owner, self.activity, self.every_s = store, owner, activity, every_s
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
+
+    def start(self) -> None:
+        self.activity.on_start = self.beat
+        self.beat()
+        self._thread.start()
+
+    def beat(self) -> None:
+        try:
+            self.store.beat(self.owner, self.activity.as_info(), self.every_s * LAPSE_AFTER_BEATS)
+        except Exception:  # a missed beat is not fatal: the lease still covers the shard
+            log.warning("heartbeat failed", exc_info=True)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.every_s):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.store.forget(self.owner)
+
+
+def reap_dead_here(store: StateStore) -> list[str]:
+    """Forget workers of this host whose process is gone (killed, crashed): their shards are free at once.
+
+    Returns their owners.
+    """
+    here = (socket.gethostname(), pid_namespace())
+    dead = [w["owner"] for w in store.workers()
+            if (w.get("host"), w.get("pidns")) == here and not _alive(w.get("pid"))]
+    for owner in dead:
+        store.forget(owner)
+        log.info("dead worker forgotten", extra={"owner": owner})
+    return dead
+
+
+def pid_namespace() -> str:
+    """Which process-id space this process sees: containers sharing a host name may not share pids."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _alive(pid: int | None) -> bool:
+    if not isinstance(pid, int):
+        return True  # nothing to check: let its beats lapse
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, another user's
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Exited, not yet reaped (a killed worker's pool process, until init collects it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False  # no /proc here: the process exists
