@@ -12,6 +12,9 @@ from visionfleet.pipeline.envvars import env_int, env_str, visionfleet_home
 from visionfleet.pipeline.errors import ConfigError
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+# Set by an embedded command for the workers it starts: the run's own queue folder, so
+# messages left by another, interrupted run are never taken by this one.
+EMBEDDED_RUN_ENV = "VISIONFLEET_EMBEDDED_RUN"
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class BrokerSettings:
     home: Path
     redeliver_after_s: int = 300
     result_expires_s: int = 3600
+    embedded_run: str = "default"
 
     @property
     def embedded(self) -> bool:
@@ -29,14 +33,15 @@ class BrokerSettings:
 
     @property
     def broker_dir(self) -> Path:
-        return self.home / "broker"
+        return self.home / "broker" / self.embedded_run
 
     @classmethod
     def from_env(cls) -> "BrokerSettings":
         home = visionfleet_home()
         broker = env_str("VISIONFLEET_BROKER_URL")
         if broker is None:
-            return cls(None, f"file://{home / 'results'}", f"sqlite:///{home / 'state.db'}", home)
+            return cls(None, f"file://{home / 'results'}", f"sqlite:///{home / 'state.db'}", home,
+                       embedded_run=env_str(EMBEDDED_RUN_ENV) or "default")
         is_redis = broker.startswith(_REDIS_SCHEMES)
         if not (is_redis or broker.startswith(("amqp://", "amqps://", "pyamqp://"))):
             raise ConfigError(
@@ -58,8 +63,8 @@ class BrokerSettings:
     def prepare(self) -> None:
         """Create the embedded folders; kombu's filesystem transport needs them to exist."""
         if self.embedded:
-            for sub in ("broker", "results"):
-                os.makedirs(self.home / sub, exist_ok=True)
+            for folder in (self.broker_dir, self.home / "results"):
+                os.makedirs(folder, exist_ok=True)
 
 
 def redact(url: str) -> str:

@@ -159,3 +159,22 @@ def test_a_worker_with_a_bad_setting_exits_2_without_reporting_ready(tmp_path):
     env = {**embedded_env(tmp_path), "VISIONFLEET_RUNTIME": "onnxruntime", "VISIONFLEET_PRECISION": "bf16"}
     result = visionfleet("worker", "-Q", "bulk", env=env, timeout=60)
     assert result.returncode == 2 and "precision bf16 does not run on onnxruntime" in result.stderr
+
+
+def test_a_corrupt_model_file_fails_the_job_after_bounded_tries(tmp_path):
+    export(tmp_path / "photos")
+    (tmp_path / "corrupt.pt").write_bytes(b"not a TorchScript archive")
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), "--model",
+                         f"torchscript:{tmp_path / 'corrupt.pt'}", env=env, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1 and "failed to load 3 times: RuntimeError" in result.stderr, result.stderr
+    assert not (tmp_path / "home" / "broker").exists() or not any((tmp_path / "home" / "broker").iterdir())
+
+
+def test_a_bad_setting_stops_relabel_before_anything_is_planned(tmp_path):
+    export(tmp_path / "photos")
+    env = {**embedded_env(tmp_path), "VISIONFLEET_MAX_BATCH_SIZE": "abc"}
+    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), env=env,
+                         cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "VISIONFLEET_MAX_BATCH_SIZE='abc' is not a whole number" in result.stderr
+    assert "Traceback" not in result.stderr and not any((tmp_path / "labels").iterdir())  # no job

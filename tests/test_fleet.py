@@ -157,3 +157,19 @@ def test_one_fleet_serves_an_fp32_job_and_an_int8_job(bucket, fleet_env, workers
             assert top1[name] in classes, (precision, name)
     assert summary["int8_agreement"] >= 0.98  # the int8 job, checked last
     assert "model artifact built" in workers.logs(tail=100_000)  # its int8 model, calibrated on its own images
+
+
+def test_a_model_that_cannot_load_fails_the_job_within_a_minute_with_the_reason(bucket, fleet_env, workers, tmp_path):
+    for name in KNOWN:
+        bucket.put_object(f"in/{name}", photo_bytes(name))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a TorchScript archive")
+    workers.start(1)
+    for model, words in [("nosuchmodel", "unknown model 'nosuchmodel'"),
+                         (f"torchscript:{corrupt}", "failed to load 3 times: RuntimeError")]:
+        result = visionfleet("relabel", f"oss://{bucket.bucket_name}/in/", "-o", f"oss://{bucket.bucket_name}/out/",
+                             "--model", model, "--wait", env=fleet_env, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
+        status = wait_for_job(fleet_env, workers, result.stdout.strip().splitlines()[-1], timeout=5)
+        assert status["state"] == "failed" and words in status["reason"]

@@ -118,6 +118,13 @@ def test_ctrl_c_commits_prints_the_resume_command_and_the_resume_finishes_exactl
     status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
     assert status["state"] == "running" and 0 < status["done"] < IMAGES
     assert status["workers"] == [] and status["no_worker_for_s"] is not None and status["eta_s"] is None
+
+    # Another run meanwhile: it names the unfinished job and how to finish it, and leaves it alone.
+    other = visionfleet("relabel", str(tmp_path / "originals"), "-o", str(tmp_path / "other"), env=env, timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert f"note: job {job_id} was left unfinished" in other.stderr and resume in other.stderr
+    assert json.loads(visionfleet("status", job_id, "--json", env=env).stdout)["done"] == status["done"]
+
     resume_and_check(tmp_path, env, job_id, resume)
 
 

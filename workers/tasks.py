@@ -14,6 +14,7 @@ from visionfleet.workers.shard_runner import Outcome, ShardRun
 log = logging.getLogger(__name__)
 
 MAX_STORAGE_RETRIES = 8
+MAX_LOAD_TRIES = 3
 
 
 @shared_task(name=RELABEL_SHARD_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
@@ -28,11 +29,8 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     if state in FINAL_STATES:  # e.g. failed by another shard's model check: do not load it again
         log.info("job has ended: message dropped", extra={"job_id": job_id, "shard": shard, "state": state})
         return Outcome.DONE.value
-    try:
-        labeller = ctx.labellers.for_job(meta)
-    except ConfigError as exc:  # the job's model cannot run here (bad spec, int8 gate): fail it, say why
-        ctx.store.set_state(job_id, "failed", f"model {meta['model']} cannot run: {exc}")
-        log.error("job failed: model cannot run", extra={"job_id": job_id, "error": str(exc)})
+    labeller = _labeller(self, ctx, meta)
+    if labeller is None:
         return Outcome.FAILED.value
     run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
                    activity=ctx.activity)
@@ -43,7 +41,7 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
             run.give_up(job_id, shard, f"storage kept failing: {exc}")
             return Outcome.FAILED.value
         # Retry publishes the new message before this one is acked: never lost.
-        raise self.retry(countdown=min(2 ** self.request.retries, 60)) from exc
+        raise self.retry(countdown=_backoff(self.request.retries)) from exc
     if outcome is Outcome.HANDED_BACK:
         # Published before this message is acked: a crash in between leaves
         # two messages, and the second finds the shard done or leased.
@@ -52,6 +50,46 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
         # A live worker holds the lease; look again once it could have expired, or its beats lapsed.
         raise self.retry(countdown=min(ctx.settings.lease_ttl_s / 2, beat_every_s() * LAPSE_AFTER_BEATS))
     return outcome.value
+
+
+def _labeller(task, ctx, meta: dict):
+    """The job's labeller; None once the job is failed because its model cannot run.
+
+    The spec itself wrong (ConfigError: unknown model, missing file, int8 gate)
+    fails the job at once: every worker would say the same. Storage trouble
+    while calibrating is retried like a shard's. Anything else at load (a
+    corrupt file, a runtime missing here, out of memory) may be this worker's
+    own: the message is tried again, by whichever worker takes it, up to
+    MAX_LOAD_TRIES times in all, then the job fails with the reason.
+    """
+    tries = task.request.retries + 1
+    try:
+        return ctx.labellers.for_job(meta)
+    except ConfigError as exc:
+        _fail_job(ctx, meta, f"model {meta['model']} cannot run: {exc}")
+        return None
+    except RetryableError as exc:
+        if tries > MAX_STORAGE_RETRIES:
+            _fail_job(ctx, meta, f"model {meta['model']} could not be prepared, storage kept failing: {exc}")
+            return None
+        raise task.retry(countdown=_backoff(tries - 1)) from exc
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if tries >= MAX_LOAD_TRIES:
+            _fail_job(ctx, meta, f"model {meta['model']} failed to load {tries} times: {reason}")
+            return None
+        log.warning("model failed to load: trying again", extra={"job_id": meta["job_id"], "try": tries,
+                                                                   "error": reason})
+        raise task.retry(countdown=_backoff(tries - 1)) from exc
+
+
+def _fail_job(ctx, meta: dict, reason: str) -> None:
+    ctx.store.set_state(meta["job_id"], "failed", reason)
+    log.error("job failed: its model cannot run", extra={"job_id": meta["job_id"], "error": reason})
+
+
+def _backoff(retries: int) -> float:
+    return min(2 ** retries, 60)
 
 
 @shared_task(name=CLASSIFY_TASK, bind=True, acks_late=True)
