@@ -9,6 +9,7 @@ redundant finds its shard done or leased and costs nothing.
 """
 import json
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +17,7 @@ from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import Checkpoint, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import ConfigError, InputError
-from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.storage import is_oss, storage_for
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,19 @@ def rebuild(store: StateStore, root: str, job_id: str) -> int:
     return len(copies)
 
 
+def _same_place(root: str) -> str:
+    return root if is_oss(root) else os.path.abspath(root)
+
+
 def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable[[str, int], None]) -> list[int]:
     """Enqueue every shard of the job that has not ended; their indices."""
     root = layout.job_root(output, job_id)
     if store.progress(job_id) is None:
         rebuild(store, root, job_id)
+    known = store.job_meta(job_id)["output"]
+    if _same_place(known) != _same_place(root):
+        dest = known.removesuffix(job_id).rstrip("/")
+        raise ConfigError(f"job {job_id} writes to {known}, not {root}; give --output {dest}")
     progress = store.progress(job_id)
     if not progress.planned:
         raise ConfigError(f"job {job_id} is still being planned (or its planner died); start the job again")

@@ -84,6 +84,9 @@ def run_relabel(source: str, output: str, *, model: str | None, shard_size: int 
 def run_resume(job_id: str, output: str, *, wait: bool) -> int:
     from visionfleet.checkpoints.resume import resume_job
 
+    if not is_oss(output):
+        output = os.path.abspath(output)
+
     def start(store: StateStore, send: Send) -> None:
         pending = resume_job(store, output, job_id, send)
         click.echo(f"job {job_id}: {len(pending)} shard(s) enqueued again", err=True)

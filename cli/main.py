@@ -53,7 +53,8 @@ def _job(job_id: str):
 @click.argument("source")
 @click.option("--output", "-o", required=True, help="Local folder or oss://bucket/prefix/ for the labels.")
 @click.option("--model", default=None, help="Model spec (default: efficientnet_lite0; see README).")
-@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(1, 1000),
+              help="Labels kept per image, best first.")
 @click.option("--shard-size", default=None, type=click.IntRange(1, 1_000_000),
               help="URIs per shard message  [default: 1000]")
 @click.option("--all-files", is_flag=True, help="Label every listed file, not only image suffixes.")
@@ -80,7 +81,8 @@ def relabel(source, output, wait, workers, **options) -> None:
 @click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Bulk pool processes; each gets cores/concurrency torch threads.")
 @click.option("--hostname", "-n", default=None, help="Worker node name (Celery's -n).")
-@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--loglevel", "-l", default="INFO", show_default=True,
+              help="DEBUG, INFO, WARNING or ERROR (logs are JSON lines on stderr).")
 def worker(queues, concurrency, hostname, loglevel) -> None:
     """Run a worker (like `celery -A visionfleet.broker.celery_app worker`, plus tcmalloc when installed)."""
     from visionfleet.cli.workers import run_worker

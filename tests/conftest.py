@@ -9,7 +9,7 @@ import redis
 from tests.helpers import REPO, RedisServer, Workers
 from tests.oss_server import start_oss_server
 
-REDIS_URL = os.environ.get("VISIONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = os.environ.get("VISIONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 # Tests send traffic to loopback only: never poll the cloud metadata address.
 os.environ["VISIONFLEET_SPOT_NOTICE_URL"] = "off"
@@ -25,13 +25,18 @@ def model_cache(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The machine's Redis (started by .ci/run when it is not running)."""
+def redis_url():
+    """The machine's Redis (started by .ci/run when it is not running), a database the tests
+    keep to; every key the run creates there is deleted at its end."""
+    client = redis.Redis.from_url(REDIS_URL)
     try:
-        redis.Redis.from_url(REDIS_URL).ping()
+        before = set(client.scan_iter(count=1000))
     except redis.ConnectionError as exc:
         pytest.fail(f"tests need Redis at {REDIS_URL} (.ci/run starts one): {exc}")
-    return REDIS_URL
+    yield REDIS_URL
+    created = set(client.scan_iter(count=1000)) - before
+    if created:
+        client.delete(*created)
 
 
 @pytest.fixture(scope="session")

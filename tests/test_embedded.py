@@ -178,3 +178,14 @@ def test_a_bad_setting_stops_relabel_before_anything_is_planned(tmp_path):
                          cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "VISIONFLEET_MAX_BATCH_SIZE='abc' is not a whole number" in result.stderr
     assert "Traceback" not in result.stderr and not any((tmp_path / "labels").iterdir())  # no job
+
+
+def test_resume_with_another_output_names_the_right_one(tmp_path):
+    export(tmp_path / "photos")
+    env = embedded_env(tmp_path)
+    first = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), env=env)
+    job_id = first.stdout.strip().splitlines()[-1]
+    wrong = visionfleet("resume", job_id, "--output", str(tmp_path / "elsewhere"), env=env)
+    assert wrong.returncode == 2 and f"give --output {tmp_path / 'labels'}" in wrong.stderr, wrong.stderr
+    right = visionfleet("resume", job_id, "--output", "labels", env=env, cwd=tmp_path)  # relative: where typed
+    assert right.returncode == 0 and "0 shard(s) enqueued again" in right.stderr, right.stderr
