@@ -2,6 +2,10 @@
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import amqp
+import kombu
+import pytest
+
 from bench.e2e_bench import make_photos
 from visionfleet.checkpoints import open_store
 from tests.helpers import read_output, visionfleet, wait_until
@@ -90,7 +94,40 @@ def test_bad_inputs_get_error_records_and_the_job_succeeds(bucket, fleet_env, wo
     assert by_name["chelsea.png"]["status"] == "ok"
 
 
-def test_rabbitmq_broker_with_redis_state(bucket, fleet_env, workers, private_redis):
+@pytest.fixture
+def rabbitmq():
+    """The machine's RabbitMQ; the queues and exchanges the test creates there are deleted after it."""
+    names = {"queues": ("bulk", "online"), "exchanges": ("bulk", "online", "celeryev", "celery.pidbox",
+                                                          "reply.celery.pidbox")}
+
+    def existing() -> dict[str, set[str]]:
+        found = {"queues": set(), "exchanges": set()}
+        with kombu.Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+            for kind, declare in (("queues", "queue_declare"), ("exchanges", "exchange_declare")):
+                for name in names[kind]:
+                    channel = conn.channel()  # a failed passive declare closes its channel
+                    try:
+                        if kind == "queues":
+                            channel.queue_declare(name, passive=True)
+                        else:
+                            channel.exchange_declare(name, "direct", passive=True)
+                        found[kind].add(name)
+                    except amqp.exceptions.NotFound:
+                        pass
+        return found
+
+    before = existing()
+    yield RABBITMQ_URL
+    after = existing()
+    with kombu.Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+        channel = conn.channel()
+        for name in after["queues"] - before["queues"]:
+            channel.queue_delete(name)
+        for name in after["exchanges"] - before["exchanges"]:
+            channel.exchange_delete(name)
+
+
+def test_rabbitmq_broker_with_redis_state(rabbitmq, bucket, fleet_env, workers, private_redis):
     """The same path with RabbitMQ carrying the messages and Redis the job state."""
     env = {**fleet_env, "VISIONFLEET_BROKER_URL": RABBITMQ_URL, "VISIONFLEET_STATE_URL": private_redis.url}
     workers.env = env
