@@ -16,6 +16,7 @@ from itertools import islice
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
+from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.models import DEFAULT_MODEL
 from visionfleet.pipeline.runtimes.choice import choose_engine
@@ -46,9 +47,14 @@ def new_job_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def check_access(spec: JobSpec) -> None:
-    """Fail before anything is enqueued if the engine cannot run anywhere, or source or output cannot be reached."""
+def check_access(spec: JobSpec, *, embedded: bool) -> None:
+    """Fail before anything is enqueued if the engine cannot run anywhere, the workers would refuse the
+    model or a place (the same rules, read from this environment), or source or output cannot be reached."""
     choose_engine(spec.runtime, spec.precision, cuda=False)  # a pair no machine runs fails the same on a GPU
+    access = Access.from_env(asdict(spec) if embedded else None)
+    access.check_model(spec.model)
+    for place in filter(None, (spec.source, spec.output, spec.calibration)):
+        access.check_place(place)
     if spec.calibration and not is_oss(spec.calibration) and not os.path.exists(spec.calibration):
         raise ConfigError(f"calibration source {spec.calibration} does not exist; give a folder, a manifest "
                           "or oss://bucket/prefix/ of typical images (VISIONFLEET_CALIBRATION, --calibration)")

@@ -69,9 +69,11 @@ def run_relabel(source: str, output: str, *, model: str | None, shard_size: int 
         options["calibration"] = os.path.abspath(options["calibration"])
     if not is_oss(output):
         output = os.path.abspath(output)
+    if not is_oss(source):
+        source = os.path.abspath(source)
     spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
                    shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)
-    check_access(spec)
+    check_access(spec, embedded=BrokerSettings.from_env().embedded)
     job_id = new_job_id()
 
     def start(store: StateStore, send: Send) -> None:

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -25,6 +25,8 @@ from visionfleet.pipeline.records import error_record, ok_record
 from visionfleet.pipeline.storage import storage_for
 
 log = logging.getLogger(__name__)
+
+Check = Callable[[str], None]  # raises InputError for a URI that may not be touched
 
 
 class LabelCache(Protocol):
@@ -75,9 +77,14 @@ class Labeller:
         """Stop the fetch threads; the labeller is not used again."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def load(self, uri: str, k: int, cache: LabelCache | None = None) -> Loaded:
-        """Fetch and decode one input, or find its labels in ``cache``; never raises for a bad input."""
+    def load(self, uri: str, k: int, cache: LabelCache | None = None, check: Check | None = None) -> Loaded:
+        """Fetch and decode one input, or find its labels in ``cache``; never raises for a bad input.
+
+        ``check`` refuses a URI this worker may not touch (an InputError: its error record), before any read.
+        """
         try:
+            if check is not None:
+                check(uri)
             return self._load(uri, k, cache)
         except InputError as exc:
             return Loaded(uri, error=str(exc))
@@ -127,17 +134,18 @@ class Labeller:
             out.append(ok_record(item.uri, labels, name))
         return out
 
-    def label(self, uris: Iterable[str], k: int, cache: LabelCache | None = None) -> Iterator[dict]:
+    def label(self, uris: Iterable[str], k: int, cache: LabelCache | None = None,
+              check: Check | None = None) -> Iterator[dict]:
         """One record per URI, in input order, yielded a batch at a time."""
         pending: deque[Future] = deque()
         source = iter(uris)
         try:
-            self._top_up(pending, source, k, cache)
+            self._top_up(pending, source, k, cache, check)
             window: list[Loaded] = []
             images = 0
             while pending:
                 item = pending.popleft().result()
-                self._top_up(pending, source, k, cache)
+                self._top_up(pending, source, k, cache, check)
                 window.append(item)
                 images += item.crop is not None
                 if images == self.model.info.max_batch_size:
@@ -148,9 +156,10 @@ class Labeller:
             for future in pending:
                 future.cancel()
 
-    def _top_up(self, pending: deque, source: Iterator[str], k: int, cache: LabelCache | None) -> None:
+    def _top_up(self, pending: deque, source: Iterator[str], k: int, cache: LabelCache | None,
+                check: Check | None) -> None:
         while len(pending) < self._ahead:
             uri = next(source, None)
             if uri is None:
                 return
-            pending.append(self._pool.submit(self.load, uri, k, cache))
+            pending.append(self._pool.submit(self.load, uri, k, cache, check))

@@ -6,6 +6,7 @@ Every source is a stream of URIs; nothing here holds a whole listing, so a
 import os
 from collections.abc import Iterator
 
+from visionfleet.pipeline.access import MAX_URI_BYTES
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
 
@@ -32,7 +33,10 @@ def iter_source(source: str, *, all_files: bool = False) -> Iterator[str]:
 
 def _manifest(source: str) -> Iterator[str]:
     base = os.path.dirname(os.path.abspath(source)) if not is_oss(source) else None
-    for line in storage_for(source).iter_lines(source):
+    for number, line in enumerate(storage_for(source).iter_lines(source, max_chars=MAX_URI_BYTES + 1), 1):
+        if len(line.rstrip("\r\n").encode("utf-8", "surrogatepass")) > MAX_URI_BYTES:
+            raise ConfigError(f"manifest {source}, line {number}: longer than {MAX_URI_BYTES} bytes; a manifest "
+                              "holds one URI per line")
         uri = line.strip()
         if not uri or uri.startswith("#"):
             continue

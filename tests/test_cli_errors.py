@@ -24,7 +24,8 @@ def test_an_output_that_is_a_file_is_refused_before_planning(tmp_path):
 
 
 def test_a_redis_that_does_not_answer_is_named_with_its_password_hidden(tmp_path):
-    env = {**embedded_env(tmp_path), "VISIONFLEET_BROKER_URL": f"redis://:s3cret@127.0.0.1:{free_port()}/0"}
+    env = {**embedded_env(tmp_path), "VISIONFLEET_BROKER_URL": f"redis://:s3cret@127.0.0.1:{free_port()}/0",
+           "VISIONFLEET_LOCAL_ROOTS": str(tmp_path)}
     (tmp_path / "photos").mkdir()
     for args in (["status", "some-job"], ["relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "out")],
                  ["stats"], ["classify", "x.jpg", "--timeout", "2"], ["drain", "--all"]):
@@ -38,7 +39,7 @@ def test_a_broker_that_does_not_answer_stops_relabel_before_a_job_exists(tmp_pat
     before = set(jobs.scan_iter("vf:job:*"))
     (tmp_path / "photos").mkdir()
     env = {**embedded_env(tmp_path), "VISIONFLEET_BROKER_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}//",
-           "VISIONFLEET_STATE_URL": redis_url}
+           "VISIONFLEET_STATE_URL": redis_url, "VISIONFLEET_LOCAL_ROOTS": str(tmp_path)}
     result = visionfleet("relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), env=env, timeout=60)
     assert_clean_error(result, "cannot reach the broker at amqp://guest:***@127.0.0.1")
     assert set(jobs.scan_iter("vf:job:*")) == before

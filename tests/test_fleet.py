@@ -201,11 +201,12 @@ def test_a_model_that_cannot_load_fails_the_job_within_a_minute_with_the_reason(
         bucket.put_object(f"in/{name}", photo_bytes(name))
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a TorchScript archive")
-    workers.start(1)
+    allowed = {"VISIONFLEET_MODELS": f"nosuchmodel,torchscript:{corrupt}"}
+    workers.start(1, **allowed)
     for model, words in [("nosuchmodel", "unknown model 'nosuchmodel'"),
                          (f"torchscript:{corrupt}", "failed to load 3 times: RuntimeError")]:
         result = visionfleet("relabel", f"oss://{bucket.bucket_name}/in/", "-o", f"oss://{bucket.bucket_name}/out/",
-                             "--model", model, "--wait", env=fleet_env, timeout=60)
+                             "--model", model, "--wait", env={**fleet_env, **allowed}, timeout=60)
         assert result.returncode == 1, result.stderr
         assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
         status = wait_for_job(fleet_env, workers, result.stdout.strip().splitlines()[-1], timeout=5)

@@ -216,8 +216,9 @@ def test_poison_shard_fails_with_its_reason_after_bounded_tries(bucket, fleet_en
     red = np.zeros((96, 96, 3), dtype=np.uint8)
     red[..., 0] = 255
     bucket.put_object("in/9999.jpg", jpeg(red, quality=100))
-    workers.start(1, **FAST)
-    job = Job(bucket, fleet_env, 8, shard_size=4, model="tests.poison_model:build")
+    allowed = {"VISIONFLEET_MODELS": "tests.poison_model:build"}  # on the workers, and where relabel checks
+    workers.start(1, **FAST, **allowed)
+    job = Job(bucket, {**fleet_env, **allowed}, 8, shard_size=4, model="tests.poison_model:build")
     status = job.wait_end(workers, timeout=180)
     assert status["state"] == "failed"
     assert list(status["failed_shards"]) == ["2"]

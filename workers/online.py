@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from visionfleet.pipeline.envvars import env_choice, env_float, env_int
 from visionfleet.pipeline.errors import RetryableError
-from visionfleet.pipeline.labeller import LabelCache, Labeller
+from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.storage import is_oss, storage_for
 from visionfleet.workers.batcher import BatchPolicy, DynamicBatcher
@@ -45,8 +45,8 @@ def sidecar_uri(uri: str) -> str:
 
 class OnlineService:
     def __init__(self, labeller: Labeller, settings: OnlineSettings, cache: LabelCache | None,
-                 metrics: Metrics) -> None:
-        self.labeller, self.settings, self.metrics = labeller, settings, metrics
+                 metrics: Metrics, check: Check | None = None) -> None:
+        self.labeller, self.settings, self.metrics, self.check = labeller, settings, metrics, check
         self.cache = cache if settings.cache else None
         policy = BatchPolicy(labeller.model.info.max_batch_size, settings.max_wait_s)
         self.batcher = DynamicBatcher(self._run_batch, policy, on_batch=self._batched)
@@ -55,7 +55,7 @@ class OnlineService:
         """The record for one URI; called from many task threads at once."""
         self.metrics.count("online_requests")
         try:
-            loaded = self.labeller.load(uri, self.settings.top_k, self.cache)
+            loaded = self.labeller.load(uri, self.settings.top_k, self.cache, self.check)
         except RetryableError as exc:
             return error_record(uri, f"storage temporarily unavailable, retry later: {exc}")
         if loaded.crop is None:  # an error or a cache hit: no batch needed

@@ -16,6 +16,7 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import StateStore, open_store
+from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.labeller import LoadSettings
@@ -38,8 +39,11 @@ class ProcessContext:
         self.settings = WorkerSettings.from_env()
         self.runtime = RuntimeSettings.from_env()
         self.load = LoadSettings.from_env()
-        state_url = BrokerSettings.from_env().state_url
+        broker = BrokerSettings.from_env()
+        state_url = broker.state_url
         self.store: StateStore = open_store(state_url)
+        self.embedded_job = broker.embedded_run if broker.embedded else None
+        self.access = Access.from_env()
         shared = state_url.startswith(("redis", "unix"))
         self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
         self.metrics = Metrics(self.redis)
@@ -56,8 +60,13 @@ class ProcessContext:
     def online(self) -> OnlineService:
         if self._online is None:
             settings = OnlineSettings.from_env()
-            self._online = OnlineService(self.labellers.default(default_model()), settings, self.cache(), self.metrics)
+            self._online = OnlineService(self.labellers.default(default_model()), settings, self.cache(), self.metrics,
+                                         check=self.access.check_uri)
         return self._online
+
+    def access_for(self, meta: dict) -> Access:
+        """What this worker may touch for a job: its settings, and in an embedded run, what its own job names."""
+        return Access.from_env(meta) if meta["job_id"] == self.embedded_job else self.access
 
 
 def default_model() -> str:

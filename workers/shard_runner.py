@@ -17,7 +17,7 @@ from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import RetryableError
-from visionfleet.pipeline.labeller import LabelCache, Labeller
+from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import to_jsonl
 from visionfleet.pipeline.storage import storage_for
 from visionfleet.workers.heartbeat import Activity
@@ -48,12 +48,14 @@ class _Shard:
 class ShardRun:
     def __init__(self, store: StateStore, labeller: Labeller, settings: WorkerSettings, owner: str,
                  *, should_stop: Callable[[], bool] = lambda: False, cache: LabelCache | None = None,
-                 clock: Callable[[], float] = time.monotonic, activity: Activity | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, activity: Activity | None = None,
+                 check: Check | None = None) -> None:
         self.store, self.labeller, self.settings, self.owner = store, labeller, settings, owner
         self.activity = activity or Activity()  # what the heartbeat reports
         self._should_stop = should_stop
         self._cache = cache
         self._clock = clock
+        self._check = check  # the inputs this worker may read
 
     def run(self, job_id: str, index: int) -> Outcome:
         meta = self.store.job_meta(job_id)
@@ -108,7 +110,7 @@ class ShardRun:
         # The first commit comes after one model batch, so labels and progress show at once;
         # later ones on the cadence.
         every = min(self.settings.commit_every, self.labeller.model.info.max_batch_size)
-        for record in self.labeller.label(shard.uris[start:], shard.meta["top_k"], cache):
+        for record in self.labeller.label(shard.uris[start:], shard.meta["top_k"], cache, self._check):
             records.append(record)
             self.activity.labelled = len(records)
             end = start + len(records)

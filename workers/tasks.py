@@ -6,6 +6,7 @@ from celery import shared_task
 from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK
 from visionfleet.checkpoints.state import FINAL_STATES
 from visionfleet.pipeline.errors import ConfigError, RetryableError
+from visionfleet.pipeline.records import error_record
 from visionfleet.workers import drain
 from visionfleet.workers.heartbeat import LAPSE_AFTER_BEATS, beat_every_s
 from visionfleet.workers.process import context
@@ -15,11 +16,15 @@ log = logging.getLogger(__name__)
 
 MAX_STORAGE_RETRIES = 8
 MAX_LOAD_TRIES = 3
+MAX_JOB_ID = 128
 
 
 @shared_task(name=RELABEL_SHARD_TASK, bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def relabel_shard(self, job_id: str, shard: int) -> str:
     """Label shard ``shard`` of job ``job_id`` from its last checkpoint to its end."""
+    if not (isinstance(job_id, str) and len(job_id) <= MAX_JOB_ID and isinstance(shard, int) and shard >= 0):
+        log.error("malformed shard message dropped", extra={"job_id": repr(job_id)[:200], "shard": repr(shard)[:50]})
+        return Outcome.UNKNOWN_JOB.value
     ctx = context()
     meta = ctx.store.job_meta(job_id)
     if meta is None:
@@ -29,11 +34,19 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     if state in FINAL_STATES:  # e.g. failed by another shard's model check: do not load it again
         log.info("job has ended: message dropped", extra={"job_id": job_id, "shard": shard, "state": state})
         return Outcome.DONE.value
+    access = ctx.access_for(meta)
+    try:  # before anything is imported, read or written for this job
+        access.check_model(meta["model"])
+        for place in filter(None, (meta["output"], meta.get("calibration"))):
+            access.check_place(place)
+    except ConfigError as exc:
+        _fail_job(ctx, meta, str(exc))
+        return Outcome.FAILED.value
     labeller = _labeller(self, ctx, meta)
     if labeller is None:
         return Outcome.FAILED.value
     run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
-                   activity=ctx.activity)
+                   activity=ctx.activity, check=access.check_uri)
     try:
         outcome = run.run(job_id, shard)
     except RetryableError as exc:
@@ -95,4 +108,6 @@ def _backoff(retries: int) -> float:
 @shared_task(name=CLASSIFY_TASK, bind=True, acks_late=True)
 def classify(self, uri: str) -> dict:
     """Label one image (``oss://...`` or a path the worker can read): the bulk output's record."""
+    if not isinstance(uri, str):
+        return error_record(repr(uri)[:200], "not a URI: give one oss://bucket/key or path string")
     return context().online().classify(uri)

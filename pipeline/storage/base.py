@@ -30,8 +30,11 @@ class Storage(ABC):
         return None
 
     @abstractmethod
-    def iter_lines(self, uri: str) -> Iterator[str]:
-        """The lines of a text object, streamed (for manifests of any size)."""
+    def iter_lines(self, uri: str, max_chars: int) -> Iterator[str]:
+        """The lines of a text object, streamed (for manifests of any size).
+
+        A line longer than ``max_chars`` comes in pieces of at most that many, so
+        no line is ever held whole: the caller refuses a piece of full length."""
 
     @abstractmethod
     def exists(self, uri: str) -> bool:

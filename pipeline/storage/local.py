@@ -65,9 +65,10 @@ class LocalStorage(Storage):
                     # Absolute, but as listed: a symlink's record names the link, not its target.
                     yield os.path.abspath(os.path.join(dirpath, name))
 
-    def iter_lines(self, uri: str) -> Iterator[str]:
+    def iter_lines(self, uri: str, max_chars: int) -> Iterator[str]:
         with open(uri, encoding="utf-8") as f:
-            yield from f
+            while line := f.readline(max_chars):
+                yield line
 
     def exists(self, uri: str) -> bool:
         return os.path.exists(uri)

@@ -157,7 +157,7 @@ class OssStorage(Storage):
         except oss2.exceptions.OssError:
             return None  # the read that follows reports what is wrong
 
-    def iter_lines(self, uri: str) -> Iterator[str]:
+    def iter_lines(self, uri: str, max_chars: int) -> Iterator[str]:
         bucket, key = parse_oss_uri(uri)
         try:
             stream = self._call(self.bucket(bucket).get_object, key)
@@ -169,6 +169,9 @@ class OssStorage(Storage):
             *lines, rest = (rest + chunk).split(b"\n")
             for line in lines:
                 yield line.decode("utf-8")
+            while len(rest) >= max_chars:  # a line with no end in sight: in pieces
+                piece, rest = rest[:max_chars], rest[max_chars:]
+                yield piece.decode("utf-8", "replace")
         if rest:
             yield rest.decode("utf-8")
 

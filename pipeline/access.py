@@ -1,0 +1,85 @@
+"""What a worker may touch: the models it loads, the local folders and OSS buckets it reads and writes.
+
+A message names a model and URIs; a worker acts on them only inside what its
+own settings allow, so whoever can write to the broker cannot make it import
+any module or open any file:
+
+- ``VISIONFLEET_MODELS``: the model specs it loads (comma-separated; default:
+  the built-in model and ``VISIONFLEET_MODEL``);
+- ``VISIONFLEET_LOCAL_ROOTS``: the local folders it reads and writes
+  (``os.pathsep``-separated; default: none);
+- ``VISIONFLEET_OSS_BUCKETS``: the buckets it reads and writes
+  (comma-separated; default: any).
+
+The embedded default runs only the job its own command planned (its own queue
+folder): unset, the allowances are what that job names, its model and its
+source, output and calibration folders.
+"""
+import os
+from dataclasses import dataclass
+
+from visionfleet.pipeline.envvars import env_str
+from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.models import DEFAULT_MODEL
+from visionfleet.pipeline.storage import is_oss
+
+MAX_URI_BYTES = 4096  # longer is no URI anyone meant: an error record (a manifest line: planning fails)
+
+
+@dataclass(frozen=True)
+class Access:
+    models: frozenset[str]
+    local_roots: tuple[str, ...]  # real paths; none: no local path at all
+    oss_buckets: frozenset[str] | None  # None: any bucket
+
+    @classmethod
+    def from_env(cls, job: dict | None = None) -> "Access":
+        """The worker's allowances; ``job``: the one job an embedded command runs, which fills the unset ones."""
+        models = _listed("VISIONFLEET_MODELS", ",")
+        roots = _listed("VISIONFLEET_LOCAL_ROOTS", os.pathsep)
+        if job is not None:
+            models = models or {job["model"]}
+            roots = roots or {_folder(job[k]) for k in ("source", "output", "calibration") if job.get(k)}
+        models = (models or set()) | {DEFAULT_MODEL, env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)}
+        buckets = _listed("VISIONFLEET_OSS_BUCKETS", ",")
+        return cls(frozenset(models), tuple(sorted(os.path.realpath(r) for r in roots or () if not is_oss(r))),
+                   None if buckets is None else frozenset(buckets))
+
+    def check_model(self, spec: str) -> None:
+        """Before anything is imported or opened for ``spec``."""
+        if spec not in self.models:
+            raise ConfigError(f"model {spec} is not allowed on this worker; add it to VISIONFLEET_MODELS")
+
+    def check_place(self, uri: str) -> None:
+        """A job's source, output or calibration: refused as a whole (ConfigError) when outside."""
+        try:
+            self.check_uri(uri)
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def check_uri(self, uri: str) -> None:
+        """One input or output: an InputError (its error record) when it is outside what is allowed."""
+        size = len(uri.encode("utf-8", "surrogatepass"))
+        if size > MAX_URI_BYTES:
+            raise InputError(f"URI of {size} bytes, over the bound of {MAX_URI_BYTES}")
+        if is_oss(uri):
+            bucket = uri[len("oss://"):].split("/", 1)[0]
+            if self.oss_buckets is not None and bucket not in self.oss_buckets:
+                raise InputError(f"bucket {bucket} is not allowed on this worker; add it to VISIONFLEET_OSS_BUCKETS")
+            return
+        real = os.path.realpath(uri)
+        if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.local_roots):
+            raise InputError(f"{uri} is outside the folders workers may use; add its folder to "
+                             "VISIONFLEET_LOCAL_ROOTS")
+
+
+def _listed(name: str, sep: str) -> set[str] | None:
+    raw = env_str(name)
+    if raw is None:
+        return None
+    return {item.strip() for item in raw.split(sep) if item.strip()}
+
+
+def _folder(place: str) -> str:
+    """The folder a local source, output or calibration stands for (a manifest: its folder)."""
+    return place if is_oss(place) or not os.path.isfile(place) else os.path.dirname(os.path.abspath(place))
