@@ -139,7 +139,7 @@ class StateStore(ABC):
 
     @abstractmethod
     def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:
-        """End the shard as failed with ``reason``, if ``token`` still holds the lease."""
+        """End the shard as failed with ``reason``, if ``token`` still holds the lease and it is not done."""
 
     @abstractmethod
     def release(self, job_id: str, shard: int, token: str) -> None:

@@ -15,6 +15,7 @@ from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.models import DEFAULT_MODEL, load_model
 from visionfleet.pipeline.runtimes.choice import Engine, choose_engine
+from visionfleet.pipeline.storage import storage_for
 
 from bench.e2e_bench import make_photos
 from bench.samples import bundled
@@ -139,8 +140,9 @@ def test_artifact_cache_builds_once_and_rebuilds_what_fails_verification(cache_r
     assert (again, same) == (first, manifest) and len(builds) == 1 and manifest["note"] == "kept"
     other, _ = cache.get_or_build("m-fp32", {"weights": "changed"}, build)
     assert other != first and len(builds) == 2
-    artifact = next(uri for uri in cache._storage.list(cache_root) if uri.endswith(".onnx") and "m-fp32" in uri)
-    cache._storage.write(artifact, b"damaged")
+    storage = storage_for(cache_root)
+    artifact = next(uri for uri in storage.list(cache_root) if uri.endswith(".onnx") and "m-fp32" in uri)
+    storage.write(artifact, b"damaged")
     with caplog.at_level(logging.WARNING):
         cache.get_or_build("m-fp32", {"weights": "abc"}, build)
         cache.get_or_build("m-fp32", {"weights": "changed"}, build)

@@ -5,6 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import amqp
 import kombu
 import pytest
+import redis
 
 from bench.e2e_bench import make_photos
 from visionfleet.checkpoints import open_store
@@ -149,7 +150,7 @@ def test_bulk_job_can_use_the_dedup_cache(bucket, fleet_env, workers):
     out = f"oss://{bucket.bucket_name}/out/"
     first = relabel(fleet_env, f"oss://{bucket.bucket_name}/dup/", "--output", out, "--cache")
     assert wait_for_job(fleet_env, workers, first)["state"] == "succeeded"
-    metrics = open_store(fleet_env["VISIONFLEET_BROKER_URL"])._r
+    metrics = redis.Redis.from_url(fleet_env["VISIONFLEET_BROKER_URL"])
     hits_before = int(metrics.hget("vf:metrics", "cache_hits") or 0)
     second = relabel(fleet_env, f"oss://{bucket.bucket_name}/again/", "--output", out, "--cache")
     assert wait_for_job(fleet_env, workers, second)["state"] == "succeeded"
@@ -166,7 +167,7 @@ def test_cancelled_job_is_not_run(bucket, fleet_env, workers):
     assert result.returncode == 0 and "cancelled" in result.stdout
     assert visionfleet("cancel", job_id, env=fleet_env).returncode == 2  # already ended
     (worker,) = workers.start(1)
-    bulk_queue = open_store(fleet_env["VISIONFLEET_BROKER_URL"])._r
+    bulk_queue = redis.Redis.from_url(fleet_env["VISIONFLEET_BROKER_URL"])
     wait_until(lambda: bulk_queue.llen("bulk") == 0 and "cancelled" in workers.logs(), 60, "the message consumed")
     status = json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)
     assert (status["state"], status["done"]) == ("cancelled", 0)

@@ -28,10 +28,10 @@ def job(tmp_path):
     return store, job_id, tmp_path / "out" / job_id
 
 
-def runner(store, owner="w1", commit_every=6, stop=lambda: False) -> ShardRun:
+def runner(store, owner="w1", commit_every=6, stop=lambda: False, interval_s=3600.0, clock=None) -> ShardRun:
     labeller = Labeller(CountingModel(max_batch_size=4), LoadSettings(io_threads=2))
-    return ShardRun(store, labeller, WorkerSettings(commit_every=commit_every, commit_interval_s=3600,
-                                                    lease_ttl_s=60), owner, should_stop=stop)
+    settings = WorkerSettings(commit_every=commit_every, commit_interval_s=interval_s, lease_ttl_s=60)
+    return ShardRun(store, labeller, settings, owner, should_stop=stop, **({"clock": clock} if clock else {}))
 
 
 def test_commits_every_n_and_finalises(job):
@@ -71,21 +71,16 @@ def test_busy_while_another_lease_runs(job):
 
 def test_lost_lease_refuses_the_commit_and_removes_the_orphan(job):
     store, job_id, root = job
-    run = runner(store)
 
     def steal() -> bool:  # another worker takes the shard mid-run
-        store.release(job_id, 0, store_lease_token(store, job_id))
+        store.release(job_id, 0, run.activity.token)
         store.acquire(job_id, 0, "thief", ttl_s=60)
         return False
 
-    run._should_stop = steal
+    run = runner(store, stop=steal)
     assert run.run(job_id, 0) is Outcome.LOST_LEASE
     assert store.checkpoint(job_id, 0).offset == 0
     assert list(root.glob("part-*.jsonl")) == []
-
-
-def store_lease_token(store, job_id) -> str:
-    return store._all("SELECT token FROM shards WHERE job_id = ? AND idx = 0", job_id)[0][0]
 
 
 def test_unknown_job(tmp_path):
@@ -117,3 +112,17 @@ def test_cancelled_job_stops_at_the_next_commit(job):
     assert runner(store, owner="w2").run(job_id, 0) is Outcome.CANCELLED  # redeliveries do nothing
     assert not (root / "_SUCCESS.json").exists()
     assert store.progress(job_id).state == "cancelled"
+
+
+def test_commits_also_on_time_under_an_injected_clock(job):
+    store, job_id, _ = job
+    now = [0.0]
+
+    def clock() -> float:  # each look at the time finds 1 s gone
+        now[0] += 1.0
+        return now[0]
+
+    assert runner(store, commit_every=1000, interval_s=5.5, clock=clock).run(job_id, 0) is Outcome.DONE
+    spans = sorted(tuple(map(int, p.split("-")[2:4])) for p in store.parts(job_id))
+    # The first after one model batch; then one look per record and one per commit: 6 records per 5.5 s.
+    assert spans == [(0, 4), (4, 10), (10, 16), (16, 20)]

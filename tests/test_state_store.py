@@ -160,3 +160,13 @@ def test_beats_show_live_workers_and_a_forgotten_one_frees_its_lease_at_once(sto
     assert taken is not None and taken.takeovers == 1
     store.forget(idle)
     assert not [w for w in store.workers() if w["owner"].startswith(job_id)]
+
+
+def test_a_done_shard_cannot_be_failed(store, job_id):
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=1, shards=1)
+    lease = store.acquire(job_id, 0, "w1", ttl_s=60)
+    assert commit(store, job_id, lease, 1, ok=1, part="a", done=True)
+    assert not store.fail_shard(job_id, 0, lease.token, "too late")
+    p = store.progress(job_id)
+    assert p.failed_shards == {} and store.checkpoint(job_id, 0).failed is None and p.shards_done == 1
