@@ -44,22 +44,23 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
 class RedisServer:
     """A private redis-server on a free port, keeping nothing on disk."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, password: str | None = None) -> None:
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server is not installed; install it (Debian: apt-get install redis-server)")
-        self.workdir = workdir
+        self.workdir, self.password = workdir, password
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.start()
 
     def start(self) -> None:
+        auth = ["--requirepass", self.password] if self.password else []
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+             "--dir", str(self.workdir), *auth], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         import redis
 
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password)
         wait_until(lambda: _pings(client), 10, "private redis-server to answer")
 
     def crash_and_restart_empty(self) -> None:

@@ -1,0 +1,57 @@
+"""Secrets stay secret: after a whole fleet run with a Redis password and an OSS key secret set,
+neither appears in any log, status line, record, summary, metric or Redis value."""
+import json
+
+import redis
+
+from tests.helpers import RedisServer, Workers, visionfleet, wait_until
+from tests.photos import KNOWN, photo_bytes
+
+PASSWORD = "pw-Vf7q2Zr9"
+
+
+def test_no_secret_reaches_a_log_a_status_a_record_or_redis(bucket, fleet_env, oss_server, tmp_path):
+    server = RedisServer(tmp_path, password=PASSWORD)
+    env = {**fleet_env, "VISIONFLEET_BROKER_URL": server.url}
+    secrets = (PASSWORD, oss_server.access_key_secret)
+    pool = Workers(env, tmp_path)
+    try:
+        for name in KNOWN:
+            bucket.put_object(f"in/{name}", photo_bytes(name))
+        bucket.put_object("in/broken.jpg", b"\xff\xd8 not a jpeg")
+        pool.start(1, queues="online,bulk")
+        src, out = f"oss://{bucket.bucket_name}/in/", f"oss://{bucket.bucket_name}/out/"
+        outputs = [visionfleet("relabel", src, "-o", out, "--wait", env=env, timeout=240)]
+        assert outputs[0].returncode == 0, outputs[0].stderr + pool.logs()
+        job_id = outputs[0].stdout.split()[-1]
+        outputs += [visionfleet("status", job_id, "--json", env=env), visionfleet("stats", "--json", env=env),
+                    visionfleet("classify", f"{src}coffee.png", f"oss://{bucket.bucket_name}/nope.jpg",
+                                "--timeout", "60", env=env),
+                    visionfleet("status", "no-such-job", env={**env, "VISIONFLEET_BROKER_URL":
+                                                               server.url.replace(str(server.port), "1")})]
+        text = [o.stdout + o.stderr for o in outputs] + [pool.logs(tail=10_000_000)]
+        text += [bucket.get_object(o.key).read().decode("utf-8", "replace")
+                 for o in _objects(bucket, f"out/{job_id}/")]
+        client = redis.Redis.from_url(server.url)
+        wait_until(lambda: client.dbsize() > 0, 5, "state in Redis")
+        text += [repr(_value(client, key)) for key in client.scan_iter(count=1000)]
+        assert "_SUCCESS.json" in "".join(o.key for o in _objects(bucket, f"out/{job_id}/"))
+        for secret in secrets:
+            leaks = [t[max(0, t.find(secret) - 80): t.find(secret) + 80] for t in text if secret in t]
+            assert not leaks, f"secret found: {leaks[:3]}"
+        assert "***" in outputs[-1].stderr  # the password was there to hide: it was hidden
+    finally:
+        pool.stop_all()
+        server.stop()
+
+
+def _objects(bucket, prefix):
+    import oss2
+
+    return list(oss2.ObjectIteratorV2(bucket, prefix=prefix))
+
+
+def _value(client, key):
+    kind = client.type(key).decode()
+    return {"string": client.get, "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
+            "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1)}.get(kind, lambda k: kind)(key)
