@@ -44,23 +44,33 @@ def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
 class RedisServer:
     """A private redis-server on a free port, keeping nothing on disk."""
 
-    def __init__(self, workdir: Path, password: str | None = None) -> None:
+    def __init__(self, workdir: Path, password: str | None = None, tls: Path | None = None) -> None:
+        """``tls``: a folder with ca.pem, server.pem and server.key; then TLS only (``rediss://``)."""
         self.binary = shutil.which("redis-server")
         if self.binary is None:
             raise RuntimeError("redis-server is not installed; install it (Debian: apt-get install redis-server)")
-        self.workdir, self.password = workdir, password
+        self.workdir, self.password, self.tls = workdir, password, tls
         self.port = free_port()
-        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
+        auth = f":{password}@" if password else ""
+        if tls:
+            self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={tls / 'ca.pem'}"
+        else:
+            self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
         self.start()
 
     def start(self) -> None:
-        auth = ["--requirepass", self.password] if self.password else []
+        options = ["--requirepass", self.password] if self.password else []
+        port = ["--port", str(self.port)]
+        if self.tls:
+            port = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls / "server.pem"),
+                    "--tls-key-file", str(self.tls / "server.key"), "--tls-ca-cert-file", str(self.tls / "ca.pem"),
+                    "--tls-auth-clients", "no"]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir), *auth], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            [self.binary, *port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir), *options], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         import redis
 
-        client = redis.Redis(port=self.port, password=self.password)
+        client = redis.Redis.from_url(self.url)
         wait_until(lambda: _pings(client), 10, "private redis-server to answer")
 
     def crash_and_restart_empty(self) -> None:

@@ -1,6 +1,8 @@
-"""Secrets stay secret: after a whole fleet run with a Redis password and an OSS key secret set,
-neither appears in any log, status line, record, summary, metric or Redis value."""
-import json
+"""Redis over TLS with a password, and secrets that stay secret: after a whole fleet run
+(Celery broker, result backend and job state all on ``rediss://``) with a Redis password
+and an OSS key secret set, neither appears in any log, status line, record, summary,
+metric or Redis value."""
+import subprocess
 
 import redis
 
@@ -10,8 +12,26 @@ from tests.photos import KNOWN, photo_bytes
 PASSWORD = "pw-Vf7q2Zr9"
 
 
-def test_no_secret_reaches_a_log_a_status_a_record_or_redis(bucket, fleet_env, oss_server, tmp_path):
-    server = RedisServer(tmp_path, password=PASSWORD)
+def tls_files(folder):
+    """A throwaway CA and a server certificate for 127.0.0.1, made with openssl."""
+    folder.mkdir()
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", "/CN=visionfleet-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/CN=127.0.0.1")
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return folder
+
+
+def test_tls_redis_with_a_password_runs_a_job_and_no_secret_leaks(bucket, fleet_env, oss_server, tmp_path):
+    server = RedisServer(tmp_path, password=PASSWORD, tls=tls_files(tmp_path / "tls"))
+    assert server.url.startswith("rediss://")
     env = {**fleet_env, "VISIONFLEET_BROKER_URL": server.url}
     secrets = (PASSWORD, oss_server.access_key_secret)
     pool = Workers(env, tmp_path)
