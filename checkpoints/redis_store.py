@@ -78,7 +78,8 @@ local info = cjson.decode(ARGV[2])
 info['seen_at'] = now
 info['alive_until'] = now + tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
-if KEYS[2] ~= '' then redis.call('HSET', KEYS[2], 'seen_at', now) end
+-- Only a job the store knows: after Redis lost its data, a beat must not recreate half a job.
+if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'seen_at', now) end
 if KEYS[3] ~= '' and redis.call('HGET', KEYS[3], 'token') == ARGV[4] then
   redis.call('HSET', KEYS[3], 'alive_until', now + tonumber(ARGV[3]))
 end

@@ -4,11 +4,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from visionfleet.pipeline.errors import VisionfleetError
 
 STOP_TIMEOUT_S = 30
+GROUP_GONE_TIMEOUT_S = 5
 
 
 class WorkerProcesses:
@@ -54,6 +56,9 @@ class WorkerProcesses:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        if self.own_session:  # their pool processes too: whoever looks next must find them gone
+            for p in self.procs:
+                _wait_group_gone(p.pid, GROUP_GONE_TIMEOUT_S)
 
     def kill_now(self) -> None:
         """Stop at once: each worker and its pool processes (their own group, when in their own session).
@@ -87,3 +92,21 @@ class WorkerProcesses:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _wait_group_gone(pgid: int, timeout_s: float) -> None:
+    """Until no live process (zombies do not count) is left in the group; Linux only, else at once."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _group_alive(pgid):
+        time.sleep(0.05)  # a killed process leaves within milliseconds; nothing to wait on but /proc
+
+
+def _group_alive(pgid: int) -> bool:
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False

@@ -33,7 +33,7 @@ def iter_source(source: str, *, all_files: bool = False) -> Iterator[str]:
 
 def _manifest(source: str) -> Iterator[str]:
     base = os.path.dirname(os.path.abspath(source)) if not is_oss(source) else None
-    for number, line in enumerate(storage_for(source).iter_lines(source, max_chars=MAX_URI_BYTES + 1), 1):
+    for number, line in _numbered_lines(source):
         if len(line.rstrip("\r\n").encode("utf-8", "surrogatepass")) > MAX_URI_BYTES:
             raise ConfigError(f"manifest {source}, line {number}: longer than {MAX_URI_BYTES} bytes; a manifest "
                               "holds one URI per line")
@@ -43,3 +43,13 @@ def _manifest(source: str) -> Iterator[str]:
         if base is not None and not is_oss(uri) and not os.path.isabs(uri):
             uri = os.path.join(base, uri)  # relative to the manifest, as a user means it
         yield uri
+
+
+def _numbered_lines(source: str) -> Iterator[tuple[int, str]]:
+    number = 0
+    try:
+        for number, line in enumerate(storage_for(source).iter_lines(source, max_chars=MAX_URI_BYTES + 1), 1):
+            yield number, line
+    except UnicodeDecodeError:
+        raise ConfigError(f"manifest {source}, line {number + 1}: not UTF-8 text; a manifest is a text file "
+                          "with one URI per line (to label an image, give its folder)") from None

@@ -122,3 +122,11 @@ def test_an_online_request_for_a_local_file_gets_an_error_record_without_a_read(
                       "workers may use; add its folder to VISIONFLEET_LOCAL_ROOTS"}
     assert "bytes" not in passwd["error"].split("use;")[0]  # nothing about the file itself
     assert long["status"] == "error" and f"over the bound of {MAX_URI_BYTES}" in long["error"]
+
+
+def test_a_manifest_that_is_not_text_is_refused_with_its_line(tmp_path):
+    manifest = tmp_path / "list.txt"
+    manifest.write_bytes(b"a.jpg\n\x89PNG\r\n\x1a\n\x00\xff")
+    result = visionfleet("relabel", str(manifest), "-o", str(tmp_path / "out"), env=embedded_env(tmp_path))
+    assert result.returncode == 2 and "list.txt, line 2: not UTF-8 text" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr

@@ -170,3 +170,9 @@ def test_a_done_shard_cannot_be_failed(store, job_id):
     assert not store.fail_shard(job_id, 0, lease.token, "too late")
     p = store.progress(job_id)
     assert p.failed_shards == {} and store.checkpoint(job_id, 0).failed is None and p.shards_done == 1
+
+
+def test_a_beat_for_a_job_the_store_lost_does_not_bring_half_of_it_back(store, job_id):
+    store.beat(f"{job_id}-w1", {"job_id": job_id, "shard": 0, "token": "t"}, ttl_s=60)
+    assert store.progress(job_id) is None and store.job_meta(job_id) is None
+    store.forget(f"{job_id}-w1")

@@ -66,9 +66,9 @@ class LocalStorage(Storage):
                     yield os.path.abspath(os.path.join(dirpath, name))
 
     def iter_lines(self, uri: str, max_chars: int) -> Iterator[str]:
-        with open(uri, encoding="utf-8") as f:
+        with open(uri, "rb") as f:  # decoded line by line: a bad byte is reported at its line
             while line := f.readline(max_chars):
-                yield line
+                yield line.decode("utf-8")
 
     def exists(self, uri: str) -> bool:
         return os.path.exists(uri)
