@@ -7,7 +7,9 @@ nothing until a worker or producer actually sends or consumes.
 from celery import Celery
 from kombu import Exchange, Queue
 
-from visionfleet.broker.routes import BULK_QUEUE, CLASSIFY_TASK, ONLINE_QUEUE, RELABEL_SHARD_TASK
+from visionfleet.broker.routes import (
+    BULK_QUEUE, CLASSIFY_TASK, DEFAULT_NAMESPACE, NAMESPACE, ONLINE_QUEUE, RELABEL_SHARD_TASK,
+)
 from visionfleet.broker.settings import BrokerSettings
 
 
@@ -36,8 +38,16 @@ def make_app(settings: BrokerSettings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         result_expires=settings.result_expires_s,
+        **_namespaced(),
     )
     return app
+
+
+def _namespaced() -> dict:
+    """Another namespace's remote control (``drain --all``) and events never reach this fleet."""
+    if NAMESPACE == DEFAULT_NAMESPACE:
+        return {}
+    return {"control_exchange": f"{NAMESPACE}.celery", "event_exchange": f"{NAMESPACE}.celeryev"}
 
 
 def _transport_options(settings: BrokerSettings) -> dict:
@@ -54,9 +64,12 @@ def _transport_options(settings: BrokerSettings) -> dict:
         # to the queue after this long unacked; a live worker's shard that
         # outlasts it is refused by the lease, not run twice.
         redeliver = settings.redeliver_after_s
-        return {"visibility_timeout": redeliver, "unacked_restore_interval": min(10, max(1, redeliver // 4)),
-                "unacked_restore_throttle": 1, "socket_timeout": 30, "socket_connect_timeout": 10,
-                "health_check_interval": 25}
+        options = {"visibility_timeout": redeliver, "unacked_restore_interval": min(10, max(1, redeliver // 4)),
+                   "unacked_restore_throttle": 1, "socket_timeout": 30, "socket_connect_timeout": 10,
+                   "health_check_interval": 25}
+        if NAMESPACE != DEFAULT_NAMESPACE:  # kombu's own keys (unacked messages, bindings) too
+            options["global_keyprefix"] = f"{NAMESPACE}:broker:"
+        return options
     return {}
 
 

@@ -4,6 +4,7 @@ Each shard's URI list is written under the job's output before its one
 message is sent, so a 50M-image job is ~50k small messages, workers start
 on the first shards while listing goes on, and the plan outlives the broker.
 """
+import itertools
 import json
 import logging
 import os
@@ -11,7 +12,6 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from itertools import islice
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import StateStore
@@ -21,7 +21,7 @@ from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.models import DEFAULT_MODEL
 from visionfleet.pipeline.runtimes.choice import choose_engine
 from visionfleet.pipeline.sources import iter_source
-from visionfleet.pipeline.storage import is_oss, storage_for
+from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ class JobSpec:
     runtime: str = "auto"  # auto: each worker picks the fastest it has
     precision: str = "auto"
     calibration: str | None = None  # int8 calibration images; None: the job's own
+    allow_empty: bool = False  # else a source that matches nothing is a mistake (a typo in a prefix)
 
 
 def new_job_id() -> str:
@@ -79,14 +80,29 @@ def _check_local_output(folder: str) -> None:
 
 
 def chunks(uris: Iterator[str], size: int) -> Iterator[list[str]]:
-    while chunk := list(islice(uris, size)):
+    while chunk := list(itertools.islice(uris, size)):
         yield chunk
+
+
+def _listing(spec: JobSpec) -> Iterator[str]:
+    """The source's URIs, its first one already found: a source that matches none (or cannot be
+    read at all) is refused before anything is written or enqueued."""
+    uris = iter_source(spec.source, all_files=spec.all_files)
+    first = next(uris, None)
+    if first is None:
+        if not spec.allow_empty:
+            only = "" if spec.all_files else f" (only files ending {' '.join(IMAGE_SUFFIXES)} are kept)"
+            raise ConfigError(f"source {spec.source} matched no images{only}; check it for a typo, use "
+                              "--all-files to take every file, or --allow-empty to accept an empty job")
+        return iter(())
+    return itertools.chain([first], uris)
 
 
 def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], None],
              job_id: str | None = None) -> str:
     """Create the job, write and enqueue its shards as the listing streams; return its id."""
     job_id = job_id or new_job_id()
+    uris = _listing(spec)
     root = layout.job_root(spec.output, job_id)
     meta = {**asdict(spec), "job_id": job_id, "output": root, "created_at": time.time()}
     storage = storage_for(root)
@@ -94,7 +110,7 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
     store.create_job(job_id, meta)
     total = shards = 0
     try:
-        for index, chunk in enumerate(chunks(iter_source(spec.source, all_files=spec.all_files), spec.shard_size)):
+        for index, chunk in enumerate(chunks(uris, spec.shard_size)):
             storage.write(layout.shard_list(root, index), ("\n".join(chunk) + "\n").encode("utf-8"))
             send_shard(job_id, index)
             total, shards = total + len(chunk), shards + 1
@@ -105,5 +121,5 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
     storage.write(layout.plan_file(root), json.dumps({"total": total, "shards": shards}).encode())
     store.set_planned(job_id, total, shards)
     log.info("job planned", extra={"job_id": job_id, "total": total, "shards": shards})
-    finalize_if_complete(store, job_id)  # an empty source is done at once
+    finalize_if_complete(store, job_id)  # an empty source (--allow-empty) is done at once
     return job_id

@@ -5,6 +5,7 @@ filesystem transport and a SQLite state file under ``VISIONFLEET_HOME``,
 so a whole job runs on one machine with no server at all.
 """
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Set by an embedded command for the workers it starts: the run's own queue folder, so
 # messages left by another, interrupted run are never taken by this one.
 EMBEDDED_RUN_ENV = "VISIONFLEET_EMBEDDED_RUN"
+JOB_TTL_S = 7 * 24 * 3600  # an ended job's state; its output and durable checkpoints stay
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class BrokerSettings:
     redeliver_after_s: int = 300
     result_expires_s: int = 3600
     embedded_run: str = "default"
+    job_ttl_s: int = JOB_TTL_S
 
     @property
     def embedded(self) -> bool:
@@ -37,11 +40,13 @@ class BrokerSettings:
 
     @classmethod
     def from_env(cls) -> "BrokerSettings":
+        _check_namespace()
         home = visionfleet_home()
         broker = env_str("VISIONFLEET_BROKER_URL")
+        ttl = env_int("VISIONFLEET_JOB_TTL_S", JOB_TTL_S)
         if broker is None:
             return cls(None, f"file://{home / 'results'}", f"sqlite:///{home / 'state.db'}", home,
-                       embedded_run=env_str(EMBEDDED_RUN_ENV) or "default")
+                       embedded_run=env_str(EMBEDDED_RUN_ENV) or "default", job_ttl_s=ttl)
         is_redis = broker.startswith(_REDIS_SCHEMES)
         if not (is_redis or broker.startswith(("amqp://", "amqps://", "pyamqp://"))):
             raise ConfigError(
@@ -58,13 +63,20 @@ class BrokerSettings:
         # pointed at the broker gets its answer.
         backend = env_str("VISIONFLEET_RESULT_BACKEND") or (broker if is_redis else state)
         return cls(broker, backend, state, home, env_int("VISIONFLEET_REDELIVER_AFTER_S", 300, minimum=2),
-                   env_int("VISIONFLEET_RESULT_EXPIRES_S", 3600, minimum=1))
+                   env_int("VISIONFLEET_RESULT_EXPIRES_S", 3600, minimum=1), job_ttl_s=ttl)
 
     def prepare(self) -> None:
         """Create the embedded folders; kombu's filesystem transport needs them to exist."""
         if self.embedded:
             for folder in (self.broker_dir, self.home / "results"):
                 os.makedirs(folder, exist_ok=True)
+
+
+def _check_namespace() -> None:
+    value = env_str("VISIONFLEET_NAMESPACE")
+    if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value):
+        raise ConfigError(f"VISIONFLEET_NAMESPACE={value!r} is not a namespace; use up to 32 lowercase letters, "
+                          "digits, '-' or '_', e.g. staging")
 
 
 def redact(url: str) -> str:

@@ -1,5 +1,7 @@
 """Every Redis key name the product uses, in one place."""
-PREFIX = "vf"
+from visionfleet.broker.routes import NAMESPACE
+
+PREFIX = NAMESPACE  # VISIONFLEET_NAMESPACE
 
 
 def job(job_id: str) -> str:
@@ -15,6 +17,10 @@ def job_parts(job_id: str) -> str:
 def job_failed(job_id: str) -> str:
     """Hash: shard index -> failure reason."""
     return f"{PREFIX}:job:{job_id}:failed"
+
+
+JOBS = f"{PREFIX}:jobs"
+"""Sorted set: job id, scored by creation time (``visionfleet jobs``); entries of expired jobs are pruned."""
 
 
 def shard(job_id: str, index: int) -> str:

@@ -13,7 +13,9 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from visionfleet.checkpoints import keys
-from visionfleet.checkpoints.state import Checkpoint, Lease, Progress, StateStore, derive_state, new_token
+from visionfleet.checkpoints.state import (
+    FINAL_STATES, Checkpoint, Lease, Progress, StateStore, derive_state, new_token,
+)
 
 # KEYS: shard, job. ARGV: owner, ttl_s, token. Returns takeovers, or nil while another lease runs.
 _ACQUIRE = """
@@ -95,7 +97,8 @@ end
 
 
 class RedisStore(StateStore):
-    def __init__(self, url: str, *, retries: int = 12) -> None:
+    def __init__(self, url: str, *, retries: int = 12, job_ttl_s: float | None = None) -> None:
+        self.job_ttl_s = job_ttl_s
         # ~1 minute of backoff in all: long enough for a Redis restart.
         retry = Retry(ExponentialBackoff(cap=8, base=0.25), retries)
         self._r = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, retry=retry,
@@ -109,10 +112,14 @@ class RedisStore(StateStore):
         self._forget = self._r.register_script(_FORGET)
 
     def create_job(self, job_id: str, meta: dict) -> None:
-        self._r.hset(keys.job(job_id), mapping={
+        created = meta.get("created_at", time.time())
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(keys.job(job_id), mapping={
             "meta": json.dumps(meta), "planned": 0, "total": 0, "shards": 0, "ok": 0, "errors": 0,
-            "shards_done": 0, "created_at": meta.get("created_at", time.time()),
+            "shards_done": 0, "created_at": created,
         })
+        pipe.zadd(keys.JOBS, {job_id: created})
+        pipe.execute()
 
     def job_meta(self, job_id: str) -> dict | None:
         raw = self._r.hget(keys.job(job_id), "meta")
@@ -165,6 +172,35 @@ class RedisStore(StateStore):
 
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
         self._r.hset(keys.job(job_id), mapping={"state": state, "reason": reason or ""})
+        if self.job_ttl_s is not None and state in FINAL_STATES:
+            self._each_key(job_id, lambda pipe, key: pipe.expire(key, max(1, int(self.job_ttl_s))))
+
+    def _each_key(self, job_id: str, act) -> None:
+        """``act(pipe, key)`` for every key of the job, in pipelined batches (a 50M job has 100k keys)."""
+        shards = int(self._r.hget(keys.job(job_id), "shards") or 0)
+        names = [keys.job(job_id), keys.job_parts(job_id), keys.job_failed(job_id)]
+        names += (name for i in range(shards) for name in (keys.shard(job_id, i), keys.shard_parts(job_id, i)))
+        for start in range(0, len(names), 10_000):
+            pipe = self._r.pipeline(transaction=False)
+            for name in names[start:start + 10_000]:
+                act(pipe, name)
+            pipe.execute()
+
+    def jobs(self, limit: int) -> list[Progress]:
+        found = []
+        for job_id in self._r.zrevrange(keys.JOBS, 0, -1):
+            progress = self.progress(job_id)
+            if progress is None:  # expired
+                self._r.zrem(keys.JOBS, job_id)
+                continue
+            found.append(progress)
+            if len(found) >= limit:
+                break
+        return found
+
+    def purge(self, job_id: str) -> None:
+        self._each_key(job_id, lambda pipe, key: pipe.delete(key))
+        self._r.zrem(keys.JOBS, job_id)
 
     def progress(self, job_id: str) -> Progress | None:
         h = self._r.hgetall(keys.job(job_id))

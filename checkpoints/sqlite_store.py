@@ -11,7 +11,9 @@ import threading
 import time
 from contextlib import contextmanager
 
-from visionfleet.checkpoints.state import Checkpoint, Lease, Progress, StateStore, derive_state, new_token
+from visionfleet.checkpoints.state import (
+    FINAL_STATES, Checkpoint, Lease, Progress, StateStore, derive_state, new_token,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -27,11 +29,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS parts_by_name ON parts (job_id, name);
 CREATE TABLE IF NOT EXISTS workers (owner TEXT PRIMARY KEY, info TEXT NOT NULL, alive_until REAL NOT NULL);
 """
 # Columns added after the first release: a state file from then gains them on open.
-_ADDED = {"shards": {"alive_until": "REAL"}, "jobs": {"seen_at": "REAL"}}
+_ADDED = {"shards": {"alive_until": "REAL"}, "jobs": {"seen_at": "REAL", "expires_at": "REAL"}}
 
 
 class SqliteStore(StateStore):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, job_ttl_s: float | None = None) -> None:
+        self.job_ttl_s = job_ttl_s
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._lock = threading.Lock()
@@ -62,6 +65,7 @@ class SqliteStore(StateStore):
             return self._db.execute(sql, args).fetchall()
 
     def create_job(self, job_id: str, meta: dict) -> None:
+        self._drop_expired()  # housekeeping at a natural moment: not on every read
         with self._tx() as db:
             db.execute("INSERT INTO jobs (job_id, meta, created_at) VALUES (?, ?, ?)",
                        (job_id, json.dumps(meta), meta.get("created_at", time.time())))
@@ -150,8 +154,25 @@ class SqliteStore(StateStore):
                        "WHERE job_id = ?", (c.ok, c.errors, int(c.done), job_id))
 
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
+        expires = time.time() + self.job_ttl_s if self.job_ttl_s is not None and state in FINAL_STATES else None
         with self._tx() as db:
-            db.execute("UPDATE jobs SET state = ?, reason = ? WHERE job_id = ?", (state, reason, job_id))
+            db.execute("UPDATE jobs SET state = ?, reason = ?, expires_at = ? WHERE job_id = ?",
+                       (state, reason, expires, job_id))
+
+    def jobs(self, limit: int) -> list[Progress]:
+        self._drop_expired()
+        ids = [r[0] for r in self._all("SELECT job_id FROM jobs ORDER BY created_at DESC LIMIT ?", limit)]
+        return [p for p in map(self.progress, ids) if p is not None]
+
+    def purge(self, job_id: str) -> None:
+        with self._tx() as db:
+            for table in ("jobs", "shards", "parts"):
+                db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+
+    def _drop_expired(self) -> None:
+        expired = [r[0] for r in self._all("SELECT job_id FROM jobs WHERE expires_at < ?", time.time())]
+        for job_id in expired:
+            self.purge(job_id)
 
     def progress(self, job_id: str) -> Progress | None:
         rows = self._all("SELECT planned, total, shards, shards_done, ok, errors, state, reason, created_at, "

@@ -149,9 +149,22 @@ class StateStore(ABC):
     def restore_shard(self, job_id: str, shard: int, checkpoint: Checkpoint) -> None:
         """Seed a shard of a job being rebuilt from its durable copy (after the store was lost)."""
 
+    # Seconds an ended job's state is kept (VISIONFLEET_JOB_TTL_S); None: for good.
+    # Its durable copy under DEST stays either way, and `resume` rebuilds from it.
+    job_ttl_s: float | None = None
+
     @abstractmethod
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
-        """Record a final state (``succeeded``, ``failed``, ``cancelled``)."""
+        """Record a final state (``succeeded``, ``failed``, ``cancelled``); the job's state
+        then expires after ``job_ttl_s``."""
+
+    @abstractmethod
+    def jobs(self, limit: int) -> list[Progress]:
+        """The ``limit`` most recently created jobs still kept, newest first."""
+
+    @abstractmethod
+    def purge(self, job_id: str) -> None:
+        """Remove everything the store holds for the job, at once."""
 
     @abstractmethod
     def progress(self, job_id: str) -> Progress | None:

@@ -45,7 +45,11 @@ def _job(job_id: str):
     store = reachable_store(BrokerSettings.from_env())
     progress = store.progress(job_id)
     if progress is None:
-        raise VisionfleetError(f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL")
+        raise VisionfleetError(
+            f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL. An ended job's "
+            "state is kept for VISIONFLEET_JOB_TTL_S (7 days by default) or until `visionfleet purge`; its "
+            f"labels and _SUCCESS.json stay under DEST/{job_id}/, and `visionfleet resume {job_id} --output DEST` "
+            "brings its state back")
     return store, progress
 
 
@@ -59,6 +63,7 @@ def _job(job_id: str):
               help="URIs per shard message  [default: 1000]")
 @click.option("--all-files", is_flag=True, help="Label every listed file, not only image suffixes.")
 @click.option("--cache", is_flag=True, help="Reuse labels of identical content (dedup cache in Redis).")
+@click.option("--allow-empty", is_flag=True, help="Accept a source that matches no image (else: exit 2).")
 @click.option("--runtime", type=click.Choice(RUNTIMES), envvar="VISIONFLEET_RUNTIME", default="auto",
               show_default=True, help="auto: ONNX Runtime on CPU workers, torch on GPU workers.")
 @click.option("--precision", type=click.Choice(PRECISIONS), envvar="VISIONFLEET_PRECISION", default="auto",
@@ -130,6 +135,33 @@ def cancel(job_id) -> None:
         raise VisionfleetError(f"job {job_id} already ended: {progress.state}")
     store.set_state(job_id, "cancelled", "cancelled by `visionfleet cancel`")
     click.echo(f"{job_id}: cancelled")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per job, one per line.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="How many jobs.")
+def jobs(as_json, limit) -> None:
+    """List recent jobs, newest first: state, progress and age."""
+    from visionfleet.broker.settings import BrokerSettings
+    from visionfleet.cli.progress import job_row
+    from visionfleet.cli.reach import reachable_store
+
+    now = time.time()
+    for progress in reachable_store(BrokerSettings.from_env()).jobs(limit):
+        click.echo(json.dumps(progress.as_dict()) if as_json else job_row(progress, now))
+
+
+@main.command()
+@click.argument("job_id")
+def purge(job_id) -> None:
+    """Remove an ended job's state now (its output under DEST stays; `resume` can rebuild it)."""
+    from visionfleet.checkpoints.state import FINAL_STATES
+
+    store, progress = _job(job_id)
+    if progress.state not in FINAL_STATES:
+        raise VisionfleetError(f"job {job_id} is {progress.state}; cancel it first (`visionfleet cancel {job_id}`)")
+    store.purge(job_id)
+    click.echo(f"{job_id}: purged")
 
 
 @main.command()

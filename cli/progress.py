@@ -137,6 +137,19 @@ def _show(progress_bar: tqdm, view: JobView) -> None:
     progress_bar.refresh()
 
 
+def job_row(p: Progress, now: float) -> str:
+    """One line of `visionfleet jobs`."""
+    total = str(p.total) if p.planned else f"{p.total}+"
+    return f"{p.job_id}  {p.state:<9}  {p.done}/{total} done  {p.errors} errors  {_age(now - p.created_at)} ago"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{max(seconds, 0):.0f}s"
+
+
 def no_worker_hint(job_id: str, waited_s: float) -> str:
     return (f"no worker has started job {job_id} after {waited_s:.0f}s: is one running? Start one with "
             "`visionfleet worker` and the same VISIONFLEET_BROKER_URL; or press Ctrl-C: the job stays "

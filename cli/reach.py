@@ -24,7 +24,7 @@ def reachable_store(settings: BrokerSettings) -> StateStore:
                                  socket_timeout=CONNECT_TIMEOUT_S).ping()
         except redis.RedisError as exc:
             raise Unreachable(_message("the job-state Redis", settings.state_url, exc)) from exc
-    return open_store(settings.state_url)
+    return open_store(settings.state_url, job_ttl_s=settings.job_ttl_s)
 
 
 def check_broker(app) -> None:

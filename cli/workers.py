@@ -11,6 +11,7 @@
 import os
 import sys
 
+from visionfleet.broker.routes import queue_name
 from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import ConfigError
@@ -74,7 +75,7 @@ def _celery_worker(queue: str, *, concurrency: int, hostname: str | None, loglev
         pool = ["--pool", "prefork", "--concurrency", str(concurrency)]
     from visionfleet.broker.celery_app import app
 
-    argv = ["worker", "--queues", queue, "--loglevel", loglevel, *pool]
+    argv = ["worker", "--queues", queue_name(queue), "--loglevel", loglevel, *pool]
     if hostname:
         argv += ["--hostname", hostname]
     if app.conf.broker_url.startswith("filesystem://"):

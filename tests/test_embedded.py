@@ -189,3 +189,16 @@ def test_resume_with_another_output_names_the_right_one(tmp_path):
     assert wrong.returncode == 2 and f"give --output {tmp_path / 'labels'}" in wrong.stderr, wrong.stderr
     right = visionfleet("resume", job_id, "--output", "labels", env=env, cwd=tmp_path)  # relative: where typed
     assert right.returncode == 0 and "0 shard(s) enqueued again" in right.stderr, right.stderr
+
+
+def test_a_source_that_matches_no_image_is_refused_unless_allowed(tmp_path):
+    (tmp_path / "typo").mkdir()
+    (tmp_path / "typo" / "notes.md").write_text("not an image")
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(tmp_path / "typo"), "--output", str(tmp_path / "labels"), env=env)
+    assert result.returncode == 2, result.stderr
+    assert f"source {tmp_path / 'typo'} matched no images (only files ending .jpg" in result.stderr
+    assert "--allow-empty" in result.stderr and not any((tmp_path / "labels").iterdir())  # no job
+    allowed = visionfleet("relabel", str(tmp_path / "typo"), "--output", str(tmp_path / "labels"), "--allow-empty",
+                          env=env)
+    assert allowed.returncode == 0 and "succeeded 0/0" in allowed.stderr, allowed.stderr

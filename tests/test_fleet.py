@@ -212,3 +212,40 @@ def test_a_model_that_cannot_load_fails_the_job_within_a_minute_with_the_reason(
         assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
         status = wait_for_job(fleet_env, workers, result.stdout.strip().splitlines()[-1], timeout=5)
         assert status["state"] == "failed" and words in status["reason"]
+
+
+def test_jobs_lists_recent_jobs_and_purge_removes_an_ended_one(bucket, fleet_env):
+    bucket.put_object("j/coffee.png", photo_bytes("coffee.png"))
+    src, out = f"oss://{bucket.bucket_name}/j/", f"oss://{bucket.bucket_name}/out/"
+    first, second = relabel(fleet_env, src, "--output", out), relabel(fleet_env, src, "--output", out)
+    listed = visionfleet("jobs", "--json", env=fleet_env)
+    assert listed.returncode == 0, listed.stderr
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["job_id"], r["state"], r["total"]) for r in rows[:2]] == [(second, "queued", 1), (first, "queued", 1)]
+    refused = visionfleet("purge", first, env=fleet_env)
+    assert refused.returncode == 2 and f"cancel it first (`visionfleet cancel {first}`)" in refused.stderr
+    assert visionfleet("cancel", first, env=fleet_env).returncode == 0
+    assert visionfleet("purge", first, env=fleet_env).returncode == 0
+    gone = visionfleet("status", first, env=fleet_env)
+    assert gone.returncode == 2 and "VISIONFLEET_JOB_TTL_S" in gone.stderr and f"resume {first}" in gone.stderr
+    assert [line.split()[0] for line in visionfleet("jobs", env=fleet_env).stdout.splitlines()] == [second]
+    assert not [k for k in redis.Redis.from_url(fleet_env["VISIONFLEET_BROKER_URL"]).keys(f"vf:job:{first}*")]
+
+
+def test_two_namespaces_share_one_redis_without_seeing_each_other(bucket, fleet_env, workers):
+    bucket.put_object("ns/coffee.png", photo_bytes("coffee.png"))
+    src, out = f"oss://{bucket.bucket_name}/ns/", f"oss://{bucket.bucket_name}/out/"
+    staging, prod = ({**fleet_env, "VISIONFLEET_NAMESPACE": ns} for ns in ("staging", "prod"))
+    workers.start(1, VISIONFLEET_NAMESPACE="staging")
+    staged = relabel(staging, src, "--output", out, "--wait")
+    waiting = relabel(prod, src, "--output", out)  # no prod worker: it stays queued
+    assert json.loads(visionfleet("status", staged, "--json", env=staging).stdout)["state"] == "succeeded"
+    assert json.loads(visionfleet("status", waiting, "--json", env=prod).stdout)["state"] == "queued"
+    assert visionfleet("status", staged, env=prod).returncode == 2  # not prod's job
+    assert [line.split()[0] for line in visionfleet("jobs", env=prod).stdout.splitlines()] == [waiting]
+    assert visionfleet("drain", "--all", env=prod).returncode == 2  # no prod worker answers
+    assert workers.procs[0].poll() is None  # staging's worker did not hear it
+    r = redis.Redis.from_url(fleet_env["VISIONFLEET_BROKER_URL"])
+    assert r.llen("prod:broker:prod.bulk") == 1 and r.llen("staging:broker:staging.bulk") == 0
+    names = [k.decode() for k in r.keys("*") if not k.startswith(b"celery-task-meta-")]  # results: by task id
+    assert names and all(n.startswith(("prod:", "staging:")) for n in names), names

@@ -1,15 +1,22 @@
 """One contract, two real stores: SQLite (embedded) and Redis (fleet)."""
 import pytest
 
+from tests.helpers import wait_until
+
 from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.state import Checkpoint
 
 
 @pytest.fixture(params=["sqlite", "redis"])
-def store(request, tmp_path):
+def store_url(request, tmp_path) -> str:
     if request.param == "sqlite":
-        return open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    return open_store(request.getfixturevalue("redis_url"))
+        return f"sqlite:///{tmp_path / 'state.db'}"
+    return request.getfixturevalue("redis_url")
+
+
+@pytest.fixture
+def store(store_url):
+    return open_store(store_url)
 
 
 def commit(store, job_id, lease, offset, ok=0, errors=0, part=None, done=False) -> bool:
@@ -176,3 +183,36 @@ def test_a_beat_for_a_job_the_store_lost_does_not_bring_half_of_it_back(store, j
     store.beat(f"{job_id}-w1", {"job_id": job_id, "shard": 0, "token": "t"}, ttl_s=60)
     assert store.progress(job_id) is None and store.job_meta(job_id) is None
     store.forget(f"{job_id}-w1")
+
+
+def test_jobs_lists_the_newest_first_and_purge_removes_all_of_one(store, job_id):
+    for n, suffix in enumerate(("a", "b", "c")):
+        store.create_job(f"{job_id}-{suffix}", {"model": "m", "created_at": 4e9 + n})  # newer than any other
+    store.set_planned(f"{job_id}-b", total=2, shards=1)
+    lease = store.acquire(f"{job_id}-b", 0, "w1", ttl_s=60)
+    assert commit(store, f"{job_id}-b", lease, 2, ok=2, part="p", done=True)
+    assert [p.job_id for p in store.jobs(2)] == [f"{job_id}-c", f"{job_id}-b"]
+    store.purge(f"{job_id}-b")
+    assert store.progress(f"{job_id}-b") is None and store.checkpoint(f"{job_id}-b", 0) == Checkpoint()
+    assert store.parts(f"{job_id}-b") == []
+    assert [p.job_id for p in store.jobs(2)] == [f"{job_id}-c", f"{job_id}-a"]
+    for suffix in ("a", "c"):
+        store.purge(f"{job_id}-{suffix}")
+
+
+def test_an_ended_job_expires_after_its_ttl_and_a_running_one_does_not(store_url, job_id):
+    store = open_store(store_url, job_ttl_s=1)
+    for name in ("ended", "running"):
+        store.create_job(f"{job_id}-{name}", {"model": "m"})
+        store.set_planned(f"{job_id}-{name}", total=1, shards=1)
+        store.acquire(f"{job_id}-{name}", 0, "w1", ttl_s=60)
+    store.set_state(f"{job_id}-ended", "succeeded")
+
+    def expired() -> bool:
+        listed = {p.job_id for p in store.jobs(1000)}  # SQLite drops expired jobs here
+        return store.progress(f"{job_id}-ended") is None and f"{job_id}-ended" not in listed
+
+    wait_until(expired, 10, "the ended job to expire")
+    assert store.checkpoint(f"{job_id}-ended", 0) == Checkpoint()
+    assert store.progress(f"{job_id}-running").state == "running"
+    store.purge(f"{job_id}-running")

@@ -41,7 +41,7 @@ class ProcessContext:
         self.load = LoadSettings.from_env()
         broker = BrokerSettings.from_env()
         state_url = broker.state_url
-        self.store: StateStore = open_store(state_url)
+        self.store: StateStore = open_store(state_url, job_ttl_s=broker.job_ttl_s)
         self.embedded_job = broker.embedded_run if broker.embedded else None
         self.access = Access.from_env()
         shared = state_url.startswith(("redis", "unix"))
