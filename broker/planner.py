@@ -41,6 +41,8 @@ class JobSpec:
     precision: str = "auto"
     calibration: str | None = None  # int8 calibration images; None: the job's own
     allow_empty: bool = False  # else a source that matches nothing is a mistake (a typo in a prefix)
+    include: tuple[str, ...] = ()  # globs on the key: keep only matching URIs
+    exclude: tuple[str, ...] = ()  # globs on the key: drop matching URIs
 
 
 def new_job_id() -> str:
@@ -87,11 +89,12 @@ def chunks(uris: Iterator[str], size: int) -> Iterator[list[str]]:
 def _listing(spec: JobSpec) -> Iterator[str]:
     """The source's URIs, its first one already found: a source that matches none (or cannot be
     read at all) is refused before anything is written or enqueued."""
-    uris = iter_source(spec.source, all_files=spec.all_files)
+    uris = iter_source(spec.source, all_files=spec.all_files, include=spec.include, exclude=spec.exclude)
     first = next(uris, None)
     if first is None:
         if not spec.allow_empty:
             only = "" if spec.all_files else f" (only files ending {' '.join(IMAGE_SUFFIXES)} are kept)"
+            only += "".join(f" --include {p}" for p in spec.include) + "".join(f" --exclude {p}" for p in spec.exclude)
             raise ConfigError(f"source {spec.source} matched no images{only}; check it for a typo, use "
                               "--all-files to take every file, or --allow-empty to accept an empty job")
         return iter(())

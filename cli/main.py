@@ -64,6 +64,8 @@ def _job(job_id: str):
 @click.option("--all-files", is_flag=True, help="Label every listed file, not only image suffixes.")
 @click.option("--cache", is_flag=True, help="Reuse labels of identical content (dedup cache in Redis).")
 @click.option("--allow-empty", is_flag=True, help="Accept a source that matches no image (else: exit 2).")
+@click.option("--include", multiple=True, metavar="GLOB", help="Keep only keys (or paths) matching GLOB; repeatable.")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Drop keys (or paths) matching GLOB; repeatable.")
 @click.option("--runtime", type=click.Choice(RUNTIMES), envvar="VISIONFLEET_RUNTIME", default="auto",
               show_default=True, help="auto: ONNX Runtime on CPU workers, torch on GPU workers.")
 @click.option("--precision", type=click.Choice(PRECISIONS), envvar="VISIONFLEET_PRECISION", default="auto",

@@ -3,14 +3,16 @@
 Every source is a stream of URIs; nothing here holds a whole listing, so a
 50-million-image source costs the memory of one listing page.
 """
+import fnmatch
 import os
 from collections.abc import Iterator
 
 from visionfleet.pipeline.access import MAX_URI_BYTES
 from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.inventory import is_inventory, iter_inventory
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
 
-MANIFEST_SUFFIXES = (".txt", ".lst", ".manifest", ".csv")
+MANIFEST_SUFFIXES = tuple(s + gz for s in (".txt", ".lst", ".manifest", ".csv") for gz in ("", ".gz"))
 
 
 def is_manifest(source: str) -> bool:
@@ -19,16 +21,29 @@ def is_manifest(source: str) -> bool:
     return os.path.isfile(source) and not source.lower().endswith(IMAGE_SUFFIXES)
 
 
-def iter_source(source: str, *, all_files: bool = False) -> Iterator[str]:
-    """The URIs a source names. Listings keep image files only unless ``all_files``."""
+def iter_source(source: str, *, all_files: bool = False, include: tuple[str, ...] = (),
+                exclude: tuple[str, ...] = ()) -> Iterator[str]:
+    """The URIs a source names, whatever its kind: those with an image suffix (unless ``all_files``)
+    whose key (an OSS key, or a path) matches an ``include`` glob (if any) and no ``exclude`` glob."""
+    for uri in _uris(source):
+        key = uri.split("/", 3)[3] if is_oss(uri) else uri
+        if not all_files and not uri.lower().endswith(IMAGE_SUFFIXES):
+            continue
+        if include and not any(fnmatch.fnmatchcase(key, p) for p in include):
+            continue
+        if any(fnmatch.fnmatchcase(key, p) for p in exclude):
+            continue
+        yield uri
+
+
+def _uris(source: str) -> Iterator[str]:
+    if is_inventory(source):
+        return iter_inventory(source)
     if is_manifest(source):
-        yield from _manifest(source)
-        return
+        return _manifest(source)
     if not is_oss(source) and not os.path.exists(source):
         raise ConfigError(f"source {source} does not exist; give a folder, a manifest file or oss://bucket/prefix/")
-    for uri in storage_for(source).list(source):
-        if all_files or uri.lower().endswith(IMAGE_SUFFIXES):
-            yield uri
+    return storage_for(source).list(source)
 
 
 def _manifest(source: str) -> Iterator[str]:

@@ -6,8 +6,10 @@ too large) so the caller can write an error record; transient failures are
 retried inside the backend and surface as ``RetryableError`` only when the
 bounded retries are spent.
 """
+import gzip
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import BinaryIO, ContextManager
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
@@ -30,11 +32,16 @@ class Storage(ABC):
         return None
 
     @abstractmethod
-    def iter_lines(self, uri: str, max_chars: int) -> Iterator[str]:
-        """The lines of a text object, streamed (for manifests of any size).
+    def open_stream(self, uri: str) -> ContextManager[BinaryIO]:
+        """The object's bytes as a stream (``read(n)``), for manifests and inventories of any size."""
 
-        A line longer than ``max_chars`` comes in pieces of at most that many, so
+    def iter_lines(self, uri: str, max_chars: int) -> Iterator[str]:
+        """The lines of a text object (gzip'd when its name ends ``.gz``), streamed.
+
+        A line longer than ``max_chars`` bytes comes in pieces of at most that many, so
         no line is ever held whole: the caller refuses a piece of full length."""
+        with self.open_stream(uri) as raw:
+            yield from read_lines(gzip.GzipFile(fileobj=raw) if uri.endswith(".gz") else raw, max_chars)
 
     @abstractmethod
     def exists(self, uri: str) -> bool:
@@ -54,3 +61,18 @@ def too_large(uri: str, size: int, max_bytes: int) -> str:
         f"file too large: {size} bytes, over the limit of {max_bytes}; "
         f"raise VISIONFLEET_MAX_FILE_BYTES to allow it ({uri})"
     )
+
+
+def read_lines(reader, max_chars: int, chunk_bytes: int = 1 << 16) -> Iterator[str]:
+    """UTF-8 lines from a byte stream, each decoded alone (a bad byte is reported at its line);
+    a line over ``max_chars`` bytes comes in pieces of that many."""
+    rest = b""
+    while chunk := reader.read(chunk_bytes):
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            yield line.decode("utf-8")
+        while len(rest) >= max_chars:  # a line with no end in sight
+            piece, rest = rest[:max_chars], rest[max_chars:]
+            yield piece.decode("utf-8", "replace")
+    if rest:
+        yield rest.decode("utf-8")

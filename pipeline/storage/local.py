@@ -4,6 +4,7 @@ import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from visionfleet.pipeline.errors import InputError
 from visionfleet.pipeline.storage.base import Storage, too_large
@@ -65,10 +66,8 @@ class LocalStorage(Storage):
                     # Absolute, but as listed: a symlink's record names the link, not its target.
                     yield os.path.abspath(os.path.join(dirpath, name))
 
-    def iter_lines(self, uri: str, max_chars: int) -> Iterator[str]:
-        with open(uri, "rb") as f:  # decoded line by line: a bad byte is reported at its line
-            while line := f.readline(max_chars):
-                yield line.decode("utf-8")
+    def open_stream(self, uri: str) -> BinaryIO:
+        return open(uri, "rb")
 
     def exists(self, uri: str) -> bool:
         return os.path.exists(uri)

@@ -4,9 +4,11 @@ Which failures are worth retrying is decided in one place,
 ``is_retryable``: connection errors, throttling and 5xx are; 403 and 404
 are not and become error records (inputs) or fail the run (outputs).
 """
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import oss2
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
@@ -157,23 +159,17 @@ class OssStorage(Storage):
         except oss2.exceptions.OssError:
             return None  # the read that follows reports what is wrong
 
-    def iter_lines(self, uri: str, max_chars: int) -> Iterator[str]:
+    @contextlib.contextmanager
+    def open_stream(self, uri: str) -> Iterator[BinaryIO]:
         bucket, key = parse_oss_uri(uri)
         try:
-            stream = self._call(self.bucket(bucket).get_object, key)
+            result = self._call(self.bucket(bucket).get_object, key)
         except oss2.exceptions.OssError as exc:
-            raise ConfigError(f"cannot read manifest {uri}: {describe(exc)}") from None
-        # The body streams in chunks: a manifest of millions of lines is never held whole.
-        rest = b""
-        for chunk in stream:
-            *lines, rest = (rest + chunk).split(b"\n")
-            for line in lines:
-                yield line.decode("utf-8")
-            while len(rest) >= max_chars:  # a line with no end in sight: in pieces
-                piece, rest = rest[:max_chars], rest[max_chars:]
-                yield piece.decode("utf-8", "replace")
-        if rest:
-            yield rest.decode("utf-8")
+            raise ConfigError(f"cannot read {uri}: {describe(exc)}") from None
+        try:
+            yield result  # streams: a manifest of millions of lines is never held whole
+        finally:
+            result.resp.response.close()
 
     def exists(self, uri: str) -> bool:
         bucket, key = parse_oss_uri(uri)
