@@ -154,3 +154,42 @@ def test_sidecar_labels_next_to_the_image_and_stats(bucket, client, fleet_env, w
     stats = json.loads(result.stdout)
     assert stats["queues"] == {"online": 0, "bulk": 0} and stats["online_max_backlog"] == 1000
     assert stats["counters"]["online_requests"] >= 1 and sum(stats["online_batch_sizes"].values()) >= 1
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def test_a_spike_of_ten_times_the_usual_rate_is_absorbed_by_the_queue(bucket, client, fleet_env, workers):
+    """The usual rate: one client asking one image at a time. The spike: ten times that, for a
+    while, from many callers at once. The queue holds what the worker cannot take yet (prefetch
+    bounds what it holds), every request is answered, and the worker's memory stays flat."""
+    (proc,) = workers.start(1, queues="online", VISIONFLEET_ONLINE_CACHE="off", **ONLINE)
+    uri = put(bucket, "spike/coffee.jpg", distinct_jpegs(1, seed=3)[0])
+    client.classify(uri, timeout=60)  # the model is loaded and warm
+    started = time.monotonic()
+    for _ in range(20):
+        client.classify(uri, timeout=60)
+    usual = 20 / (time.monotonic() - started)
+    client.classify_many([uri] * 48, timeout=60)  # full batches once: the runtime's working memory at its size
+    baseline = rss_mb(proc.pid)
+    roomy = VisionClient(client.app, ClientSettings(max_backlog=100_000))  # absorb, do not shed
+    spike_s, pending, peak_backlog, peak_rss = 3.0, [], 0, baseline
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < spike_s:
+        while len(pending) < 10 * usual * elapsed:  # paced at ten times the usual rate
+            pending.append(roomy.submit(uri))
+        peak_backlog = max(peak_backlog, roomy.backlog())
+        peak_rss = max(peak_rss, rss_mb(proc.pid))
+        time.sleep(0.01)  # pacing the sender, not waiting on a result
+    records = []
+    for result in pending:
+        records.append(result.get(timeout=120))
+        peak_rss = max(peak_rss, rss_mb(proc.pid))
+    print(f"\nspike: usual {usual:.0f} req/s, sent {len(pending)} in {spike_s:.0f}s, backlog peak {peak_backlog}, "
+          f"worker RSS {baseline:.0f} -> peak {peak_rss:.0f} MB")
+    assert len(records) == len(pending) and all(r["status"] == "ok" and r["uri"] == uri for r in records)
+    assert peak_backlog > 16  # the queue, not the worker, held the excess
+    assert peak_rss < baseline + 100  # prefetch bounds what the worker holds: no growth with the spike
+    assert proc.poll() is None
