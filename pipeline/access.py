@@ -15,6 +15,7 @@ The embedded default runs only the job its own command planned (its own queue
 folder): unset, the allowances are what that job names, its model and its
 source, output and calibration folders.
 """
+import functools
 import os
 from dataclasses import dataclass
 
@@ -67,10 +68,25 @@ class Access:
             if self.oss_buckets is not None and bucket not in self.oss_buckets:
                 raise InputError(f"bucket {bucket} is not allowed on this worker; add it to VISIONFLEET_OSS_BUCKETS")
             return
-        real = os.path.realpath(uri)
+        real = _real_path(uri)
         if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.local_roots):
             raise InputError(f"{uri} is outside the folders workers may use; add its folder to "
                              "VISIONFLEET_LOCAL_ROOTS")
+
+
+def _real_path(path: str) -> str:
+    """``os.path.realpath``, with the folder's resolution cached: a shard's thousand files share a few
+    folders, and resolving every component of every path cost a fifth of a null model's time per image."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if name in ("", ".", ".."):
+        return os.path.realpath(path)
+    real = os.path.join(_real_folder(folder), name)
+    return os.path.realpath(real) if os.path.islink(real) else real
+
+
+@functools.lru_cache(maxsize=4096)
+def _real_folder(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 def _listed(name: str, sep: str) -> set[str] | None:
