@@ -177,7 +177,7 @@ def main() -> None:
     for db in (11, 12, 13):
         redis.Redis.from_url(f"{args.redis}/{db}").flushdb()
     bench = Bench(work, photos, args.redis)
-    fleet_env = {"VISIONFLEET_BROKER_URL": f"{args.redis}/11"}
+    fleet_env = {"VISIONFLEET_BROKER_URL": f"{args.redis}/11", "VISIONFLEET_LOCAL_ROOTS": str(work)}
     agreement = None
     try:
         systems = {

@@ -1,6 +1,6 @@
 """Whole path vs model alone, side by side in one run (by hand, not in CI).
 
-    python -m bench.e2e_bench [--images 256] [--rounds 3] [--broker redis://127.0.0.1:6379/15]
+    python -m bench.e2e_bench [--images 256] [--rounds 3] [--broker redis://127.0.0.1:6379/10]
 
 (a) model only: the same 1080p JPEGs, decoded beforehand, through the model
     in full batches, in this process;
@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--broker", default="redis://127.0.0.1:6379/10")
     args = parser.parse_args()
     from visionfleet.workers.allocator import describe, reexec_with_tcmalloc
 
@@ -90,7 +90,7 @@ def main() -> None:
     model_only(model, crops[: model.info.max_batch_size])  # warm-up
 
     env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_THREADS": str(threads),
-           "VISIONFLEET_HOME": str(work / "home"), "PYTHONPATH": str(REPO),
+           "VISIONFLEET_HOME": str(work / "home"), "PYTHONPATH": str(REPO), "VISIONFLEET_LOCAL_ROOTS": str(work),
            "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off")}
     worker = subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker", "-Q", "bulk", "-c", "1", "-l", "WARNING"],
                               env=env, cwd=REPO)

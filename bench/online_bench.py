@@ -92,7 +92,7 @@ def main() -> None:
     make_photos(work / "bulk", 1500, size=(640, 480))
     redis.Redis.from_url(args.broker).flushdb()
     env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_HOME": str(work / "home"),
-           "VISIONFLEET_ONLINE_CACHE": "off", "PYTHONPATH": str(REPO),
+           "VISIONFLEET_ONLINE_CACHE": "off", "PYTHONPATH": str(REPO), "VISIONFLEET_LOCAL_ROOTS": str(work),
            "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off")}
     os.environ.update({k: v for k, v in env.items() if k.startswith("VISIONFLEET_")})
     from visionfleet.broker.client import ClientSettings, VisionClient
