@@ -89,7 +89,7 @@ class Progress:
             "failed_shards": {str(k): v for k, v in self.failed_shards.items()},
             "images_per_s": round(self.rate, 2) if self.rate else None,
             "eta_s": round(self.eta_s) if self.eta_s is not None else None,
-            "reason": self.reason,
+            "reason": self.reason, "created_at": self.created_at,
         }
 
 

@@ -150,7 +150,8 @@ def jobs(as_json, limit) -> None:
 
     now = time.time()
     for progress in reachable_store(BrokerSettings.from_env()).jobs(limit):
-        click.echo(json.dumps(progress.as_dict()) if as_json else job_row(progress, now))
+        row = {**progress.as_dict(), "age_s": round(now - progress.created_at)}
+        click.echo(json.dumps(row) if as_json else job_row(progress, now))
 
 
 @main.command()

@@ -222,6 +222,7 @@ def test_jobs_lists_recent_jobs_and_purge_removes_an_ended_one(bucket, fleet_env
     assert listed.returncode == 0, listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert [(r["job_id"], r["state"], r["total"]) for r in rows[:2]] == [(second, "queued", 1), (first, "queued", 1)]
+    assert 0 <= rows[0]["age_s"] < 60 and rows[0]["created_at"] >= rows[1]["created_at"]
     refused = visionfleet("purge", first, env=fleet_env)
     assert refused.returncode == 2 and f"cancel it first (`visionfleet cancel {first}`)" in refused.stderr
     assert visionfleet("cancel", first, env=fleet_env).returncode == 0
