@@ -162,11 +162,14 @@ def test_spot_notice_drains_the_worker(bucket, fleet_env, workers, spot):
     job = Job(bucket, fleet_env, 240, shard_size=240)
     wait_until(lambda: job.offset() >= 32 and spot.polls > 0, 120, "commits while the notice answers 404")
     assert first.poll() is None  # 404 means no notice
-    spot.notice = "2026-11-26T03:00:00Z"
+    spot.notice = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 300))  # Alibaba: ~5 minutes
     noticed = time.monotonic()
     first.wait(timeout=30)
     REPORT.append(("spot_notice_to_exit_s", round(time.monotonic() - noticed, 2)))
     assert first.returncode == 0
+    logged = [json.loads(line) for line in workers.logs(tail=1_000_000).splitlines()
+              if '"spot termination notice"' in line]
+    assert logged and 290 <= logged[0]["seconds_left"] <= 301, logged  # how long the drain had
     assert job.offset() < 240
     workers.start(1, **FAST)
     assert job.wait_end(workers)["state"] == "succeeded"

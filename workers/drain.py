@@ -2,7 +2,8 @@
 
 Triggers, all ending in the same warm shutdown of the main process:
 - SIGTERM (Docker, ECS, Kubernetes) -- Celery's own handler;
-- a spot termination notice, polled from ``VISIONFLEET_SPOT_NOTICE_URL``;
+- a spot termination notice, polled from ``VISIONFLEET_SPOT_NOTICE_URL`` (by default only on
+  Alibaba Cloud ECS; Alibaba gives about five minutes' notice, logged with the time left);
 - ``visionfleet drain`` -- a remote-control command, ``visionfleet_drain``;
 - the command that started this worker is gone (``VISIONFLEET_PARENT_PID``).
 
@@ -20,6 +21,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
 
 import billiard.process
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
@@ -31,6 +34,7 @@ from visionfleet.workers.settings import WorkerSettings
 log = logging.getLogger(__name__)
 
 ALIBABA_SPOT_NOTICE_URL = "http://100.100.100.200/latest/meta-data/instance/spot/termination-time"
+DMI = Path("/sys/class/dmi/id")  # what the machine's firmware says it is
 # A real-time signal: after our init hook runs, billiard points SIGUSR1/2 and
 # the other classic signals of a pool child at its own exit handler, so an
 # idle child told to drain by SIGUSR2 died (exit 70) and Celery started a
@@ -87,9 +91,36 @@ def visionfleet_drain(state, **_) -> dict:
     return {"ok": "draining"}
 
 
-def spot_notice_url() -> str | None:
-    url = env_str("VISIONFLEET_SPOT_NOTICE_URL", ALIBABA_SPOT_NOTICE_URL)
-    return None if url.lower() in _OFF else url
+def spot_notice_url(dmi: Path = DMI) -> str | None:
+    """The URL to poll: ``auto`` (the default) polls Alibaba's metadata path only on an Alibaba
+    Cloud ECS machine, as its firmware says (DMI); elsewhere nothing. An explicit URL wins."""
+    url = env_str("VISIONFLEET_SPOT_NOTICE_URL", "auto")
+    if url.lower() in _OFF:
+        return None
+    if url.lower() == "auto":
+        return ALIBABA_SPOT_NOTICE_URL if on_alibaba_ecs(dmi) else None
+    return url
+
+
+def on_alibaba_ecs(dmi: Path = DMI) -> bool:
+    def read(name: str) -> str:
+        try:
+            return (dmi / name).read_text(errors="replace").strip()
+        except OSError:
+            return ""
+
+    return read("sys_vendor").startswith("Alibaba Cloud") or read("product_name").startswith("Alibaba Cloud ECS")
+
+
+def seconds_left(termination_time: str, now: float) -> float | None:
+    """Seconds from ``now`` to the termination time a notice gives (ISO 8601, UTC); None if unreadable."""
+    try:
+        when = datetime.fromisoformat(termination_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp() - now
 
 
 def spot_notice(url: str, timeout_s: float = 2.0) -> str | None:
@@ -107,6 +138,10 @@ def _watch_spot(url: str, every_s: float) -> None:
         time.sleep(every_s)
         when = spot_notice(url)
         if when is not None:
+            left = seconds_left(when, time.time())
+            log.warning("spot termination notice", extra={
+                "termination_time": when, "seconds_left": None if left is None else round(left, 1),
+                "drain_deadline_s": WorkerSettings.from_env().drain_deadline_s})
             _terminate_self(f"spot termination notice: {when}")
             return
 
@@ -120,6 +155,8 @@ def _start_spot_watch(sender=None, **_) -> None:
     url = spot_notice_url()
     # The embedded default runs on a laptop, not a spot instance: no polling there.
     if url is None or sender.app.conf.broker_url.startswith("filesystem://"):
+        log.info("not watching for spot termination notices", extra={
+            "why": "embedded" if url else "VISIONFLEET_SPOT_NOTICE_URL is off, or auto and not on Alibaba Cloud ECS"})
         return
     every = spot_poll_s()
     threading.Thread(target=_watch_spot, args=(url, every), daemon=True, name="spot-watch").start()
