@@ -37,6 +37,9 @@ def make_app(settings: BrokerSettings) -> Celery:
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
+        # Task events for Flower (docker-compose runs it); the filesystem transport has no fanout for them.
+        worker_send_task_events=not settings.embedded,
+        task_send_sent_event=not settings.embedded,
         result_expires=settings.result_expires_s,
         **_namespaced(),
     )

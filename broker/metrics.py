@@ -12,6 +12,14 @@ class Metrics:
         if self._r is not None:
             self._r.hincrby(keys.METRICS, name, by)
 
+    def counts(self, **by: int) -> None:
+        """Several counters in one round trip (a bulk commit's)."""
+        if self._r is not None and by:
+            pipe = self._r.pipeline(transaction=False)
+            for name, value in by.items():
+                pipe.hincrby(keys.METRICS, name, value)
+            pipe.execute()
+
     def batch(self, size: int) -> None:
         if self._r is not None:
             pipe = self._r.pipeline(transaction=False)

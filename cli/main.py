@@ -202,14 +202,14 @@ def classify(uris, timeout) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def stats(as_json) -> None:
     """Queue depths, the online backlog bound, and the fleet's counters."""
-    from visionfleet.cli.online import fleet_stats
+    from visionfleet.cli.online import fleet_stats, stats_table
 
     snapshot = fleet_stats()
     if as_json:
         click.echo(json.dumps(snapshot))
         return
-    for key, value in snapshot.items():
-        click.echo(f"{key}: {value}")
+    for line in stats_table(snapshot):
+        click.echo(line)
 
 
 if __name__ == "__main__":

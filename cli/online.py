@@ -26,9 +26,35 @@ def fleet_stats() -> dict:
     from visionfleet.broker.routes import BULK_QUEUE, ONLINE_QUEUE
     from visionfleet.broker.client import VisionClient
 
+    from visionfleet.checkpoints import open_store
+
     client = VisionClient()
+    workers = open_store(BrokerSettings.from_env().state_url).workers()
     return {
         "queues": {q: client.queue_size(q) for q in (ONLINE_QUEUE, BULK_QUEUE)},
         "online_max_backlog": client.settings.max_backlog,
+        "bulk_workers_live": len(workers),
+        "bulk_workers_busy": sum(1 for w in workers if w.get("job_id")),
         **client.metrics.snapshot(),
     }
+
+
+def stats_table(snapshot: dict) -> list[str]:
+    """``visionfleet stats`` for people: one line per part of the fleet."""
+    counters = snapshot.get("counters", {})
+
+    def row(*names: str) -> str:
+        return ", ".join(f"{name.split('_', 1)[1].replace('_', ' ')} {counters.get(name, 0)}" for name in names)
+
+    sizes = " ".join(f"{size}x{n}" for size, n in sorted(snapshot.get("online_batch_sizes", {}).items()))
+    if "counters" not in snapshot:  # no Redis to keep them in
+        return [f"queues   {snapshot['queues']}", "counters are kept only by a fleet (VISIONFLEET_BROKER_URL=redis://...)"]
+    return [
+        "queues   " + ", ".join(f"{q} {n} waiting" for q, n in snapshot["queues"].items()),
+        f"workers  {snapshot['bulk_workers_live']} bulk live, {snapshot['bulk_workers_busy']} on a shard",
+        "bulk     " + row("bulk_images_ok", "bulk_images_error", "bulk_commits", "bulk_shards_done",
+                          "bulk_shard_takeovers"),
+        "online   " + row("online_requests", "online_rejected", "online_batches")
+        + f", backlog bound {snapshot['online_max_backlog']}",
+        "batches  " + (sizes or "none yet") + "  (online, size x count)",
+    ]

@@ -250,3 +250,23 @@ def test_two_namespaces_share_one_redis_without_seeing_each_other(bucket, fleet_
     assert r.llen("prod:broker:prod.bulk") == 1 and r.llen("staging:broker:staging.bulk") == 0
     names = [k.decode() for k in r.keys("*") if not k.startswith(b"celery-task-meta-")]  # results: by task id
     assert names and all(n.startswith(("prod:", "staging:")) for n in names), names
+
+
+def test_stats_count_the_bulk_path_and_workers_send_task_events(bucket, fleet_env, workers):
+    for name in KNOWN:
+        bucket.put_object(f"st/{name}", photo_bytes(name))
+    workers.start(1)
+    job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/st/", "--output", f"oss://{bucket.bucket_name}/out/",
+                     "--wait")
+    assert json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)["state"] == "succeeded"
+    stats = json.loads(visionfleet("stats", "--json", env=fleet_env).stdout)
+    counters = stats["counters"]
+    assert (counters["bulk_images_ok"], counters["bulk_shards_done"]) == (len(KNOWN), 1)
+    assert counters["bulk_commits"] >= 1 and stats["bulk_workers_live"] == 1
+    table = visionfleet("stats", env=fleet_env).stdout
+    assert f"bulk     images ok {len(KNOWN)}, images error 0" in table, table
+    from visionfleet.broker.celery_app import make_app
+    from visionfleet.broker.settings import BrokerSettings
+
+    fleet = BrokerSettings(fleet_env["VISIONFLEET_BROKER_URL"], "", "", BrokerSettings.from_env().home)
+    assert make_app(fleet).conf.worker_send_task_events  # Flower sees tasks

@@ -154,6 +154,8 @@ def test_sidecar_labels_next_to_the_image_and_stats(bucket, client, fleet_env, w
     stats = json.loads(result.stdout)
     assert stats["queues"] == {"online": 0, "bulk": 0} and stats["online_max_backlog"] == 1000
     assert stats["counters"]["online_requests"] >= 1 and sum(stats["online_batch_sizes"].values()) >= 1
+    table = visionfleet("stats", env=fleet_env).stdout
+    assert "queues   online 0 waiting, bulk 0 waiting" in table and "requests " in table, table
 
 
 def rss_mb(pid: int) -> float:

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from visionfleet.broker.metrics import Metrics
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore
 from visionfleet.pipeline import layout
@@ -49,13 +50,14 @@ class ShardRun:
     def __init__(self, store: StateStore, labeller: Labeller, settings: WorkerSettings, owner: str,
                  *, should_stop: Callable[[], bool] = lambda: False, cache: LabelCache | None = None,
                  clock: Callable[[], float] = time.monotonic, activity: Activity | None = None,
-                 check: Check | None = None) -> None:
+                 check: Check | None = None, metrics: Metrics | None = None) -> None:
         self.store, self.labeller, self.settings, self.owner = store, labeller, settings, owner
         self.activity = activity or Activity()  # what the heartbeat reports
         self._should_stop = should_stop
         self._cache = cache
         self._clock = clock
         self._check = check  # the inputs this worker may read
+        self._metrics = metrics or Metrics(None)  # the fleet's counters (`visionfleet stats`)
 
     def run(self, job_id: str, index: int) -> Outcome:
         meta = self.store.job_meta(job_id)
@@ -73,6 +75,8 @@ class ShardRun:
         root = meta["output"]
         uris = storage_for(root).read(layout.shard_list(root, index)).decode("utf-8").splitlines()
         shard = _Shard(job_id, index, lease, meta, uris, committed)
+        if lease.takeovers:
+            self._metrics.count("bulk_shard_takeovers")
         if lease.takeovers >= self.settings.max_takeovers:
             return self._fail(shard, self._poison_reason(shard))
         self.activity.start(job_id, index, lease.token)
@@ -146,6 +150,8 @@ class ShardRun:
             if part:
                 storage.delete(layout.child(shard.root, part))
             return False
+        self._metrics.counts(bulk_images_ok=len(records) - errors, bulk_images_error=errors, bulk_commits=1,
+                             bulk_shards_done=int(done))
         c = shard.committed
         shard.committed = Checkpoint(offset=end, ok=c.ok + len(records) - errors, errors=c.errors + errors,
                                      parts=c.parts + ([part] if part else []), done=done)

@@ -46,7 +46,7 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     if labeller is None:
         return Outcome.FAILED.value
     run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
-                   activity=ctx.activity, check=access.check_uri)
+                   activity=ctx.activity, check=access.check_uri, metrics=ctx.metrics)
     try:
         outcome = run.run(job_id, shard)
     except RetryableError as exc:
