@@ -26,10 +26,10 @@ def fleet_stats() -> dict:
     from visionfleet.broker.routes import BULK_QUEUE, ONLINE_QUEUE
     from visionfleet.broker.client import VisionClient
 
-    from visionfleet.checkpoints import open_store
+    from visionfleet.cli.reach import reachable_store
 
+    workers = reachable_store(BrokerSettings.from_env()).workers()  # a quick ping first: no minute of retries
     client = VisionClient()
-    workers = open_store(BrokerSettings.from_env().state_url).workers()
     return {
         "queues": {q: client.queue_size(q) for q in (ONLINE_QUEUE, BULK_QUEUE)},
         "online_max_backlog": client.settings.max_backlog,
