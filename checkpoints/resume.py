@@ -57,8 +57,7 @@ def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable
         rebuild(store, root, job_id)
     known = store.job_meta(job_id)["output"]
     if _same_place(known) != _same_place(root):
-        dest = known.removesuffix(job_id).rstrip("/")
-        raise ConfigError(f"job {job_id} writes to {known}, not {root}; give --output {dest}")
+        raise ConfigError(f"job {job_id} writes to {known}, not {root}; give --output {layout.dest_of(known, job_id)}")
     progress = store.progress(job_id)
     if not progress.planned:
         raise ConfigError(f"job {job_id} is still being planned (or its planner died); start the job again")

@@ -41,14 +41,15 @@ def fleet_stats() -> dict:
 
 def stats_table(snapshot: dict) -> list[str]:
     """``visionfleet stats`` for people: one line per part of the fleet."""
-    counters = snapshot.get("counters", {})
+    counters = snapshot.get("counters")
 
     def row(*names: str) -> str:
         return ", ".join(f"{name.split('_', 1)[1].replace('_', ' ')} {counters.get(name, 0)}" for name in names)
 
-    sizes = " ".join(f"{size}x{n}" for size, n in sorted(snapshot.get("online_batch_sizes", {}).items()))
     if "counters" not in snapshot:  # no Redis to keep them in
-        return [f"queues   {snapshot['queues']}", "counters are kept only by a fleet (VISIONFLEET_BROKER_URL=redis://...)"]
+        return [f"queues   {snapshot['queues']}",
+                "counters are kept only by a fleet (VISIONFLEET_BROKER_URL=redis://...)"]
+    sizes = " ".join(f"{size}x{n}" for size, n in sorted(snapshot["online_batch_sizes"].items()))
     return [
         "queues   " + ", ".join(f"{q} {n} waiting" for q, n in snapshot["queues"].items()),
         f"workers  {snapshot['bulk_workers_live']} bulk live, {snapshot['bulk_workers_busy']} on a shard",

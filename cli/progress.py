@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from tqdm import tqdm
 
 from visionfleet.checkpoints.state import FINAL_STATES, Progress, StateStore
+from visionfleet.pipeline import layout
 
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"  # the job's rate, not the bar's
 WORKERS_EVERY_S = 1.0  # the list of live workers changes at beat pace, not at poll pace
@@ -90,7 +91,7 @@ def look(store: StateStore, job_id: str, workers: list[dict] | None = None, root
 
 def resume_command(job_id: str, root: str) -> str:
     """The command that finishes the job whose output is ``root`` (DEST/<job_id>)."""
-    dest = root.removesuffix(job_id).rstrip("/") or "/"
+    dest = layout.dest_of(root, job_id)
     return f"visionfleet resume {job_id} --output {shlex.quote(dest)} --wait"
 
 

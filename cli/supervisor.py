@@ -102,11 +102,10 @@ def _wait_group_gone(pgid: int, timeout_s: float) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
+    from visionfleet.workers.heartbeat import proc_stat
+
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = proc_stat(entry.name)
         if fields and fields[0] != "Z" and int(fields[2]) == pgid:
             return True
     return False

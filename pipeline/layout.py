@@ -25,6 +25,11 @@ def job_root(output: str, job_id: str) -> str:
     return storage_for(output).join(output, job_id)
 
 
+def dest_of(root: str, job_id: str) -> str:
+    """The DEST a job's output folder ``root`` (``DEST/<job_id>``) was made under: what `--output` takes."""
+    return root.removesuffix(job_id).rstrip("/") or "/"
+
+
 def shard_list(root: str, shard: int) -> str:
     return storage_for(root).join(root, PLAN_DIR, f"shard-{shard:06d}.txt")
 

@@ -103,3 +103,6 @@ def test_relabel_refuses_an_empty_inventory_and_a_damaged_one(bucket, oss_settin
     result = visionfleet("relabel", inventory(bucket, [("src", "a.jpg")], md5="f" * 32), *src_out, env=fleet_env)
     assert result.returncode == 2 and "does not match the manifest's" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+    typo = visionfleet("relabel", f"oss://{bucket.bucket_name}/invv/manifest.json", *src_out, env=fleet_env)
+    assert typo.returncode == 2 and "cannot read inventory" in typo.stderr and "Traceback" not in typo.stderr, \
+        typo.stderr

@@ -116,8 +116,15 @@ def _alive(pid: int | None) -> bool:
 
 def _zombie(pid: int) -> bool:
     """Exited, not yet reaped (a killed worker's pool process, until init collects it)."""
+    fields = proc_stat(pid)
+    return bool(fields) and fields[0] == "Z"  # no /proc here: the process exists
+
+
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then ppid, pgrp, ...);
+    None where there is no such file (the process is gone, or no /proc on this system)."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False  # no /proc here: the process exists
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return None
