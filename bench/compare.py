@@ -47,6 +47,7 @@ class Bench:
     def __init__(self, work: Path, photos: list[Path], redis_url: str) -> None:
         self.work, self.photos, self.redis = work, photos, redis_url
         self.env = {**os.environ, "PYTHONPATH": str(REPO), "VISIONFLEET_SPOT_NOTICE_URL": "off",
+                    "VISIONFLEET_METRICS_PORT": "off",
                     "VISIONFLEET_HOME": str(work / "home"), "VISIONFLEET_MODEL_CACHE": str(work / "models")}
         self.procs: list[subprocess.Popen] = []
 

@@ -55,6 +55,7 @@ class ControlPlane:
         self.work = work
         self.redis = RedisServer(work)
         self.env = {**os.environ, "PYTHONPATH": str(REPO), "VISIONFLEET_SPOT_NOTICE_URL": "off",
+                    "VISIONFLEET_METRICS_PORT": "off",
                     "VISIONFLEET_BROKER_URL": self.redis.url, "VISIONFLEET_HOME": str(work / "home"),
                     "VISIONFLEET_MODELS": MODEL, "VISIONFLEET_LOCAL_ROOTS": str(work),
                     "VISIONFLEET_MAX_BATCH_SIZE": "64", "VISIONFLEET_THREADS": "1"}

@@ -91,7 +91,8 @@ def main() -> None:
 
     env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_THREADS": str(threads),
            "VISIONFLEET_HOME": str(work / "home"), "PYTHONPATH": str(REPO), "VISIONFLEET_LOCAL_ROOTS": str(work),
-           "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off")}
+           "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off"),
+           "VISIONFLEET_METRICS_PORT": os.environ.get("VISIONFLEET_METRICS_PORT", "off")}
     worker = subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker", "-Q", "bulk", "-c", "1", "-l", "WARNING"],
                               env=env, cwd=REPO)
     store = open_store(args.broker)

@@ -93,7 +93,8 @@ def main() -> None:
     redis.Redis.from_url(args.broker).flushdb()
     env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_HOME": str(work / "home"),
            "VISIONFLEET_ONLINE_CACHE": "off", "PYTHONPATH": str(REPO), "VISIONFLEET_LOCAL_ROOTS": str(work),
-           "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off")}
+           "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off"),
+           "VISIONFLEET_METRICS_PORT": os.environ.get("VISIONFLEET_METRICS_PORT", "off")}
     os.environ.update({k: v for k, v in env.items() if k.startswith("VISIONFLEET_")})
     from visionfleet.broker.client import ClientSettings, VisionClient
 

@@ -20,7 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from visionfleet.broker.routes import CLASSIFY_TASK, ONLINE_QUEUE
+from visionfleet.broker.routes import CLASSIFY_TASK, ONLINE_QUEUE, SENT_AT_HEADER
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
@@ -104,7 +104,8 @@ class VisionClient:
                 f"overloaded: {waiting} online requests waiting, over the limit of {self.settings.max_backlog} "
                 "(VISIONFLEET_ONLINE_MAX_BACKLOG); retry later or add online workers"
             )
-        return self._call(self.app.send_task, CLASSIFY_TASK, args=[uri], queue=ONLINE_QUEUE, retry=False)
+        return self._call(self.app.send_task, CLASSIFY_TASK, args=[uri], queue=ONLINE_QUEUE, retry=False,
+                          headers={SENT_AT_HEADER: time.time()})
 
     def classify(self, uri: str, timeout: float = 30.0) -> dict:
         """The record for one image, waiting at most ``timeout`` seconds."""

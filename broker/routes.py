@@ -24,3 +24,6 @@ BULK_QUEUE = queue_name("bulk")
 ONLINE_QUEUE = queue_name("online")
 RELABEL_SHARD_TASK = "visionfleet.relabel_shard"
 CLASSIFY_TASK = "visionfleet.classify"
+# An online request's message header: when the client sent it (epoch seconds), so the
+# worker can time a request from enqueue to result. Optional for other clients.
+SENT_AT_HEADER = "visionfleet_sent_at"

@@ -29,7 +29,9 @@ def workers_for(settings: BrokerSettings, count: int) -> WorkerProcesses:
     how they stop; they exit too if this command is killed outright.
     """
     threads = str(max(1, (os.cpu_count() or 1) // count))
-    env = {"VISIONFLEET_THREADS": threads, "VISIONFLEET_PARENT_PID": str(os.getpid())}
+    # No metrics port: a laptop's job, and several workers here would want the same one.
+    env = {"VISIONFLEET_THREADS": threads, "VISIONFLEET_PARENT_PID": str(os.getpid()),
+           "VISIONFLEET_METRICS_PORT": "off"}
     return WorkerProcesses([(["--queues", "bulk", "--hostname", f"embedded-{os.getpid()}-{i}@%h"], env)
                             for i in range(count)], log_dir=settings.home / "logs", own_session=True)
 

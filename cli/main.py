@@ -212,5 +212,27 @@ def stats(as_json) -> None:
         click.echo(line)
 
 
+@main.command()
+@click.option("--ready", is_flag=True, help="Ask for readiness (models loaded, broker answers, not draining), "
+                                            "not only liveness.")
+def health(ready) -> None:
+    """Exit 0 if this machine's worker answers its probe, else 1 with the reason (for exec probes)."""
+    from visionfleet.cli.fleet import probe
+
+    ok, said = probe(ready)
+    click.echo(said, err=not ok)
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for autoscalers and scripts).")
+def scale(as_json) -> None:
+    """How many workers the fleet should have now, and why: the autoscaling signal."""
+    from visionfleet.cli.fleet import scale as decide_scale, scale_line
+
+    answer = decide_scale()
+    click.echo(json.dumps(answer) if as_json else scale_line(answer))
+
+
 if __name__ == "__main__":
     main()

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from visionfleet.pipeline.errors import VisionfleetError
@@ -74,10 +75,20 @@ class WorkerProcesses:
                 except ProcessLookupError:
                     pass
 
-    def supervise(self) -> int:
-        """Run until a signal or a worker's exit, then stop the rest; the worst exit code."""
+    def supervise(self, on_signal: Callable[[], None] = lambda: None) -> int:
+        """Run until a signal or a worker's exit, then stop the rest; the worst exit code.
+
+        ``on_signal`` runs first when a signal comes (the readiness probe turns 503). The first
+        signal drains the workers; a second (Ctrl-C again) stops them now: Celery's cold shutdown."""
+        signalled = []
+
+        def forward(signum: int, _) -> None:
+            on_signal()
+            self.signal_all(signal.SIGQUIT if signalled else signum)
+            signalled.append(signum)
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, _: self.signal_all(signum))
+            signal.signal(sig, forward)
         self.start()
         pid, status = os.wait()  # any child: when one goes, the pair goes (the orchestrator restarts it)
         for p in self.procs:

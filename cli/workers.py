@@ -16,6 +16,7 @@ from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.workers.exporter import Exporter, ExporterSettings, share_metrics
 from visionfleet.workers.process import ROLE_ENV
 
 QUEUES = ("online", "bulk")
@@ -26,20 +27,43 @@ def run_worker(queues: str, *, concurrency: int, hostname: str | None, loglevel:
     unknown = set(chosen) - set(QUEUES)
     if not chosen or unknown:
         raise ConfigError(f"--queues {queues!r}: use online, bulk, or online,bulk")
+    serving = ExporterSettings.from_env()
     check_settings()
-    if set(chosen) == set(QUEUES):
+    if serving.port is not None or set(chosen) == set(QUEUES):
         common = ["--concurrency", str(concurrency), "--loglevel", loglevel]
-        pair = [(["--queues", q, *common, "--hostname", _name(q, hostname)], {}) for q in QUEUES]
-        return WorkerProcesses(pair).supervise()
+        names = [_name(q, hostname) for q in chosen] if len(chosen) > 1 else [hostname]
+        workers = [["--queues", q, *common, *(["--hostname", n] if n else [])] for q, n in zip(chosen, names)]
+        return _supervised(workers, serving, expected=(concurrency if "bulk" in chosen else 0) + ("online" in chosen))
     from visionfleet.workers.allocator import reexec_with_tcmalloc
 
     reexec_with_tcmalloc(["-m", "visionfleet.cli", *sys.argv[1:]])
     return _celery_worker(chosen[0], concurrency=concurrency, hostname=hostname, loglevel=loglevel)
 
 
+def _supervised(workers: list[list[str]], serving: ExporterSettings, expected: int) -> int:
+    """Celery workers under this process, which serves their metrics and probes when asked to.
+
+    They run in their own session, so a Ctrl-C at the terminal reaches them once, from here (the
+    terminal's copy and ours would be two: Celery's cold shutdown), and they exit if this process is killed.
+    """
+    below = {"VISIONFLEET_PARENT_PID": str(os.getpid())}
+    if serving.port is None:
+        return WorkerProcesses([(args, below) for args in workers], own_session=True).supervise()
+    exporter = Exporter(serving, share_metrics(), expected)
+    exporter.start()
+    try:
+        # The workers below write into the shared folder and serve nothing themselves.
+        below["VISIONFLEET_METRICS_PORT"] = "off"
+        return WorkerProcesses([(args, below) for args in workers], own_session=True).supervise(
+            on_signal=lambda: setattr(exporter, "stopping", True))
+    finally:
+        exporter.stop()
+
+
 def check_settings() -> None:
     """Read every setting a worker reads, here and at once: a bad value stops this command
     with its message (exit 2) before any Celery worker starts or says it is ready, in every mode."""
+    from visionfleet.broker.scaling import Policy
     from visionfleet.broker.settings import BrokerSettings
     from visionfleet.pipeline.labeller import LoadSettings
     from visionfleet.pipeline.runtimes.choice import choose_engine
@@ -47,7 +71,7 @@ def check_settings() -> None:
     from visionfleet.workers.online import OnlineSettings
     from visionfleet.workers.settings import WorkerSettings
 
-    for settings in (BrokerSettings, WorkerSettings, LoadSettings, OnlineSettings):
+    for settings in (BrokerSettings, WorkerSettings, LoadSettings, OnlineSettings, ExporterSettings, Policy):
         settings.from_env()
     runtime = RuntimeSettings.from_env()
     choose_engine(runtime.runtime, runtime.precision, cuda=False)  # a pair no machine runs

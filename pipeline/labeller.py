@@ -23,6 +23,7 @@ from visionfleet.pipeline.labels import top_k
 from visionfleet.pipeline.model import Model
 from visionfleet.pipeline.records import error_record, ok_record
 from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.telemetry import BATCH_SIZE, CACHE_HITS, CACHE_MISSES, stage
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +103,20 @@ class Labeller:
             if version is not None:
                 keys = (self._key(k, "version", version),)
                 if (labels := cache.get(keys[0])) is not None:
+                    CACHE_HITS.inc()
                     return Loaded(uri, labels=labels)
-        data = storage.read(uri, max_bytes=self._settings.max_file_bytes)
+        with stage("fetch"):
+            data = storage.read(uri, max_bytes=self._settings.max_file_bytes)
         if cache is not None:
             content = self._key(k, "sha256", hashlib.sha256(data).hexdigest())
             if (labels := cache.get(content)) is not None:
+                CACHE_HITS.inc()
                 cache.put(keys, labels)
                 return Loaded(uri, labels=labels)
+            CACHE_MISSES.inc()
             keys += (content,)
-        crop = decode_image(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
+        with stage("decode"):
+            crop = decode_image(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
         return Loaded(uri, crop=crop, cache_keys=keys)
 
     def _key(self, k: int, kind: str, value: str) -> str:
@@ -119,8 +125,7 @@ class Labeller:
     def records(self, loaded: list[Loaded], k: int, cache: LabelCache | None = None) -> list[dict]:
         """One record per loaded input, in order; at most one model batch."""
         crops = [item.crop for item in loaded if item.crop is not None]
-        predicted = iter(top_k(self.model.checked_predict(np.stack(crops)), k, self.model.info.class_names)
-                         if crops else [])
+        predicted = iter(top_k(self._predict(crops), k, self.model.info.class_names) if crops else [])
         name, out = self.model.info.name, []
         for item in loaded:
             if item.error is not None:
@@ -133,6 +138,17 @@ class Labeller:
                     cache.put(item.cache_keys, labels)
             out.append(ok_record(item.uri, labels, name))
         return out
+
+    def _predict(self, crops: list[np.ndarray]) -> np.ndarray:
+        BATCH_SIZE.observe(len(crops))
+        with stage("infer"):
+            return self.model.checked_predict(np.stack(crops))
+
+    def warm_up(self) -> None:
+        """One batch of the largest size through the model: first-run costs (memory plans, kernel
+        choice) are paid before the worker says it is ready, not by its first images."""
+        side = self.model.info.geometry.crop
+        self.model.checked_predict(np.zeros((self.model.info.max_batch_size, side, side, 3), np.uint8))
 
     def label(self, uris: Iterable[str], k: int, cache: LabelCache | None = None,
               check: Check | None = None) -> Iterator[dict]:

@@ -13,6 +13,8 @@ REDIS_URL = os.environ.get("VISIONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379
 
 # Tests send traffic to loopback only: never poll the cloud metadata address.
 os.environ["VISIONFLEET_SPOT_NOTICE_URL"] = "off"
+# Workers serve no metrics port unless a test asks: many run at once, and one port would clash.
+os.environ["VISIONFLEET_METRICS_PORT"] = "off"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -89,7 +91,7 @@ def fleet_env(private_redis, oss_server, tmp_path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
     env.update(oss_env(oss_server))
     env.update({"VISIONFLEET_BROKER_URL": private_redis.url, "VISIONFLEET_HOME": str(tmp_path / "home"),
-                "VISIONFLEET_SPOT_NOTICE_URL": "off", "PYTHONPATH": str(REPO),
+                "VISIONFLEET_SPOT_NOTICE_URL": "off", "VISIONFLEET_METRICS_PORT": "off", "PYTHONPATH": str(REPO),
                 "VISIONFLEET_MODEL_CACHE": os.environ["VISIONFLEET_MODEL_CACHE"]})
     return env
 

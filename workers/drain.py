@@ -29,6 +29,7 @@ from celery.signals import worker_process_init, worker_ready, worker_shutting_do
 from celery.worker.control import control_command
 
 from visionfleet.pipeline.envvars import env_float, env_str
+from visionfleet.pipeline.telemetry import DRAINING, SPOT_NOTICE
 from visionfleet.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def _listen_in_child(**_) -> None:
 def _drain_children(sig=None, how=None, **_) -> None:
     """Main process, inside Celery's signal handler: pass the word on, start the clock."""
     _draining.set()  # a solo pool runs tasks in this very process
+    DRAINING.set(1)
     for child in billiard.process.active_children():
         try:
             os.kill(child.pid, DRAIN_SIGNAL)
@@ -138,6 +140,7 @@ def _watch_spot(url: str, every_s: float) -> None:
         time.sleep(every_s)
         when = spot_notice(url)
         if when is not None:
+            SPOT_NOTICE.set(1)
             left = seconds_left(when, time.time())
             log.warning("spot termination notice", extra={
                 "termination_time": when, "seconds_left": None if left is None else round(left, 1),

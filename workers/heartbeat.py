@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,20 +34,34 @@ class Activity:
     shard: int | None = None
     token: str | None = None
     labelled: int = 0  # labelled since the shard's last commit
+    # This process's own measure of its speed (the autoscaling signal's per-worker rate):
+    # images committed, and seconds spent on shards, since it started.
+    images: int = 0
+    busy_s: float = 0.0
+    _since: float | None = field(default=None, repr=False)
     # Called when a shard starts: a beat then, so the lease is covered (and a death
     # seen) from the first second, not from the next regular beat.
     on_start: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def start(self, job_id: str, shard: int, token: str) -> None:
         self.job_id, self.shard, self.token, self.labelled = job_id, shard, token, 0
+        self._since = time.monotonic()
         self.on_start()
 
+    def committed(self, images: int) -> None:
+        self.images += images
+        self.labelled = 0
+
     def stop(self) -> None:
-        self.job_id = self.shard = self.token = None
+        if self._since is not None:
+            self.busy_s += time.monotonic() - self._since
+        self.job_id = self.shard = self.token = self._since = None
         self.labelled = 0
 
     def as_info(self) -> dict:
-        info = {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": os.getpid()}
+        busy = self.busy_s + (time.monotonic() - self._since if self._since is not None else 0.0)
+        info = {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": os.getpid(),
+                "images": self.images, "busy_s": round(busy, 3)}
         if self.job_id is not None:
             info.update(job_id=self.job_id, shard=self.shard, token=self.token, labelled=self.labelled)
         return info
@@ -87,7 +102,7 @@ def reap_dead_here(store: StateStore) -> list[str]:
     """
     here = (socket.gethostname(), pid_namespace())
     dead = [w["owner"] for w in store.workers()
-            if (w.get("host"), w.get("pidns")) == here and not _alive(w.get("pid"))]
+            if (w.get("host"), w.get("pidns")) == here and not alive(w.get("pid"))]
     for owner in dead:
         store.forget(owner)
         log.info("dead worker forgotten", extra={"owner": owner})
@@ -102,7 +117,7 @@ def pid_namespace() -> str:
         return ""
 
 
-def _alive(pid: int | None) -> bool:
+def alive(pid: int | None) -> bool:
     if not isinstance(pid, int):
         return True  # nothing to check: let its beats lapse
     try:

@@ -11,6 +11,7 @@ import hashlib
 import itertools
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
@@ -22,6 +23,7 @@ from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from visionfleet.pipeline.models import load_model
 from visionfleet.pipeline.sources import iter_source
 from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.telemetry import MODEL_LOAD_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +64,12 @@ class Labellers:
                 return calibration_set(uris(), geometry, size=settings.calibration_size, where=where,
                                        max_pixels=self.load.max_pixels, max_bytes=self.load.max_file_bytes)
 
+            start = time.monotonic()
             model = load_model(spec, settings, calibration if int8 and calibration_key else None)
-            log.info("model loaded", extra={"model": spec, "owner": self.owner, **model.info.engine})
+            seconds = time.monotonic() - start
+            MODEL_LOAD_SECONDS.set(seconds)
+            log.info("model loaded", extra={"model": spec, "owner": self.owner, "seconds": round(seconds, 2),
+                                            **model.info.engine})
             self._loaded[key] = Labeller(model, self.load)
             if len(self._loaded) > MAX_LOADED:
                 self._loaded.popitem(last=False)[1].close()

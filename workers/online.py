@@ -8,6 +8,7 @@ for a batch.
 """
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 from visionfleet.pipeline.envvars import env_choice, env_float, env_int
@@ -15,6 +16,7 @@ from visionfleet.pipeline.errors import RetryableError
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.storage import is_oss, storage_for
+from visionfleet.pipeline.telemetry import IMAGES, ONLINE_REQUEST_SECONDS
 from visionfleet.workers.batcher import BatchPolicy, DynamicBatcher
 from visionfleet.broker.metrics import Metrics
 
@@ -51,8 +53,19 @@ class OnlineService:
         policy = BatchPolicy(labeller.model.info.max_batch_size, settings.max_wait_s)
         self.batcher = DynamicBatcher(self._run_batch, policy, on_batch=self._batched)
 
-    def classify(self, uri: str) -> dict:
-        """The record for one URI; called from many task threads at once."""
+    def classify(self, uri: str, sent_at: float | None = None) -> dict:
+        """The record for one URI; called from many task threads at once.
+
+        ``sent_at``: when the client enqueued it (epoch seconds), for the request-time histogram;
+        without it (a client that does not say) the time counts from here.
+        """
+        started = time.time()
+        record = self._classify(uri)
+        IMAGES.labels("online", record["status"]).inc()
+        ONLINE_REQUEST_SECONDS.observe(max(time.time() - (sent_at or started), 0.0))
+        return record
+
+    def _classify(self, uri: str) -> dict:
         self.metrics.count("online_requests")
         try:
             loaded = self.labeller.load(uri, self.settings.top_k, self.cache, self.check)

@@ -21,6 +21,7 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.labeller import LoadSettings
 from visionfleet.pipeline.models import DEFAULT_MODEL
+from visionfleet.pipeline.telemetry import PROCESSES_READY
 from visionfleet.workers import allocator
 from visionfleet.workers.cache import RedisLabelCache
 from visionfleet.workers.heartbeat import Activity, Heartbeat, beat_every_s, reap_dead_here
@@ -84,8 +85,12 @@ def context() -> ProcessContext:
     return _context
 
 
-def _ready(what: str) -> None:
+def _ready(what: str, labeller=None) -> None:
+    """The process's model is loaded: warmed (a fleet's, whose readiness waits for it), it counts as ready."""
     ctx = context()
+    if labeller is not None and ctx.embedded_job is None:
+        labeller.warm_up()
+    PROCESSES_READY.set(1)
     log.info("worker process ready", extra={"role": what, "owner": ctx.owner, "allocator": allocator.describe(),
                                              "threads": ctx.runtime.threads})
 
@@ -95,9 +100,10 @@ def _preload_bulk(**_) -> None:
     ctx = context()
     reap_dead_here(ctx.store)  # e.g. this machine's worker before a crash: its shards are free now
     ctx.heartbeat.start()
+    labeller = None
     if ctx.runtime.precision != "int8" or ctx.runtime.calibration:  # else each job brings its calibration
-        ctx.labellers.default(default_model())
-    _ready("bulk")
+        labeller = ctx.labellers.default(default_model())
+    _ready("bulk", labeller)
 
 
 @worker_process_shutdown.connect
@@ -109,5 +115,4 @@ def _say_goodbye(**_) -> None:
 @worker_init.connect
 def _preload_online(**_) -> None:
     if os.environ.get(ROLE_ENV) == "online":
-        context().online()
-        _ready("online")
+        _ready("online", context().online().labeller)

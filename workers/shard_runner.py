@@ -21,6 +21,7 @@ from visionfleet.pipeline.errors import RetryableError
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import to_jsonl
 from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.telemetry import COMMITS, IMAGES, SHARD_TAKEOVERS, stage
 from visionfleet.workers.heartbeat import Activity
 from visionfleet.workers.settings import WorkerSettings
 
@@ -77,6 +78,7 @@ class ShardRun:
         shard = _Shard(job_id, index, lease, meta, uris, committed)
         if lease.takeovers:
             self._metrics.count("bulk_shard_takeovers")
+            SHARD_TAKEOVERS.inc()
         if lease.takeovers >= self.settings.max_takeovers:
             return self._fail(shard, self._poison_reason(shard))
         self.activity.start(job_id, index, lease.token)
@@ -123,8 +125,8 @@ class ShardRun:
             if stop or due or end == len(shard.uris):
                 if not self._commit(shard, records, done=end == len(shard.uris)):
                     return Outcome.LOST_LEASE
+                self.activity.committed(len(records))
                 start, records, since, every = end, [], self._clock(), self.settings.commit_every
-                self.activity.labelled = 0
             if (due or stop) and end < len(shard.uris) and self._cancelled(shard.job_id):
                 self.store.release(shard.job_id, shard.index, shard.lease.token)
                 return Outcome.CANCELLED
@@ -142,16 +144,23 @@ class ShardRun:
         part = layout.part_name(shard.index, start, end, shard.lease.token) if records else None
         storage = storage_for(shard.root)
         if part:
-            storage.write(layout.child(shard.root, part), to_jsonl(records))
+            with stage("write"):
+                storage.write(layout.child(shard.root, part), to_jsonl(records))
         errors = sum(r["status"] == "error" for r in records)
-        if not self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end, ok=len(records) - errors,
-                                 errors=errors, part=part, done=done, ttl_s=self.settings.lease_ttl_s):
+        with stage("commit"):
+            committed = self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end,
+                                          ok=len(records) - errors, errors=errors, part=part, done=done,
+                                          ttl_s=self.settings.lease_ttl_s)
+        if not committed:
             log.warning("commit refused: lease lost", extra={"job_id": shard.job_id, "shard": shard.index})
             if part:
                 storage.delete(layout.child(shard.root, part))
             return False
         self._metrics.counts(bulk_images_ok=len(records) - errors, bulk_images_error=errors, bulk_commits=1,
                              bulk_shards_done=int(done))
+        IMAGES.labels("bulk", "ok").inc(len(records) - errors)
+        IMAGES.labels("bulk", "error").inc(errors)
+        COMMITS.inc()
         c = shard.committed
         shard.committed = Checkpoint(offset=end, ok=c.ok + len(records) - errors, errors=c.errors + errors,
                                      parts=c.parts + ([part] if part else []), done=done)

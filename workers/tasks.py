@@ -3,7 +3,7 @@ import logging
 
 from celery import shared_task
 
-from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK
+from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK, SENT_AT_HEADER
 from visionfleet.checkpoints.state import FINAL_STATES
 from visionfleet.pipeline.errors import ConfigError, RetryableError
 from visionfleet.pipeline.records import error_record
@@ -110,4 +110,5 @@ def classify(self, uri: str) -> dict:
     """Label one image (``oss://...`` or a path the worker can read): the bulk output's record."""
     if not isinstance(uri, str):
         return error_record(repr(uri)[:200], "not a URI: give one oss://bucket/key or path string")
-    return context().online().classify(uri)
+    sent_at = getattr(self.request, SENT_AT_HEADER, None)
+    return context().online().classify(uri, sent_at if isinstance(sent_at, (int, float)) else None)

@@ -1,0 +1,196 @@
+"""A worker's HTTP endpoint on ``VISIONFLEET_METRICS_PORT``: ``/metrics``, ``/healthz``, ``/readyz``.
+
+``visionfleet worker`` serves it from its own small process, above the
+Celery workers it starts: their pool processes write their metrics into one
+``PROMETHEUS_MULTIPROC_DIR``, summed up here, and no listening socket is
+ever inherited by a forked pool process.
+
+- ``/healthz``: 200 while this process lives.
+- ``/readyz``: 200 once every pool process has its model loaded and warmed
+  and the broker answers; 503 before, and from the first sign of a drain.
+- ``/metrics``: the processes' metrics (``pipeline/telemetry.py``) and the
+  fleet's, read from Redis: queue backlog, images left, desired workers.
+  The fleet ones are the same on every worker: aggregate them with ``max``.
+"""
+import atexit
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from visionfleet.pipeline.envvars import env_str
+from visionfleet.pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9808
+BROKER_CHECK_EVERY_S = 5.0
+FLEET_CACHE_S = 10.0  # a scrape reads the fleet from Redis at most this often per worker
+_PID_FILE = re.compile(r"_(\d+)\.db$")
+
+
+@dataclass(frozen=True)
+class ExporterSettings:
+    port: int | None  # None: off
+    addr: str = "0.0.0.0"
+
+    @classmethod
+    def from_env(cls) -> "ExporterSettings":
+        raw = env_str("VISIONFLEET_METRICS_PORT", str(DEFAULT_PORT))
+        addr = env_str("VISIONFLEET_METRICS_ADDR", "0.0.0.0")
+        if raw.lower() in ("off", "none"):
+            return cls(None, addr)
+        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+            raise ConfigError(f"VISIONFLEET_METRICS_PORT={raw!r} is not a port; set a number from 1 to 65535, "
+                              f"or off (default {DEFAULT_PORT})")
+        return cls(int(raw), addr)
+
+
+def share_metrics() -> Path:
+    """A fresh folder for this worker's processes to write their metrics into; call it before
+    ``prometheus_client`` is first imported here, and pass the environment on to them."""
+    path = Path(tempfile.mkdtemp(prefix="visionfleet-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def forget_dead_processes(path: Path) -> None:
+    """Drop the live gauges of processes that are gone (a pool process killed and replaced):
+    their counters stay, counted once."""
+    from prometheus_client import multiprocess
+
+    from visionfleet.workers.heartbeat import alive
+
+    pids = {int(m.group(1)) for f in path.glob("*.db") if (m := _PID_FILE.search(f.name))}
+    for pid in pids:
+        if not alive(pid):
+            multiprocess.mark_process_dead(pid, str(path))
+
+
+class Exporter:
+    """Serves the endpoint for ``expected`` pool processes of the worker processes under this one."""
+
+    def __init__(self, settings: ExporterSettings, path: Path, expected: int) -> None:
+        from prometheus_client import CollectorRegistry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        from visionfleet.workers.fleet_metrics import FleetCollector
+
+        self.settings, self.path, self.expected = settings, path, expected
+        self.stopping = False  # set at SIGTERM to the process above the workers, or once a drain is seen
+        self._broker_ok_at = 0.0
+        self._processes = MultiProcessCollector(None, str(path))
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry, str(path))
+        self.registry.register(FleetCollector(FLEET_CACHE_S))
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> None:
+        try:
+            self._server = ThreadingHTTPServer((self.settings.addr, self.settings.port), _handler(self))
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {self.settings.addr}:{self.settings.port} ({exc.strerror}); "
+                              "set VISIONFLEET_METRICS_PORT to a free port, or off") from None
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="metrics-http").start()
+        threading.Thread(target=self._watch_broker, daemon=True, name="broker-check").start()
+        log.info("serving metrics and probes", extra={"addr": self.settings.addr, "port": self.settings.port,
+                                                      "paths": ["/metrics", "/healthz", "/readyz"]})
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why)."""
+        if self.stopping:
+            return False, "draining"
+        ready, draining = self._own_gauges()
+        if draining:  # for good: a draining worker exits, even once its draining process is gone
+            self.stopping = True
+            return False, "draining"
+        if ready < self.expected:
+            return False, f"{ready} of {self.expected} worker processes have their model loaded"
+        if time.monotonic() - self._broker_ok_at > 3 * BROKER_CHECK_EVERY_S:
+            return False, "the broker does not answer"
+        return True, "ready"
+
+    def _own_gauges(self) -> tuple[int, bool]:
+        forget_dead_processes(self.path)
+        values = {s.name: s.value for family in self._processes.collect() for s in family.samples}
+        return int(values.get("visionfleet_processes_ready", 0)), values.get("visionfleet_worker_draining", 0) > 0
+
+    def _watch_broker(self) -> None:
+        from visionfleet.broker.celery_app import app
+
+        while True:
+            try:
+                with app.connection_for_read() as conn:
+                    conn.ensure_connection(max_retries=1, timeout=3)
+                    conn.default_channel  # noqa: B018 -- opening a channel is a round trip (Redis: a PING)
+                self._broker_ok_at = time.monotonic()
+            except Exception as exc:  # any failure means not ready; say why once per check
+                log.warning("broker check failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            time.sleep(BROKER_CHECK_EVERY_S)
+
+    def metrics(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        forget_dead_processes(self.path)
+        return generate_latest(self.registry)
+
+
+def _handler(exporter: Exporter):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST
+
+                self._answer(200, exporter.metrics(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                self._answer(200, b"ok\n")
+            elif path == "/readyz":
+                ready, why = exporter.readiness()
+                self._answer(200 if ready else 503, f"{why}\n".encode())
+            else:
+                self._answer(404, b"not found: /metrics, /healthz or /readyz\n")
+
+        def _answer(self, code: int, body: bytes, content_type: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_) -> None:  # a probe every few seconds is not news
+            pass
+
+    return Handler
+
+
+def metric_names() -> set[str]:
+    """Every sample name a worker exposes (``_total``, ``_bucket``, ``_sum``, ``_count`` included):
+    what manifests, dashboards and alerts may name."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from visionfleet.pipeline import telemetry
+    from visionfleet.workers.fleet_metrics import FleetCollector
+
+    families = [family for metric in vars(telemetry).values() if isinstance(metric, MetricWrapperBase)
+                for family in metric.describe()]
+    names = set()
+    for family in families + FleetCollector(FLEET_CACHE_S).describe():
+        names.update(f"{family.name}{suffix}" for suffix in _SUFFIXES[family.type])
+    return names
+
+
+_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}

@@ -1,0 +1,91 @@
+"""The fleet-wide gauges a worker exports, read from the broker and Redis when scraped.
+
+Every worker shows the same numbers (aggregate them with ``max``): the
+queues' backlog (waiting plus claimed but unfinished), images left in
+running jobs, live workers, the desired worker count (``broker/scaling.py``)
+and the online requests the client refused. Read at most once per
+``cache_s``; a fleet without Redis (the embedded default) has none.
+"""
+import logging
+import time
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from visionfleet.broker.routes import BULK_QUEUE, ONLINE_QUEUE
+
+log = logging.getLogger(__name__)
+
+_QUEUE_LABEL = {ONLINE_QUEUE: "online", BULK_QUEUE: "bulk"}  # the role, whatever the namespace
+
+
+class FleetCollector(Collector):
+    def __init__(self, cache_s: float) -> None:
+        self.cache_s = cache_s
+        self._read_at = -cache_s
+        self._families: list = []
+        self._sources = None  # (store, redis client), opened on the first scrape
+
+    def describe(self) -> list:
+        return _families(None)
+
+    def collect(self):
+        if time.monotonic() - self._read_at >= self.cache_s:
+            self._read_at = time.monotonic()
+            try:
+                self._families = _families(self._read())
+            except Exception as exc:  # the worker's own metrics still go out; say once per read why these do not
+                log.warning("fleet metrics unavailable", extra={"error": f"{type(exc).__name__}: {exc}"})
+                self._families = []
+        return iter(self._families)
+
+    def _read(self) -> dict | None:
+        """The fleet as the scaling signal sees it; None without a Redis state store."""
+        from visionfleet.broker.celery_app import app
+        from visionfleet.broker.fleet import look
+        from visionfleet.broker.metrics import Metrics
+        from visionfleet.broker.scaling import Policy, decide
+
+        if self._sources is None:
+            self._sources = _open()
+        if not self._sources:
+            return None
+        store, client = self._sources
+        fleet, depths = look(store, app)
+        counters = Metrics(client).snapshot()["counters"]
+        return {"depths": depths, "decision": decide(fleet, Policy.from_env(), time.time()),
+                "rejected": counters.get("online_rejected", 0)}
+
+
+def _open() -> tuple:
+    """The fleet's store and Redis; () where there is none (embedded, or no Redis state store)."""
+    import redis
+
+    from visionfleet.broker.settings import BrokerSettings
+    from visionfleet.checkpoints import open_store
+
+    settings = BrokerSettings.from_env()
+    if settings.embedded or not settings.state_url.startswith(("redis", "unix")):
+        return ()
+    return (open_store(settings.state_url, job_ttl_s=settings.job_ttl_s),
+            redis.Redis.from_url(settings.state_url, decode_responses=True))
+
+
+def _families(read: dict | None) -> list:
+    backlog = GaugeMetricFamily("visionfleet_queue_backlog", "Messages waiting plus claimed but unfinished "
+                                "(claimed: Redis broker only)", labels=["queue"])
+    images = GaugeMetricFamily("visionfleet_backlog_images", "Images not yet labelled in running jobs")
+    workers = GaugeMetricFamily("visionfleet_workers", "Live bulk workers (machines), as their heartbeats say")
+    desired = GaugeMetricFamily("visionfleet_desired_workers", "Workers the fleet should have now "
+                                "(`visionfleet scale --json`)")
+    rejected = CounterMetricFamily("visionfleet_online_rejected", "Online requests refused: backlog over its bound")
+    if read is None:
+        return [backlog, images, workers, desired, rejected]
+    for queue, depth in read["depths"].items():
+        backlog.add_metric([_QUEUE_LABEL[queue]], depth.backlog)
+    decision = read["decision"]
+    images.add_metric([], decision.backlog_images)
+    workers.add_metric([], decision.workers)
+    desired.add_metric([], decision.desired_workers)
+    rejected.add_metric([], read["rejected"])
+    return [backlog, images, workers, desired, rejected]
