@@ -18,6 +18,9 @@ COPY cli cli
 COPY visionfleet visionfleet
 RUN pip install --no-cache-dir .
 
+# /metrics, /healthz, /readyz (VISIONFLEET_METRICS_PORT)
+EXPOSE 9808
+
 RUN useradd --create-home visionfleet \
  && mkdir -p /var/cache/visionfleet && chown visionfleet /var/cache/visionfleet
 USER visionfleet

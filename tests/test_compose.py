@@ -45,3 +45,16 @@ def test_usage_error_would_be_caught():
     sub = main.get_command(click.Context(main), "worker")
     with pytest.raises(click.UsageError):
         sub.make_context("worker", ["--no-such-flag"])
+
+
+def test_workers_report_ready_through_the_cli_and_prometheus_scrapes_them(compose):
+    scraped = yaml.safe_load((REPO / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    sd = scraped["scrape_configs"][0]["dns_sd_configs"][0]
+    for name in ("worker-gpu", "worker-cpu"):
+        service = compose["services"][name]
+        check = service["healthcheck"]["test"]
+        assert check == ["CMD", "visionfleet", "health", "--ready"]
+        sub = main.get_command(click.Context(main), check[2])
+        sub.make_context(check[2], check[3:])  # the probe's arguments parse
+        assert name in sd["names"] and str(sd["port"]) in service["expose"]
+    assert compose["services"]["prometheus"]["profiles"] == ["monitoring"]
