@@ -40,8 +40,21 @@ def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
     }
     storage_for(root).write(layout.child(root, layout.SUCCESS), json.dumps(summary, indent=1).encode())
     store.set_state(job_id, "succeeded")
+    _write_report(store, job_id, root)
     log.info("job succeeded", extra={"job_id": job_id, "total": progress.total, "errors": progress.errors})
     return "succeeded"
+
+
+def _write_report(store: StateStore, job_id: str, root: str) -> None:
+    """``_REPORT.json`` beside the summary; `visionfleet report` writes the same with other prices, and a page."""
+    from visionfleet.reports.run import prices_from_env, run_report
+
+    try:
+        report = run_report(store.progress(job_id), store.ledger(job_id), prices_from_env())
+        storage_for(root).write(layout.child(root, layout.REPORT), json.dumps(report, indent=1).encode())
+    except Exception as exc:  # the job has succeeded: a report it lacks is not worth failing it for
+        log.warning("run report not written; `visionfleet report` makes it", extra={
+            "job_id": job_id, "error": f"{type(exc).__name__}: {exc}"})
 
 
 def _engines(root: str) -> dict:

@@ -19,6 +19,16 @@ def job_failed(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:failed"
 
 
+def job_timeline(job_id: str) -> str:
+    """Hash: minute (epoch seconds at its start) -> images committed in it (the run report)."""
+    return f"{PREFIX}:job:{job_id}:timeline"
+
+
+def job_machines(job_id: str) -> str:
+    """Hash: ``<host>|images``, ``<host>|busy_s``, ``<host>|first_at``, ``<host>|last_at`` (the run report)."""
+    return f"{PREFIX}:job:{job_id}:machines"
+
+
 JOBS = f"{PREFIX}:jobs"
 """Sorted set: job id, scored by creation time (``visionfleet jobs``); entries of expired jobs are pruned."""
 

@@ -14,10 +14,11 @@ from redis.retry import Retry
 
 from visionfleet.checkpoints import keys
 from visionfleet.checkpoints.state import (
-    FINAL_STATES, Checkpoint, Lease, Progress, StateStore, derive_state, new_token,
+    FINAL_STATES, LEDGER_EVENTS, Checkpoint, Lease, Progress, StateStore, derive_state, new_token,
 )
 
 # KEYS: shard, job. ARGV: owner, ttl_s, token. Returns takeovers, or nil while another lease runs.
+# A takeover adds what the dead holder had labelled and not committed (its last beat) to the job's redone.
 _ACQUIRE = """
 local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
 local s = redis.call('HMGET', KEYS[1], 'owner', 'lease_until', 'takeovers', 'alive_until')
@@ -25,20 +26,25 @@ local holder = s[1] or ''
 local alive = tonumber(s[2] or '0') > now and (not s[4] or tonumber(s[4]) > now)
 if holder ~= '' and holder ~= ARGV[1] and alive then return false end
 local takeovers = tonumber(s[3] or '0')
-if holder ~= '' and holder ~= ARGV[1] then takeovers = redis.call('HINCRBY', KEYS[1], 'takeovers', 1) end
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', ARGV[3], 'lease_until', now + tonumber(ARGV[2]))
+if holder ~= '' and holder ~= ARGV[1] then
+  takeovers = redis.call('HINCRBY', KEYS[1], 'takeovers', 1)
+  redis.call('HINCRBY', KEYS[2], 'takeovers', 1)
+  redis.call('HINCRBY', KEYS[2], 'redone', tonumber(redis.call('HGET', KEYS[1], 'inflight') or '0'))
+end
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'token', ARGV[3], 'lease_until', now + tonumber(ARGV[2]), 'inflight', 0)
 redis.call('HDEL', KEYS[1], 'alive_until')  -- the new holder's own beats set it
 redis.call('HSETNX', KEYS[2], 'started_at', now)
 return takeovers
 """
 
-# KEYS: shard, job, job parts, shard parts. ARGV: token, offset, ok, errors, part, done, ttl_s.
+# KEYS: shard, job, job parts, shard parts, job timeline, job machines.
+# ARGV: token, offset, ok, errors, part, done, ttl_s, worker ('' for none), busy_s.
 _COMMIT = """
 local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
 local s = redis.call('HMGET', KEYS[1], 'token', 'done', 'offset')
 if s[1] ~= ARGV[1] or s[2] == '1' then return 0 end
 if tonumber(ARGV[2]) > tonumber(s[3] or '0') then redis.call('HSET', KEYS[1], 'takeovers', 0) end
-redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'lease_until', now + tonumber(ARGV[7]))
+redis.call('HSET', KEYS[1], 'offset', ARGV[2], 'lease_until', now + tonumber(ARGV[7]), 'inflight', 0)
 redis.call('HINCRBY', KEYS[1], 'ok', ARGV[3])
 redis.call('HINCRBY', KEYS[1], 'errors', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'ok', ARGV[3])
@@ -51,6 +57,16 @@ end
 if ARGV[6] == '1' then
   redis.call('HSET', KEYS[1], 'done', '1', 'owner', '', 'lease_until', 0)
   redis.call('HINCRBY', KEYS[2], 'shards_done', 1)
+end
+if ARGV[8] ~= '' then
+  local images = tonumber(ARGV[3]) + tonumber(ARGV[4])
+  redis.call('HINCRBY', KEYS[5], tostring(math.floor(now / 60) * 60), images)
+  redis.call('HINCRBY', KEYS[6], ARGV[8] .. '|images', images)
+  redis.call('HINCRBYFLOAT', KEYS[6], ARGV[8] .. '|busy_s', ARGV[9])
+  local first = now - tonumber(ARGV[9])
+  local had = redis.call('HGET', KEYS[6], ARGV[8] .. '|first_at')
+  if not had or first < tonumber(had) then redis.call('HSET', KEYS[6], ARGV[8] .. '|first_at', first) end
+  redis.call('HSET', KEYS[6], ARGV[8] .. '|last_at', now)
 end
 return 1
 """
@@ -67,7 +83,7 @@ return 1
 # KEYS: shard. ARGV: token.
 _RELEASE = """
 if redis.call('HGET', KEYS[1], 'token') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'owner', '', 'lease_until', 0)
+  redis.call('HSET', KEYS[1], 'owner', '', 'lease_until', 0, 'inflight', 0)
 end
 return 1
 """
@@ -83,8 +99,13 @@ redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
 -- Only a job the store knows: after Redis lost its data, a beat must not recreate half a job.
 if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'seen_at', now) end
 if KEYS[3] ~= '' and redis.call('HGET', KEYS[3], 'token') == ARGV[4] then
-  redis.call('HSET', KEYS[3], 'alive_until', now + tonumber(ARGV[3]))
+  redis.call('HSET', KEYS[3], 'alive_until', now + tonumber(ARGV[3]), 'inflight', tonumber(info['labelled'] or 0))
 end
+"""
+
+# KEYS: job. ARGV: field.
+_NOTE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end
 """
 
 # KEYS: workers, shard ('' if none). ARGV: owner, token.
@@ -110,6 +131,7 @@ class RedisStore(StateStore):
         self._release = self._r.register_script(_RELEASE)
         self._beat = self._r.register_script(_BEAT)
         self._forget = self._r.register_script(_FORGET)
+        self._note = self._r.register_script(_NOTE)
 
     def create_job(self, job_id: str, meta: dict) -> None:
         created = meta.get("created_at", time.time())
@@ -140,10 +162,11 @@ class RedisStore(StateStore):
                           parts=self._r.lrange(keys.shard_parts(job_id, shard), 0, -1),
                           done=done == "1", failed=failed or None)
 
-    def commit(self, job_id, shard, token, *, offset, ok, errors, part, done, ttl_s) -> bool:
+    def commit(self, job_id, shard, token, *, offset, ok, errors, part, done, ttl_s, worker="", busy_s=0.0) -> bool:
         return bool(self._commit(
-            keys=[keys.shard(job_id, shard), keys.job(job_id), keys.job_parts(job_id), keys.shard_parts(job_id, shard)],
-            args=[token, offset, ok, errors, part or "", int(done), ttl_s],
+            keys=[keys.shard(job_id, shard), keys.job(job_id), keys.job_parts(job_id), keys.shard_parts(job_id, shard),
+                  keys.job_timeline(job_id), keys.job_machines(job_id)],
+            args=[token, offset, ok, errors, part or "", int(done), ttl_s, worker, busy_s],
         ))
 
     def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:
@@ -178,7 +201,8 @@ class RedisStore(StateStore):
     def _each_key(self, job_id: str, act) -> None:
         """``act(pipe, key)`` for every key of the job, in pipelined batches (a 50M job has 100k keys)."""
         shards = int(self._r.hget(keys.job(job_id), "shards") or 0)
-        names = [keys.job(job_id), keys.job_parts(job_id), keys.job_failed(job_id)]
+        names = [keys.job(job_id), keys.job_parts(job_id), keys.job_failed(job_id), keys.job_timeline(job_id),
+                 keys.job_machines(job_id)]
         names += (name for i in range(shards) for name in (keys.shard(job_id, i), keys.shard_parts(job_id, i)))
         for start in range(0, len(names), 10_000):
             pipe = self._r.pipeline(transaction=False)
@@ -226,6 +250,24 @@ class RedisStore(StateStore):
         self._beat(keys=[keys.WORKERS, keys.job(job_id) if job_id else "",
                          keys.shard(job_id, shard) if job_id and shard is not None else ""],
                    args=[owner, json.dumps({**info, "owner": owner}), ttl_s, info.get("token") or ""])
+
+    def note(self, job_id: str, event: str) -> None:
+        if event not in LEDGER_EVENTS:
+            raise ValueError(f"not a ledger event: {event}")
+        self._note(keys=[keys.job(job_id)], args=[event])
+
+    def ledger(self, job_id: str) -> dict:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hgetall(keys.job_timeline(job_id))
+        pipe.hgetall(keys.job_machines(job_id))
+        pipe.hmget(keys.job(job_id), "redone", "takeovers", *LEDGER_EVENTS)
+        timeline, machines, counts = pipe.execute()
+        workers: dict[str, dict] = {}
+        for name, value in machines.items():
+            host, _, what = name.rpartition("|")
+            workers.setdefault(host, {})[what] = int(value) if what == "images" else float(value)
+        return {"timeline": {int(m): int(n) for m, n in timeline.items()}, "workers": workers,
+                **dict(zip(("redone", "takeovers", *LEDGER_EVENTS), (int(c or 0) for c in counts)))}
 
     def workers(self) -> list[dict]:
         now = _server_time(self._r)

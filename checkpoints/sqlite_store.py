@@ -12,7 +12,7 @@ import time
 from contextlib import contextmanager
 
 from visionfleet.checkpoints.state import (
-    FINAL_STATES, Checkpoint, Lease, Progress, StateStore, derive_state, new_token,
+    FINAL_STATES, LEDGER_EVENTS, Checkpoint, Lease, Progress, StateStore, derive_state, new_token,
 )
 
 _SCHEMA = """
@@ -27,9 +27,15 @@ CREATE TABLE IF NOT EXISTS shards (
 CREATE TABLE IF NOT EXISTS parts (job_id TEXT, idx INT, name TEXT, seq INTEGER PRIMARY KEY AUTOINCREMENT);
 CREATE UNIQUE INDEX IF NOT EXISTS parts_by_name ON parts (job_id, name);
 CREATE TABLE IF NOT EXISTS workers (owner TEXT PRIMARY KEY, info TEXT NOT NULL, alive_until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS timeline (job_id TEXT, minute INT, images INT, PRIMARY KEY (job_id, minute));
+CREATE TABLE IF NOT EXISTS machines (job_id TEXT, host TEXT, images INT, busy_s REAL, first_at REAL, last_at REAL,
+  PRIMARY KEY (job_id, host));
 """
+_JOB_TABLES = ("jobs", "shards", "parts", "timeline", "machines")
 # Columns added after the first release: a state file from then gains them on open.
-_ADDED = {"shards": {"alive_until": "REAL"}, "jobs": {"seen_at": "REAL", "expires_at": "REAL"}}
+_ADDED = {"shards": {"alive_until": "REAL", "inflight": "INT DEFAULT 0"},
+          "jobs": {"seen_at": "REAL", "expires_at": "REAL", "redone": "INT DEFAULT 0", "takeovers": "INT DEFAULT 0",
+                   "drains": "INT DEFAULT 0", "spot_notices": "INT DEFAULT 0"}}
 
 
 class SqliteStore(StateStore):
@@ -82,16 +88,20 @@ class SqliteStore(StateStore):
         now = time.time()
         with self._tx() as db:
             db.execute("INSERT OR IGNORE INTO shards (job_id, idx) VALUES (?, ?)", (job_id, shard))
-            holder, until, takeovers, alive_until = db.execute(
-                "SELECT owner, lease_until, takeovers, alive_until FROM shards WHERE job_id = ? AND idx = ?",
+            holder, until, takeovers, alive_until, inflight = db.execute(
+                "SELECT owner, lease_until, takeovers, alive_until, inflight FROM shards WHERE job_id = ? AND idx = ?",
                 (job_id, shard)).fetchone()
             alive = until > now and (alive_until is None or alive_until > now)
             if holder and holder != owner and alive:
                 return None
-            takeovers += bool(holder and holder != owner)  # the holder died or stalled
+            if holder and holder != owner:  # the holder died or stalled: what it had not committed is redone
+                takeovers += 1
+                db.execute("UPDATE jobs SET takeovers = takeovers + 1, redone = redone + ? WHERE job_id = ?",
+                           (inflight or 0, job_id))
             lease = Lease(new_token(), takeovers)
-            db.execute("UPDATE shards SET owner = ?, token = ?, lease_until = ?, takeovers = ?, alive_until = NULL "
-                       "WHERE job_id = ? AND idx = ?", (owner, lease.token, now + ttl_s, takeovers, job_id, shard))
+            db.execute("UPDATE shards SET owner = ?, token = ?, lease_until = ?, takeovers = ?, alive_until = NULL, "
+                       "inflight = 0 WHERE job_id = ? AND idx = ?",
+                       (owner, lease.token, now + ttl_s, takeovers, job_id, shard))
             db.execute("UPDATE jobs SET started_at = COALESCE(started_at, ?) WHERE job_id = ?", (now, job_id))
             return lease
 
@@ -111,13 +121,13 @@ class SqliteStore(StateStore):
                          (job_id, shard)).fetchone()
         return row if row is not None and row[0] == token and not row[1] else None
 
-    def commit(self, job_id, shard, token, *, offset, ok, errors, part, done, ttl_s) -> bool:
+    def commit(self, job_id, shard, token, *, offset, ok, errors, part, done, ttl_s, worker="", busy_s=0.0) -> bool:
         now = time.time()
         with self._tx() as db:
             held = self._held(db, job_id, shard, token)
             if held is None:
                 return False
-            db.execute('UPDATE shards SET "offset" = ?, ok = ok + ?, errors = errors + ?, lease_until = ?, '
+            db.execute('UPDATE shards SET "offset" = ?, ok = ok + ?, errors = errors + ?, lease_until = ?, inflight = 0, '
                        "takeovers = CASE WHEN ? > ? THEN 0 ELSE takeovers END WHERE job_id = ? AND idx = ?",
                        (offset, ok, errors, now + ttl_s, offset, held[2], job_id, shard))
             db.execute("UPDATE jobs SET ok = ok + ?, errors = errors + ?, updated_at = ? WHERE job_id = ?",
@@ -128,7 +138,18 @@ class SqliteStore(StateStore):
                 db.execute("UPDATE shards SET done = 1, owner = '', lease_until = 0 WHERE job_id = ? AND idx = ?",
                            (job_id, shard))
                 db.execute("UPDATE jobs SET shards_done = shards_done + 1 WHERE job_id = ?", (job_id,))
+            if worker:
+                self._ledger_commit(db, job_id, worker, ok + errors, busy_s, now)
             return True
+
+    @staticmethod
+    def _ledger_commit(db, job_id: str, worker: str, images: int, busy_s: float, now: float) -> None:
+        db.execute("INSERT INTO timeline VALUES (?, ?, ?) ON CONFLICT (job_id, minute) "
+                   "DO UPDATE SET images = images + excluded.images", (job_id, int(now // 60 * 60), images))
+        db.execute("INSERT INTO machines VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (job_id, host) DO UPDATE SET "
+                   "images = images + excluded.images, busy_s = busy_s + excluded.busy_s, "
+                   "first_at = MIN(first_at, excluded.first_at), last_at = MAX(last_at, excluded.last_at)",
+                   (job_id, worker, images, busy_s, now - busy_s, now))
 
     def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:
         with self._tx() as db:
@@ -140,8 +161,8 @@ class SqliteStore(StateStore):
 
     def release(self, job_id: str, shard: int, token: str) -> None:
         with self._tx() as db:
-            db.execute("UPDATE shards SET owner = '', lease_until = 0 WHERE job_id = ? AND idx = ? AND token = ?",
-                       (job_id, shard, token))
+            db.execute("UPDATE shards SET owner = '', lease_until = 0, inflight = 0 "
+                       "WHERE job_id = ? AND idx = ? AND token = ?", (job_id, shard, token))
 
     def restore_shard(self, job_id: str, shard: int, checkpoint: Checkpoint) -> None:
         c = checkpoint
@@ -166,7 +187,7 @@ class SqliteStore(StateStore):
 
     def purge(self, job_id: str) -> None:
         with self._tx() as db:
-            for table in ("jobs", "shards", "parts"):
+            for table in _JOB_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
 
     def _drop_expired(self) -> None:
@@ -199,8 +220,22 @@ class SqliteStore(StateStore):
                        (owner, record, now + ttl_s))
             if job_id:
                 db.execute("UPDATE jobs SET seen_at = ? WHERE job_id = ?", (now, job_id))
-                db.execute("UPDATE shards SET alive_until = ? WHERE job_id = ? AND idx = ? AND token = ?",
-                           (now + ttl_s, job_id, shard, token))
+                db.execute("UPDATE shards SET alive_until = ?, inflight = ? WHERE job_id = ? AND idx = ? AND token = ?",
+                           (now + ttl_s, info.get("labelled", 0), job_id, shard, token))
+
+    def note(self, job_id: str, event: str) -> None:
+        if event not in LEDGER_EVENTS:  # a column name: never from outside the product
+            raise ValueError(f"not a ledger event: {event}")
+        with self._tx() as db:
+            db.execute(f"UPDATE jobs SET {event} = {event} + 1 WHERE job_id = ?", (job_id,))
+
+    def ledger(self, job_id: str) -> dict:
+        counts = self._all(f"SELECT redone, takeovers, {', '.join(LEDGER_EVENTS)} FROM jobs WHERE job_id = ?", job_id)
+        machines = self._all("SELECT host, images, busy_s, first_at, last_at FROM machines WHERE job_id = ?", job_id)
+        return {"timeline": dict(self._all("SELECT minute, images FROM timeline WHERE job_id = ?", job_id)),
+                "workers": {host: {"images": images, "busy_s": busy, "first_at": first, "last_at": last}
+                            for host, images, busy, first, last in machines},
+                **dict(zip(("redone", "takeovers", *LEDGER_EVENTS), counts[0] if counts else (0,) * 4))}
 
     def workers(self) -> list[dict]:
         now = time.time()

@@ -10,6 +10,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+LEDGER_EVENTS = ("drains", "spot_notices")
 
 
 @dataclass
@@ -130,11 +131,13 @@ class StateStore(ABC):
 
     @abstractmethod
     def commit(self, job_id: str, shard: int, token: str, *, offset: int, ok: int, errors: int,
-               part: str | None, done: bool, ttl_s: float) -> bool:
+               part: str | None, done: bool, ttl_s: float, worker: str = "", busy_s: float = 0.0) -> bool:
         """Move the checkpoint to ``offset`` and add the counts, if ``token`` still holds the lease.
 
         Renews the lease; progress resets the takeover count. Returns False,
-        changing nothing, for a stale token or a shard already done.
+        changing nothing, for a stale token or a shard already done. With a
+        ``worker`` (its machine), the job's ledger gains the images in this
+        minute, and the machine's images and ``busy_s`` (seconds of work they took).
         """
 
     @abstractmethod
@@ -183,6 +186,16 @@ class StateStore(ABC):
         holds it, counts as alive only while these beats go on, so a dead
         holder's lease is taken over once its beats stop, not at the lease's end.
         """
+
+    @abstractmethod
+    def note(self, job_id: str, event: str) -> None:
+        """Count one ``drains`` or ``spot_notices`` event of a job (a shard handed back), if the job exists."""
+
+    @abstractmethod
+    def ledger(self, job_id: str) -> dict:
+        """What the run report needs: ``timeline`` {minute: images}, ``workers`` {machine: {images, busy_s,
+        first_at, last_at}}, and the counts ``redone`` (images a dead holder had labelled, as its last beat
+        said, when its shard was taken over), ``takeovers``, ``drains`` and ``spot_notices``."""
 
     @abstractmethod
     def workers(self) -> list[dict]:

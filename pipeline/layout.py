@@ -12,10 +12,12 @@
 - ``_engines/NAME.json``: what ran the job (model, runtime, precision, int8
   agreement), one note per distinct engine, written by the workers.
 - ``_SUCCESS.json``: the summary, written when the last shard commits.
+- ``_REPORT.json``: what the run took and cost (``visionfleet report``), written just after.
 """
 from visionfleet.pipeline.storage import storage_for
 
 SUCCESS = "_SUCCESS.json"
+REPORT = "_REPORT.json"
 PLAN_DIR = "_plan"
 CHECKPOINT_DIR = "_checkpoints"
 ENGINE_DIR = "_engines"

@@ -175,6 +175,8 @@ def test_spot_notice_drains_the_worker(bucket, fleet_env, workers, spot):
     assert job.wait_end(workers)["state"] == "succeeded"
     job.assert_exactly_once()
     assert job.labelled_lines() == 240
+    ledger = job.store.ledger(job.id)  # the run report's account of it
+    assert (ledger["drains"], ledger["spot_notices"], ledger["redone"]) == (1, 1, 0)
 
 
 def test_stalled_worker_late_commit_is_refused(bucket, fleet_env, workers):

@@ -41,15 +41,22 @@ DMI = Path("/sys/class/dmi/id")  # what the machine's firmware says it is
 # idle child told to drain by SIGUSR2 died (exit 70) and Celery started a
 # new one, loading the model again, in the middle of the shutdown.
 DRAIN_SIGNAL = signal.SIGRTMIN + 2
+SPOT_DRAIN_SIGNAL = signal.SIGRTMIN + 3  # the same, and the reason is a spot notice (the run report counts them)
 _OFF = ("", "off", "none")
 
 _draining = threading.Event()
+_spot = threading.Event()
 _watchdog_started = threading.Event()
 
 
 def draining() -> bool:
     """True once this process (or its parent worker) was told to drain."""
     return _draining.is_set()
+
+
+def spot_noticed() -> bool:
+    """True once this process (or its parent worker) drains because of a spot termination notice."""
+    return _spot.is_set()
 
 
 def _terminate_self(reason: str) -> None:
@@ -60,6 +67,7 @@ def _terminate_self(reason: str) -> None:
 @worker_process_init.connect
 def _listen_in_child(**_) -> None:
     signal.signal(DRAIN_SIGNAL, lambda *_: _draining.set())
+    signal.signal(SPOT_DRAIN_SIGNAL, lambda *_: (_spot.set(), _draining.set()))
 
 
 @worker_shutting_down.connect
@@ -69,7 +77,7 @@ def _drain_children(sig=None, how=None, **_) -> None:
     DRAINING.set(1)
     for child in billiard.process.active_children():
         try:
-            os.kill(child.pid, DRAIN_SIGNAL)
+            os.kill(child.pid, SPOT_DRAIN_SIGNAL if _spot.is_set() else DRAIN_SIGNAL)
         except ProcessLookupError:
             pass
     if how == "Warm" and not _watchdog_started.is_set():
@@ -141,6 +149,7 @@ def _watch_spot(url: str, every_s: float) -> None:
         when = spot_notice(url)
         if when is not None:
             SPOT_NOTICE.set(1)
+            _spot.set()
             left = seconds_left(when, time.time())
             log.warning("spot termination notice", extra={
                 "termination_time": when, "seconds_left": None if left is None else round(left, 1),

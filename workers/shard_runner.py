@@ -10,6 +10,7 @@ Free of Celery: the task module maps outcomes to acks and messages.
 import enum
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,8 @@ from visionfleet.workers.heartbeat import Activity
 from visionfleet.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+MACHINE = socket.gethostname()  # whose work a commit is, in the job's ledger (the run report)
 
 
 class Outcome(enum.Enum):
@@ -123,7 +126,7 @@ class ShardRun:
             stop = self._should_stop()
             due = len(records) >= every or self._clock() - since >= self.settings.commit_interval_s
             if stop or due or end == len(shard.uris):
-                if not self._commit(shard, records, done=end == len(shard.uris)):
+                if not self._commit(shard, records, done=end == len(shard.uris), busy_s=self._clock() - since):
                     return Outcome.LOST_LEASE
                 self.activity.committed(len(records))
                 start, records, since, every = end, [], self._clock(), self.settings.commit_every
@@ -138,7 +141,7 @@ class ShardRun:
             raise RuntimeError(f"shard {shard.index}: {start} records for {len(shard.uris)} inputs")
         return Outcome.DONE
 
-    def _commit(self, shard: _Shard, records: list[dict], *, done: bool) -> bool:
+    def _commit(self, shard: _Shard, records: list[dict], *, done: bool, busy_s: float = 0.0) -> bool:
         start = shard.committed.offset
         end = start + len(records)
         part = layout.part_name(shard.index, start, end, shard.lease.token) if records else None
@@ -150,7 +153,7 @@ class ShardRun:
         with stage("commit"):
             committed = self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end,
                                           ok=len(records) - errors, errors=errors, part=part, done=done,
-                                          ttl_s=self.settings.lease_ttl_s)
+                                          ttl_s=self.settings.lease_ttl_s, worker=MACHINE, busy_s=busy_s)
         if not committed:
             log.warning("commit refused: lease lost", extra={"job_id": shard.job_id, "shard": shard.index})
             if part:

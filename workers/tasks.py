@@ -59,6 +59,9 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
         # Published before this message is acked: a crash in between leaves
         # two messages, and the second finds the shard done or leased.
         self.app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
+        ctx.store.note(job_id, "drains")
+        if drain.spot_noticed():
+            ctx.store.note(job_id, "spot_notices")
     elif outcome is Outcome.BUSY:
         # A live worker holds the lease; look again once it could have expired, or its beats lapsed.
         raise self.retry(countdown=min(ctx.settings.lease_ttl_s / 2, beat_every_s() * LAPSE_AFTER_BEATS))
