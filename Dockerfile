@@ -15,6 +15,7 @@ COPY workers workers
 COPY pipeline pipeline
 COPY checkpoints checkpoints
 COPY cli cli
+COPY reports reports
 COPY visionfleet visionfleet
 RUN pip install --no-cache-dir .
 

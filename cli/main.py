@@ -213,6 +213,40 @@ def stats(as_json) -> None:
 
 
 @main.command()
+@click.argument("old")
+@click.argument("new")
+@click.option("--output", "-o", required=True, help="Folder or oss://bucket/prefix/ for diff.json, changed.jsonl and "
+                                                       "report.html.")
+@click.option("--sample", type=click.IntRange(1), default=None,
+              help="Keep only the N most confident changes in changed.jsonl  [default: all]")
+@click.option("--thumbnails", is_flag=True, help="Show OSS images in report.html, as signed URLs (local ones always show).")
+def diff(old, new, output, sample, thumbnails) -> None:
+    """What NEW's labels changed from OLD's: both are finished jobs' folders, DEST/<job_id> (local or oss://)."""
+    from visionfleet.cli.reports import run_diff
+
+    for line in run_diff(old, new, output, sample=sample, thumbnails=thumbnails):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--output", "-o", required=True, help="Folder or oss://bucket/prefix/ for report.json and report.html.")
+@click.option("--price-per-hour", type=click.FloatRange(min=0), default=None,
+              help="$ per machine-hour the fleet paid (spot).")
+@click.option("--prices", type=click.Path(exists=True, dir_okay=False), default=None,
+              help='Price table, JSON: {"INSTANCE_TYPE": {"on_demand": $/h, "spot": $/h}, ...}')
+@click.option("--instance-type", default=None, help="The fleet's row in --prices  [default: every row]")
+def report(job_id, output, price_per_hour, prices, instance_type) -> None:
+    """What JOB_ID took and cost: time, images/s over time, work redone, $ per million images."""
+    from visionfleet.cli.reports import run_report
+
+    store, progress = _job(job_id)
+    for line in run_report(store, progress, output, price_per_hour=price_per_hour, prices=prices,
+                           instance_type=instance_type):
+        click.echo(line)
+
+
+@main.command()
 @click.option("--ready", is_flag=True, help="Ask for readiness (models loaded, broker answers, not draining), "
                                             "not only liveness.")
 def health(ready) -> None:

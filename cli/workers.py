@@ -67,6 +67,7 @@ def check_settings() -> None:
     from visionfleet.broker.settings import BrokerSettings
     from visionfleet.pipeline.labeller import LoadSettings
     from visionfleet.pipeline.runtimes.choice import choose_engine
+    from visionfleet.reports.run import prices_from_env
     from visionfleet.workers import allocator, drain, heartbeat
     from visionfleet.workers.online import OnlineSettings
     from visionfleet.workers.settings import WorkerSettings
@@ -79,6 +80,7 @@ def check_settings() -> None:
     drain.spot_poll_s()
     heartbeat.beat_every_s()
     env_int("VISIONFLEET_ONLINE_THREADS", 1)
+    prices_from_env()  # each job's _REPORT.json prices it
 
 
 def _name(queue: str, hostname: str | None) -> str:
