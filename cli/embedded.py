@@ -65,10 +65,18 @@ def run(job_id: str, start: Start, store: StateStore, settings: BrokerSettings, 
         final = wait_for(store, job_id, bar=True, check=lambda: _check_alive(fleet, store, job_id))
     except KeyboardInterrupt:
         return _interrupted(job_id, store, fleet, presses)
+    else:
+        # Every shard has ended, so nothing is in flight and there is nothing to drain; Celery's
+        # warm shutdown of idle workers still takes seconds (billiard's pool processes sleep a
+        # second on their way out). Stop them at once; the store then forgets them.
+        fleet.kill_now()
     finally:
-        fleet.stop()  # a no-op after an interrupt, which stopped them already
+        fleet.stop()  # reaps them; a no-op after an interrupt, which stopped them already
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    from visionfleet.workers.heartbeat import reap_dead_here
+
+    reap_dead_here(store)
     shutil.rmtree(settings.broker_dir, ignore_errors=True)  # the job has ended: what is queued is moot
     return final
 

@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+from pathlib import Path
 
 from PIL import Image
 
@@ -9,6 +10,7 @@ from bench.e2e_bench import make_photos
 from bench.samples import PHOTOS, bundled, export
 from tests.helpers import REPO, visionfleet
 from tests.photos import KNOWN
+from visionfleet.checkpoints import open_store
 
 
 def embedded_env(tmp_path, *, shared_model_cache: bool = True) -> dict:
@@ -39,11 +41,29 @@ def test_relabel_sample_photos_with_no_server(tmp_path):
     assert list((tmp_path / "home" / "models").glob("efficientnet_lite0-fp32-*.onnx"))  # the default cache
 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home", "labels", "photos"]  # nothing else in cwd
+    # Its workers are gone with it, and so is their trace in the state.
+    assert processes_with(f"VISIONFLEET_HOME={tmp_path / 'home'}") == []
+    assert open_store(f"sqlite:///{tmp_path / 'home' / 'state.db'}").workers() == []
 
     status = visionfleet("status", job_id, "--json", env=env)
     assert status.returncode == 0, status.stderr
     got = json.loads(status.stdout)
     assert (got["state"], got["total"], got["done"], got["errors"]) == ("succeeded", 9, 9, 1)
+
+
+def processes_with(variable: str) -> list[int]:
+    """Live processes (zombies aside) whose environment has ``variable`` (NAME=value)."""
+    from visionfleet.workers.heartbeat import proc_stat
+
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if variable.encode() in environ and (proc_stat(entry.name) or ["Z"])[0] != "Z":
+            found.append(int(entry.name))
+    return found
 
 
 def test_config_errors_name_the_fix(tmp_path):
