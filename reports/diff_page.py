@@ -4,6 +4,7 @@ import base64
 import io
 import itertools
 import json
+from html import escape
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -88,10 +89,10 @@ def _pictures(rows: list[dict], signed: bool) -> tuple[str, tuple[str, ...]]:
         src = _thumbnail(row["uri"]) if not is_oss(row["uri"]) else (_signed(row["uri"]) if signed else None)
         if src and not src.startswith("data:"):
             hosts.add(f"{urlparse(src).scheme}://{urlparse(src).netloc}")
-        img = f'<img alt="" src="{_attr(src)}">' if src else ""
-        cells.append(f"<figure>{img}<div>{_text(row['uri'])}</div>"
-                     f'<div class="old">old: {_text(row["old"]["label"])} {row["old"]["score"]:.2f}</div>'
-                     f'<div class="new">new: {_text(row["new"]["label"])} {row["new"]["score"]:.2f}</div></figure>')
+        img = f'<img alt="" src="{escape(src, quote=True)}">' if src else ""
+        cells.append(f"<figure>{img}<div>{escape(row['uri'])}</div>"
+                     f'<div class="old">old: {escape(row["old"]["label"])} {row["old"]["score"]:.2f}</div>'
+                     f'<div class="new">new: {escape(row["new"]["label"])} {row["new"]["score"]:.2f}</div></figure>')
     hidden = not signed and any(is_oss(row["uri"]) for row in rows)
     note = paragraph("OSS images are not shown unless asked (--thumbnails: signed URLs).") if hidden else ""
     return f'<div class="thumbs">{"".join(cells)}</div>{note}', tuple(sorted(hosts))
@@ -116,15 +117,3 @@ def _signed(uri: str) -> str | None:
         return storage_for(uri).bucket(bucket).sign_url("GET", key, SIGNED_FOR_S)
     except Exception:
         return None
-
-
-def _attr(value: str) -> str:
-    from html import escape
-
-    return escape(value, quote=True)
-
-
-def _text(value: str) -> str:
-    from html import escape
-
-    return escape(value)
