@@ -18,6 +18,7 @@ from visionfleet.reports.outputs import JobOutput
 from visionfleet.reports.page import number
 
 PLANTED = {"label": "planted label", "class_id": 999, "score": 0.99}
+SLOW = "tests.slow_model:build"
 
 
 def relabel(env, cwd, *args) -> str:
@@ -114,14 +115,17 @@ def test_diff_refuses_a_folder_that_is_not_a_finished_job(tmp_path):
 
 
 def test_report_of_a_run_with_a_killed_worker_counts_the_redone_images(bucket, fleet_env, workers, tmp_path):
-    slow = {**FAST, "VISIONFLEET_COMMIT_EVERY": "64"}  # a kill between commits loses labelled images
-    (first,) = workers.start(1, **slow)
-    job = Job(bucket, fleet_env, 240, shard_size=240)
-    uncommitted = lambda: [w for w in job.store.workers() if w.get("job_id") == job.id and w.get("labelled")]  # noqa: E731
-    wait_until(uncommitted, 120, "the worker to have labelled images it has not committed")
+    # A steady pace (a batch of 8 every 0.25 s, a commit every 64 images, 2 s apart): the kill below
+    # lands seconds before the next commit, with labelled images that no commit will save.
+    allowed = {"VISIONFLEET_MODELS": SLOW}
+    paced = {**FAST, **allowed, "VISIONFLEET_COMMIT_EVERY": "64", "VISIONFLEET_TEST_PREDICT_S": "0.25"}
+    (first,) = workers.start(1, **paced)
+    job = Job(bucket, {**fleet_env, **allowed}, 240, shard_size=240, model=SLOW)
+    wait_until(lambda: [w for w in job.store.workers() if w.get("job_id") == job.id and w.get("labelled", 0) >= 8],
+               120, "a beat saying the worker has labelled a batch past its last commit")
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    workers.start(1, **slow)
+    workers.start(1, **paced)
     assert job.wait_end(workers)["state"] == "succeeded"
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"ecs.c7.xlarge": {"on_demand": 0.2, "spot": 0.05}}))
