@@ -86,9 +86,9 @@ class Exporter:
         self.settings, self.path, self.expected = settings, path, expected
         self.stopping = False  # set at SIGTERM to the process above the workers, or once a drain is seen
         self._broker_ok_at = 0.0
-        self._processes = MultiProcessCollector(None, str(path))
+        self._processes = MultiProcessCollector(None, str(path))  # also read alone, for readiness
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, str(path))
+        self.registry.register(self._processes)
         self.registry.register(FleetCollector(FLEET_CACHE_S))
         self._server: ThreadingHTTPServer | None = None
 
