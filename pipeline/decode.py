@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-# Importing the plugins registers their openers in Image.OPEN, which _open uses.
+# Importing the plugins registers their openers in Image.OPEN, which open_header uses.
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin  # noqa: F401
 from PIL import PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
@@ -81,7 +81,7 @@ def decode_image(
     if not data:
         raise InputError("empty file")
     _let_pillow_allow(max_pixels)
-    img = _open(data)
+    img = open_header(data)
     width, height = img.size
     if width * height > max_pixels:
         raise InputError(
@@ -98,7 +98,7 @@ def decode_image(
         raise InputError(_describe(exc, img.format, data)) from exc
 
 
-def _open(data: bytes) -> Image.Image:
+def open_header(data: bytes) -> Image.Image:
     """Parse the header only: Image.open restricted to our formats, minus its
     bomb check, which would fire before ours with a vaguer message."""
     head = data[:16]
@@ -128,8 +128,8 @@ def _crop(img: Image.Image, geometry: Geometry) -> np.ndarray:
     draft = img.draft("RGB", size)
     img.load()
     # Read after load: Pillow's TIFF loader already applies (and drops) it.
-    orientation = _orientation(img)
-    box = _crop_box(stored_size, geometry, orientation)
+    orientation = orientation_of(img)
+    box = crop_box(stored_size, geometry, orientation)
     if draft is not None:
         scale = stored_size[0] / draft[1][2]
         box = tuple(v / scale for v in box)
@@ -140,7 +140,7 @@ def _crop(img: Image.Image, geometry: Geometry) -> np.ndarray:
     return _rgb_array(out)
 
 
-def _crop_box(
+def crop_box(
     stored_size: tuple[int, int], geometry: Geometry, orientation: int
 ) -> tuple[float, float, float, float]:
     """The source-pixel box that Resize + CenterCrop of the upright picture keeps.
@@ -170,7 +170,7 @@ def _crop_box(
     return max(x0, 0.0), max(y0, 0.0), min(x1, stored_size[0]), min(y1, stored_size[1])
 
 
-def _orientation(img: Image.Image) -> int:
+def orientation_of(img: Image.Image) -> int:
     try:
         value = img.getexif().get(_ORIENTATION_TAG, 1)
         return value if value in _UPRIGHT else 1
