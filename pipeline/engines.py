@@ -98,8 +98,10 @@ def build_model(net: TorchNet, engine: Engine, settings: RuntimeSettings, calibr
         # One process per core budget: more threads than cores is a cliff
         # (measured: two processes x 2 threads on 2 cores ran 40x slower).
         torch.set_num_threads(settings.threads)
-        info = dataclasses.replace(net.info, engine={"runtime": "torch", "precision": engine.precision})
-        return TorchModel(net.load(), info, device=pick_device(settings.device), precision=engine.precision)
+        device = pick_device(settings.device)
+        info = dataclasses.replace(net.info, engine={"runtime": "torch", "precision": engine.precision,
+                                                     "device": device.type})
+        return TorchModel(net.load(), info, device=device, precision=engine.precision)
     from visionfleet.pipeline.runtimes.onnx_names import OPSET
 
     cache = ArtifactCache(settings.model_cache)
