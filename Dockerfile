@@ -17,7 +17,7 @@ COPY checkpoints checkpoints
 COPY cli cli
 COPY reports reports
 COPY visionfleet visionfleet
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[gpu]'
 
 # /metrics, /healthz, /readyz (VISIONFLEET_METRICS_PORT)
 EXPOSE 9808

@@ -16,9 +16,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS, decode_image
-from visionfleet.pipeline.envvars import env_int
+from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS
+from visionfleet.pipeline.envvars import env_choice, env_int
 from visionfleet.pipeline.errors import InputError, RetryableError
+from visionfleet.pipeline.gpu_decode import DECODERS, Deferred, finish, pick_decoder
 from visionfleet.pipeline.labels import top_k
 from visionfleet.pipeline.model import Model
 from visionfleet.pipeline.records import error_record, ok_record
@@ -40,10 +41,11 @@ class LabelCache(Protocol):
 
 @dataclass
 class Loaded:
-    """One input after fetch and decode: a crop to predict, an error, or cached labels."""
+    """One input after fetch and decode: a crop to predict (or one the GPU decodes with its
+    batch), an error, or cached labels."""
 
     uri: str
-    crop: np.ndarray | None = None
+    crop: np.ndarray | Deferred | None = None
     error: str | None = None
     labels: list[dict] | None = None
     cache_keys: tuple[str, ...] = ()
@@ -54,6 +56,7 @@ class LoadSettings:
     io_threads: int = 8
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = 100 * 1024 * 1024
+    decode: str = "cpu"  # where JPEGs are decoded: gpu_decode.pick_decoder
 
     @classmethod
     def from_env(cls) -> "LoadSettings":
@@ -61,6 +64,7 @@ class LoadSettings:
             io_threads=env_int("VISIONFLEET_IO_THREADS", 8, maximum=256),
             max_pixels=env_int("VISIONFLEET_MAX_PIXELS", DEFAULT_MAX_PIXELS),
             max_file_bytes=env_int("VISIONFLEET_MAX_FILE_BYTES", 100 * 1024 * 1024),
+            decode=env_choice("VISIONFLEET_DECODE", "cpu", DECODERS),
         )
 
 
@@ -70,6 +74,7 @@ class Labeller:
     def __init__(self, model: Model, settings: LoadSettings) -> None:
         self.model = model
         self._settings = settings
+        self._decode = pick_decoder(settings.decode, model.info.engine.get("device", "cpu"))
         self._pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="load")
         # Two batches in flight keep the next batch ready while one predicts.
         self._ahead = 2 * model.info.max_batch_size + settings.io_threads
@@ -116,7 +121,7 @@ class Labeller:
             CACHE_MISSES.inc()
             keys += (content,)
         with stage("decode"):
-            crop = decode_image(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
+            crop = self._decode(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
         return Loaded(uri, crop=crop, cache_keys=keys)
 
     def _key(self, k: int, kind: str, value: str) -> str:
@@ -124,6 +129,7 @@ class Labeller:
 
     def records(self, loaded: list[Loaded], k: int, cache: LabelCache | None = None) -> list[dict]:
         """One record per loaded input, in order; at most one model batch."""
+        self._finish_decodes(loaded)
         crops = [item.crop for item in loaded if item.crop is not None]
         predicted = iter(top_k(self._predict(crops), k, self.model.info.class_names) if crops else [])
         name, out = self.model.info.name, []
@@ -138,6 +144,20 @@ class Labeller:
                     cache.put(item.cache_keys, labels)
             out.append(ok_record(item.uri, labels, name))
         return out
+
+    @staticmethod
+    def _finish_decodes(loaded: list[Loaded]) -> None:
+        """Decode the batch's deferred JPEGs in one GPU call; a file it cannot decode becomes an error."""
+        deferred = [item for item in loaded if isinstance(item.crop, Deferred)]
+        if not deferred:
+            return
+        with stage("decode"):
+            crops = finish([item.crop for item in deferred])
+        for item, crop in zip(deferred, crops):
+            if isinstance(crop, InputError):
+                item.crop, item.error = None, str(crop)
+            else:
+                item.crop = crop
 
     def _predict(self, crops: list[np.ndarray]) -> np.ndarray:
         BATCH_SIZE.observe(len(crops))
