@@ -84,8 +84,8 @@ def finish(items: list[Deferred]) -> list[np.ndarray | InputError]:
 
 class GpuJpegDecoder:
     """``decode_image`` in two steps: a load thread reads the header (``__call__``), and the batch
-    decodes all its JPEGs in one GPU call (``finish``): nvJPEG's batched decode ran about 10x the
-    speed of one call per image on an H200."""
+    decodes all its JPEGs in one GPU call (``finish``). On an H200 that ran 4.4x one nvJPEG call
+    per image from the load threads (2,453 against 559 images/s)."""
 
     def __init__(self, device: str) -> None:
         import torch
