@@ -29,6 +29,11 @@ def job_machines(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:machines"
 
 
+def job_events(job_id: str) -> str:
+    """Pub/sub channel (not a key): a message each time the job's stored state is set."""
+    return f"{PREFIX}:job:{job_id}:events"
+
+
 JOBS = f"{PREFIX}:jobs"
 """Sorted set: job id, scored by creation time (``visionfleet jobs``); entries of expired jobs are pruned."""
 

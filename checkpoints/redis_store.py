@@ -5,8 +5,10 @@ atomic step on the server, and lease times come from the server's clock
 (``TIME``), so workers' clocks may drift without breaking leases. Calls
 retry through a Redis restart (bounded), so a worker rides it out.
 """
+import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -197,6 +199,23 @@ class RedisStore(StateStore):
         self._r.hset(keys.job(job_id), mapping={"state": state, "reason": reason or ""})
         if self.job_ttl_s is not None and state in FINAL_STATES:
             self._each_key(job_id, lambda pipe, key: pipe.expire(key, max(1, int(self.job_ttl_s))))
+        self._r.publish(keys.job_events(job_id), state)
+
+    @contextlib.contextmanager
+    def state_changes(self, job_id: str) -> Iterator[Callable[[float], None]]:
+        # Subscribed before the watcher's next read, so a state set between a read and a
+        # pause is still heard; a pause that hears nothing lasts its full length.
+        with self._r.pubsub(ignore_subscribe_messages=True) as events:
+            events.subscribe(keys.job_events(job_id))
+
+            def pause(seconds: float) -> None:
+                deadline = time.monotonic() + seconds
+                # get_message answers None at once for the subscription's own confirmation.
+                while (left := deadline - time.monotonic()) > 0:
+                    if events.get_message(timeout=left) is not None:
+                        return
+
+            yield pause
 
     def _each_key(self, job_id: str, act) -> None:
         """``act(pipe, key)`` for every key of the job, in pipelined batches (a 50M job has 100k keys)."""

@@ -5,8 +5,11 @@ committed in steps (each step: output part first, then this checkpoint) ->
 done, or failed with a reason. A commit carrying a stale token is refused,
 so a worker that lost its lease can never move the checkpoint.
 """
-from abc import ABC, abstractmethod
+import contextlib
 import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
@@ -155,6 +158,13 @@ class StateStore(ABC):
     # Seconds an ended job's state is kept (VISIONFLEET_JOB_TTL_S); None: for good.
     # Its durable copy under DEST stays either way, and `resume` rebuilds from it.
     job_ttl_s: float | None = None
+
+    @contextlib.contextmanager
+    def state_changes(self, job_id: str) -> Iterator[Callable[[float], None]]:
+        """A pause for whoever watches the job: ``pause(s)`` returns after ``s`` seconds, or as soon
+        as the job's state is set, where the store can tell (a waiting command then ends the moment
+        the job does). Here it can only sleep."""
+        yield time.sleep
 
     @abstractmethod
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:

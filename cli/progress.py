@@ -4,6 +4,7 @@ What the store has committed, plus what live workers report in their beats
 (labelled, not yet committed), so the numbers move within a shard, and a
 job nobody works on says so instead of showing an ETA.
 """
+import contextlib
 import shlex
 import sys
 import time
@@ -97,7 +98,7 @@ def resume_command(job_id: str, root: str) -> str:
 
 def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.2,
          check: Callable[[], None] = lambda: None, hint_after_s: float | None = None,
-         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> JobView:
+         clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] | None = None) -> JobView:
     """Block until the job reaches a final state; a progress bar on stderr meanwhile.
 
     With ``hint_after_s``, a job that no worker has started by then gets one line saying so.
@@ -107,7 +108,7 @@ def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.
     hint_at = None if hint_after_s is None else clock() + hint_after_s
     workers, workers_at = [], None
     root = (store.job_meta(job_id) or {}).get("output")
-    try:
+    with store.state_changes(job_id) as pause, contextlib.closing(progress_bar):
         while True:
             if workers_at is None or clock() - workers_at >= WORKERS_EVERY_S:
                 workers, workers_at = store.workers(), clock()
@@ -120,9 +121,8 @@ def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.
             if p.state in FINAL_STATES:
                 return view
             check()
-            sleep(poll_s)  # polling a remote store; there is no event to wait on
-    finally:
-        progress_bar.close()
+            # Polling paces the bar; a store that can tell wakes the pause when the job ends.
+            (sleep or pause)(poll_s)
 
 
 def _show(progress_bar: tqdm, view: JobView) -> None:

@@ -1,4 +1,6 @@
 """One contract, two real stores: SQLite (embedded) and Redis (fleet)."""
+import time
+
 import pytest
 
 from tests.helpers import wait_until
@@ -134,6 +136,20 @@ def test_final_state_sticks(store, job_id):
     store.set_state(job_id, "failed", "because")
     p = store.progress(job_id)
     assert (p.state, p.reason) == ("failed", "because")
+
+
+def test_a_watchers_pause_ends_when_the_job_state_is_set_where_the_store_can_tell(store_url, job_id):
+    """Redis tells (pub/sub), so a waiting command ends with the job; SQLite can only sleep out the pause."""
+    store, other = open_store(store_url), open_store(store_url)  # the worker that ends the job is elsewhere
+    store.create_job(job_id, {})
+    with store.state_changes(job_id) as pause:
+        start = time.monotonic()
+        pause(0.05)  # nothing happened: the whole pause
+        assert time.monotonic() - start >= 0.05
+        other.set_state(job_id, "succeeded")
+        start = time.monotonic()
+        pause(0.05 if store_url.startswith("sqlite") else 30)
+        assert time.monotonic() - start < 5
 
 
 def test_a_holder_whose_beats_lapse_loses_its_lease_before_the_lease_ends(store, job_id):
