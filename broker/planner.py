@@ -18,7 +18,7 @@ from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.models import DEFAULT_MODEL
+from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.runtimes.choice import choose_engine
 from visionfleet.pipeline.sources import iter_source
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for

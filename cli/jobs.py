@@ -12,7 +12,7 @@ from visionfleet.cli.embedded import INTERRUPTED
 from visionfleet.cli.progress import JobView, wait as wait_for
 from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.pipeline.envvars import env_str
-from visionfleet.pipeline.models import DEFAULT_MODEL
+from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.storage import is_oss
 
 Send = Callable[[str, int], None]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError, InputError
-from visionfleet.pipeline.models import DEFAULT_MODEL
+from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.storage import is_oss
 
 MAX_URI_BYTES = 4096  # longer is no URI anyone meant: an error record (a manifest line: planning fails)

@@ -23,9 +23,9 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
+from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.runtimes.choice import choose_engine
 
-DEFAULT_MODEL = "efficientnet_lite0"
 
 
 def load_model(spec: str, settings: RuntimeSettings, calibration: Calibration | None = None) -> Model:
