@@ -15,7 +15,7 @@ from visionfleet.broker.routes import queue_name
 from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.engines import RuntimeSettings, has_cuda
 from visionfleet.workers.exporter import Exporter, ExporterSettings, share_metrics
 from visionfleet.workers.process import ROLE_ENV
 
@@ -65,6 +65,7 @@ def check_settings() -> None:
     with its message (exit 2) before any Celery worker starts or says it is ready, in every mode."""
     from visionfleet.broker.scaling import Policy
     from visionfleet.broker.settings import BrokerSettings
+    from visionfleet.pipeline.gpu_decode import check_decoder
     from visionfleet.pipeline.labeller import LoadSettings
     from visionfleet.pipeline.runtimes.choice import choose_engine
     from visionfleet.reports.run import prices_from_env
@@ -72,10 +73,12 @@ def check_settings() -> None:
     from visionfleet.workers.online import OnlineSettings
     from visionfleet.workers.settings import WorkerSettings
 
-    for settings in (BrokerSettings, WorkerSettings, LoadSettings, OnlineSettings, ExporterSettings, Policy):
+    for settings in (BrokerSettings, WorkerSettings, OnlineSettings, ExporterSettings, Policy):
         settings.from_env()
     runtime = RuntimeSettings.from_env()
     choose_engine(runtime.runtime, runtime.precision, cuda=False)  # a pair no machine runs
+    # GPU decode on a machine without a GPU or torchvision: known now, not at the first job.
+    check_decoder(LoadSettings.from_env().decode, "cuda" if has_cuda(runtime.device) else "cpu")
     allocator.choice()
     drain.spot_poll_s()
     heartbeat.beat_every_s()

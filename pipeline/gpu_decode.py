@@ -47,10 +47,16 @@ def pick_decoder(choice: str, device: str) -> Decode:
     it against 497 with the CPU path (one run each). Its crop calls run per image, on the
     thread that also runs the model; why that loses was not measured further.
     """
+    check_decoder(choice, device)
+    return decode_image if choice == "cpu" else GpuJpegDecoder(device)
+
+
+def check_decoder(choice: str, device: str) -> None:
+    """Refuse, with the fix, a decoder that a worker whose model runs on ``device`` cannot run."""
     if choice not in DECODERS:
         raise ConfigError(f"VISIONFLEET_DECODE={choice!r} is not one of {', '.join(DECODERS)}")
     if choice == "cpu":
-        return decode_image
+        return
     if not device.startswith("cuda"):
         raise ConfigError(f"VISIONFLEET_DECODE=gpu needs the model on a CUDA GPU, but it runs on {device}; "
                           "set VISIONFLEET_DECODE=cpu, or run the torch runtime on a GPU")
@@ -59,7 +65,6 @@ def pick_decoder(choice: str, device: str) -> Decode:
     except ImportError as exc:
         raise ConfigError(f"VISIONFLEET_DECODE=gpu needs torchvision ({exc}); install it with "
                           "pip install 'visionfleet[gpu]', or set VISIONFLEET_DECODE=cpu") from exc
-    return GpuJpegDecoder(device)
 
 
 @dataclass

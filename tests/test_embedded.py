@@ -172,13 +172,17 @@ def test_a_worker_with_a_bad_setting_exits_2_without_reporting_ready(tmp_path):
     for queues in ("bulk", "online", "online,bulk"):
         for name, value, words in [("VISIONFLEET_MAX_BATCH_SIZE", "abc", "is not a whole number"),
                                    ("VISIONFLEET_PRECISION", "int4", "is not one of"),
-                                   ("VISIONFLEET_SPOT_POLL_S", "often", "is not a number")]:
+                                   ("VISIONFLEET_SPOT_POLL_S", "often", "is not a number"),
+                                   ("VISIONFLEET_DECODE", "nvjpeg", "is not one of")]:
             result = visionfleet("worker", "-Q", queues, env={**embedded_env(tmp_path), name: value}, timeout=60)
             assert result.returncode == 2, (queues, name, result.stderr)
             assert f"error: {name}={value!r} {words}" in result.stderr and "ready" not in result.stderr
     env = {**embedded_env(tmp_path), "VISIONFLEET_RUNTIME": "onnxruntime", "VISIONFLEET_PRECISION": "bf16"}
     result = visionfleet("worker", "-Q", "bulk", env=env, timeout=60)
     assert result.returncode == 2 and "precision bf16 does not run on onnxruntime" in result.stderr
+    env = {**embedded_env(tmp_path), "VISIONFLEET_DECODE": "gpu", "VISIONFLEET_DEVICE": "cpu"}
+    result = visionfleet("worker", "-Q", "bulk", env=env, timeout=60)
+    assert result.returncode == 2 and "VISIONFLEET_DECODE=gpu needs the model on a CUDA GPU" in result.stderr
 
 
 def test_a_corrupt_model_file_fails_the_job_after_bounded_tries(tmp_path):
