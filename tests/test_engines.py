@@ -100,6 +100,18 @@ def test_the_gate_refuses_int8_calibrated_on_unrepresentative_images(model_cache
             uris, geometry, size=8, where="test", max_pixels=10**8, max_bytes=10**8))
 
 
+def test_calibration_takes_the_first_decodable_images_in_order_however_many_threads_read_them(tmp_path):
+    good = [str(p) for p in make_photos(tmp_path, 12, size=(320, 240))]
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    uris = good[:3] + [str(tmp_path / "broken.jpg")] * 2 + good[3:]
+    sets = [calibration_set(uris, Geometry(), size=4, where="test", max_pixels=10**8, max_bytes=10**8, threads=n)
+            for n in (1, 3, 8)]
+    expected = np.stack([decode_image(open(uri, "rb").read(), Geometry()) for uri in good[:8]])
+    for chosen in sets:
+        assert np.array_equal(chosen.calibrate, expected[0::2]) and np.array_equal(chosen.held_out, expected[1::2])
+        assert chosen.digest == sets[0].digest
+
+
 def test_int8_without_calibration_images_says_how_to_give_them(model_cache):
     with pytest.raises(ConfigError, match="VISIONFLEET_CALIBRATION"):
         load_model(DEFAULT_MODEL, RuntimeSettings(precision="int8", model_cache=model_cache))

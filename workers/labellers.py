@@ -62,7 +62,8 @@ class Labellers:
         if key not in self._loaded:
             def calibration(geometry: Geometry):
                 return calibration_set(uris(), geometry, size=settings.calibration_size, where=where,
-                                       max_pixels=self.load.max_pixels, max_bytes=self.load.max_file_bytes)
+                                       max_pixels=self.load.max_pixels, max_bytes=self.load.max_file_bytes,
+                                       threads=self.load.io_threads)
 
             start = time.monotonic()
             model = load_model(spec, settings, calibration if int8 and calibration_key else None)
