@@ -14,9 +14,11 @@ from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError
 from tests.helpers import free_port, visionfleet, wait_until
 from tests.photos import KNOWN, distinct_jpegs, photo_bytes
 
-# A wide window, so requests sent together reliably share a batch here, even on a loaded
-# 2-core machine (at 50 ms, one CI run saw its largest batch at 7).
-ONLINE = {"VISIONFLEET_ONLINE_MAX_WAIT_MS": "200", "VISIONFLEET_MAX_BATCH_SIZE": "16"}
+ONLINE = {"VISIONFLEET_ONLINE_MAX_WAIT_MS": "50", "VISIONFLEET_MAX_BATCH_SIZE": "16"}
+# A wide window for the shared online worker, so requests sent together reliably share a batch
+# even on a loaded 2-core machine (at 50 ms, one CI run saw its largest batch at 7). Not for
+# everything: with it a lone request waits 200 ms, and a rate test measures that wait instead.
+WIDE = {**ONLINE, "VISIONFLEET_ONLINE_MAX_WAIT_MS": "200"}
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def client(fleet_env, monkeypatch) -> VisionClient:
 
 @pytest.fixture
 def online_worker(workers, client):
-    (proc,) = workers.start(1, queues="online", **ONLINE)
+    (proc,) = workers.start(1, queues="online", **WIDE)
     # The first answer also waits for the model to load.
     wait_until(lambda: proc.poll() is not None or client.backlog() == 0, 30, "the online worker")
     return proc
@@ -168,10 +170,7 @@ def test_a_spike_of_ten_times_the_usual_rate_is_absorbed_by_the_queue(bucket, cl
     """The usual rate: one client asking one image at a time. The spike: ten times that, for a
     while, from many callers at once. The queue holds what the worker cannot take yet (prefetch
     bounds what it holds), every request is answered, and the worker's memory stays flat."""
-    # The usual window: at ONLINE's wide one a lone request waits 200 ms, so "usual" is slow
-    # and batching alone absorbs ten times it, with nothing left for the queue to hold.
-    online = {**ONLINE, "VISIONFLEET_ONLINE_MAX_WAIT_MS": "50"}
-    (proc,) = workers.start(1, queues="online", VISIONFLEET_ONLINE_CACHE="off", **online)
+    (proc,) = workers.start(1, queues="online", VISIONFLEET_ONLINE_CACHE="off", **ONLINE)
     uri = put(bucket, "spike/coffee.jpg", distinct_jpegs(1, seed=3)[0])
     client.classify(uri, timeout=60)  # the model is loaded and warm
     started = time.monotonic()
