@@ -58,6 +58,16 @@ print(sorted(m for m in ('torch', 'visionfleet.broker.celery_app') if m in sys.m
     assert out.split() == ["[]"]
 
 
+def test_the_command_that_plans_and_enqueues_a_job_loads_no_model_code(installed, tmp_path):
+    """numpy, Pillow and the runtimes cost a tenth of a second of every ``relabel``; only workers need them."""
+    _, site = installed
+    out = run_installed(site, """
+import sys, visionfleet.cli.main, visionfleet.cli.jobs, visionfleet.broker.celery_app
+print(sorted(m for m in ('numpy', 'PIL', 'torch', 'onnxruntime') if m in sys.modules))
+""", tmp_path)
+    assert out.split() == ["[]"]
+
+
 def test_every_module_imports_under_its_installed_name(installed, tmp_path):
     """A leftover ``import pipeline`` would pass inside the repo and fail here."""
     _, site = installed
