@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from visionfleet.checkpoints.state import FINAL_STATES, Progress, StateStore
 from visionfleet.pipeline import layout
+from visionfleet.pipeline.errors import VisionfleetError
 
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"  # the job's rate, not the bar's
 WORKERS_EVERY_S = 1.0  # the list of live workers changes at beat pace, not at poll pace
@@ -90,6 +91,13 @@ def look(store: StateStore, job_id: str, workers: list[dict] | None = None, root
     return JobView(progress, on_job, time.time(), root)
 
 
+def lost_job(job_id: str, root: str | None) -> str:
+    """What to do when the store no longer knows a job that was being waited on."""
+    finish = resume_command(job_id, root) if root else f"visionfleet resume {job_id} --output DEST --wait"
+    return (f"job {job_id} is no longer in the state store (Redis keeps nothing on disk: was it restarted or "
+            f"flushed?); what was committed is safe in the job's output folder, and `{finish}` finishes it")
+
+
 def resume_command(job_id: str, root: str) -> str:
     """The command that finishes the job whose output is ``root`` (DEST/<job_id>)."""
     dest = layout.dest_of(root, job_id)
@@ -113,6 +121,8 @@ def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.
             if workers_at is None or clock() - workers_at >= WORKERS_EVERY_S:
                 workers, workers_at = store.workers(), clock()
             view = look(store, job_id, workers, root)
+            if view is None:
+                raise VisionfleetError(lost_job(job_id, root))
             p = view.progress
             if hint_at is not None and p.state == "queued" and clock() >= hint_at:
                 tqdm.write(no_worker_hint(job_id, hint_after_s), file=sys.stderr)

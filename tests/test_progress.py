@@ -1,7 +1,10 @@
 """Waiting on a job and showing it: the hint when no worker takes it (under an injected clock),
 live workers and their uncommitted labels, and a job that no worker is on."""
+import pytest
+
 from visionfleet.checkpoints import open_store
 from visionfleet.cli.progress import look, wait
+from visionfleet.pipeline.errors import VisionfleetError
 
 
 def queued_job(tmp_path):
@@ -64,3 +67,11 @@ def test_a_started_job_no_worker_is_on_says_so_instead_of_an_eta(tmp_path):
     assert f"visionfleet resume j1 --output {tmp_path} --wait" in line
     got = view.as_dict()
     assert got["no_worker_for_s"] == 0 and got["eta_s"] is None and got["workers"] == []
+
+
+def test_a_job_the_store_loses_while_waited_on_ends_the_wait_with_how_to_finish_it(tmp_path):
+    store = queued_job(tmp_path)
+    with pytest.raises(VisionfleetError) as lost:
+        wait(store, "j1", bar=False, sleep=lambda seconds: store.purge("j1"))  # e.g. Redis restarted
+    assert "job j1 is no longer in the state store" in str(lost.value)
+    assert f"`visionfleet resume j1 --output {tmp_path} --wait`" in str(lost.value)
