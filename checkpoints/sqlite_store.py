@@ -58,12 +58,15 @@ class SqliteStore(StateStore):
     @contextmanager
     def _tx(self):
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                # A Ctrl-C can land between any two steps, even just after BEGIN: whatever
+                # is open is rolled back, or every later call would fail on it.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
 
     def _all(self, sql: str, *args) -> list:

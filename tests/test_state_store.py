@@ -273,3 +273,31 @@ def test_a_takeover_counts_what_the_dead_holder_had_labelled_as_redone(store, jo
     store.release(job_id, 0, taken.token)
     store.acquire(job_id, 0, "w3", ttl_s=60)
     assert store.ledger(job_id)["redone"] == 7
+
+
+class _CtrlCAfterBegin:
+    """The store's SQLite connection, with a Ctrl-C landing just after the next BEGIN has run."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def execute(self, sql, *args):
+        result = self._db.execute(sql, *args)
+        if sql.startswith("BEGIN"):
+            raise KeyboardInterrupt
+        return result
+
+
+def test_a_ctrl_c_just_after_a_transaction_begins_leaves_the_sqlite_store_usable(tmp_path, job_id):
+    """CI once saw it: the interrupted call's BEGIN stayed open, and every later call failed
+    with 'cannot start a transaction within a transaction'."""
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.create_job(job_id, {})
+    real, store._db = store._db, _CtrlCAfterBegin(store._db)
+    with pytest.raises(KeyboardInterrupt):
+        store.workers()
+    store._db = real
+    assert store.workers() == [] and store.progress(job_id).state == "queued"
