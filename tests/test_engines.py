@@ -76,6 +76,16 @@ def test_onnxruntime_fp32_matches_torch(model_cache):
     assert onnx.info.engine == {"runtime": "onnxruntime", "precision": "fp32"}
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 17, 32])
+def test_onnxruntime_on_three_threads_answers_row_for_row_as_on_one(model_cache, size):
+    # Slices of a batch run on the threads side by side: the rows must come back in order.
+    photos = known_crops()
+    crops = np.stack([np.roll(photos[i % len(photos)], i, axis=1) for i in range(size)])  # every row differs
+    one, three = (load_model(DEFAULT_MODEL, RuntimeSettings(runtime="onnxruntime", precision="fp32", threads=t,
+                                                              model_cache=model_cache)) for t in (1, 3))
+    assert np.abs(three.checked_predict(crops) - one.checked_predict(crops)).max() < 1e-5
+
+
 def test_int8_keeps_the_known_answers_and_records_its_agreement(model_cache, tmp_path):
     # A job's own images: different 640x480 views of the same kinds of scene.
     uris = [str(p) for p in make_photos(tmp_path, 32, size=(640, 480))]
