@@ -26,6 +26,13 @@ class CalibrationSet:
     calibrate: np.ndarray  # uint8 NHWC crops the activation ranges come from
     held_out: np.ndarray   # uint8 NHWC crops the accuracy gate measures on
     digest: str
+    uris: tuple[str, ...] = ()  # where each crop came from: calibrate's, then held_out's, alternating
+
+    def by_uri(self) -> dict[str, np.ndarray]:
+        """Each crop by its URI: a job calibrated on its own images need not decode them again to label them."""
+        crops = dict(zip(self.uris[0::2], self.calibrate))
+        crops.update(zip(self.uris[1::2], self.held_out))
+        return crops
 
 
 def calibration_set(uris: Iterable[str], geometry: Geometry, *, size: int, where: str,
@@ -36,19 +43,21 @@ def calibration_set(uris: Iterable[str], geometry: Geometry, *, size: int, where
     image, and from OSS one read at a time is a round trip each), in order, so the sets
     and their digest are what one at a time would give.
     """
-    wanted, crops = 2 * size, []
+    wanted, crops, sources = 2 * size, [], []
     candidates = islice(uris, wanted * TRIES_PER_IMAGE)
     with ThreadPoolExecutor(threads, thread_name_prefix="calibration") as pool:
         while len(crops) < wanted and (chunk := list(islice(candidates, wanted - len(crops)))):
-            loaded = pool.map(lambda uri: _crop(uri, geometry, max_pixels, max_bytes), chunk)
-            crops += [crop for crop in loaded if crop is not None]
+            for uri, crop in zip(chunk, pool.map(lambda uri: _crop(uri, geometry, max_pixels, max_bytes), chunk)):
+                if crop is not None:
+                    crops.append(crop)
+                    sources.append(uri)
     if len(crops) < 2 * MIN_PER_SET:
         raise ConfigError(
             f"INT8 calibration found {len(crops)} decodable images in {where}; it needs at least "
             f"{2 * MIN_PER_SET}: set VISIONFLEET_CALIBRATION to a folder, OSS prefix or manifest of typical images"
         )
     stacked = np.stack(crops)
-    return CalibrationSet(stacked[0::2], stacked[1::2], hashlib.sha256(stacked.tobytes()).hexdigest())
+    return CalibrationSet(stacked[0::2], stacked[1::2], hashlib.sha256(stacked.tobytes()).hexdigest(), tuple(sources))
 
 
 def _crop(uri: str, geometry: Geometry, max_pixels: int, max_bytes: int) -> np.ndarray | None:

@@ -71,9 +71,12 @@ class LoadSettings:
 class Labeller:
     """Labels URIs with one model; one per worker process, reused across shards and requests."""
 
-    def __init__(self, model: Model, settings: LoadSettings) -> None:
+    def __init__(self, model: Model, settings: LoadSettings, decoded: dict[str, np.ndarray] | None = None) -> None:
+        """``decoded``: crops already made from some URIs (an int8 job's own calibration images), each
+        used instead of decoding that URI again, by the first ``label`` run only."""
         self.model = model
         self._settings = settings
+        self._decoded = dict(decoded or {})
         self._decode = pick_decoder(settings.decode, model.info.engine.get("device", "cpu"))
         self._pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="load")
         # Two batches in flight keep the next batch ready while one predicts.
@@ -120,8 +123,10 @@ class Labeller:
                 return Loaded(uri, labels=labels)
             CACHE_MISSES.inc()
             keys += (content,)
-        with stage("decode"):
-            crop = self._decode(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
+        crop = self._decoded.pop(uri, None)  # made from this URI moments ago, for calibration
+        if crop is None:
+            with stage("decode"):
+                crop = self._decode(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
         return Loaded(uri, crop=crop, cache_keys=keys)
 
     def _key(self, k: int, kind: str, value: str) -> str:
@@ -191,6 +196,7 @@ class Labeller:
         finally:
             for future in pending:
                 future.cancel()
+            self._decoded.clear()  # the rest were not this run's inputs: memory back, never a stale crop later
 
     def _top_up(self, pending: deque, source: Iterator[str], k: int, cache: LabelCache | None,
                 check: Check | None) -> None:

@@ -120,6 +120,9 @@ def test_calibration_takes_the_first_decodable_images_in_order_however_many_thre
     for chosen in sets:
         assert np.array_equal(chosen.calibrate, expected[0::2]) and np.array_equal(chosen.held_out, expected[1::2])
         assert chosen.digest == sets[0].digest
+        crops = chosen.by_uri()  # what the job's labeller takes instead of decoding again
+        assert list(crops) == good[0:8:2] + good[1:8:2]
+        assert all(np.array_equal(crops[uri], expected[good.index(uri)]) for uri in good[:8])
 
 
 def test_int8_without_calibration_images_says_how_to_give_them(model_cache):

@@ -7,6 +7,7 @@ test_model.py.
 import numpy as np
 import pytest
 
+from visionfleet.pipeline.decode import Geometry, decode_image
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
@@ -53,6 +54,31 @@ def test_bad_inputs_leave_before_the_batch_and_keep_their_place(folder):
     assert "not an image" in records[1]["error"]
     assert "no such file" in records[4]["error"]
     assert model.batches == [4, 2]  # errors never take a batch slot
+
+
+class PixelModel(Model):
+    """Answers the class numbered by each crop's first red value: which crop it was given shows."""
+
+    def __init__(self) -> None:
+        self.info = ModelInfo("pixel", imagenet_class_names(), max_batch_size=4)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        probs = np.zeros((len(batch), 1000), dtype=np.float32)
+        probs[np.arange(len(batch)), batch[:, 0, 0, 0]] = 1.0
+        return probs
+
+
+def test_crops_handed_over_are_labelled_in_place_of_a_decode_by_the_first_run_only(folder):
+    # An int8 job's calibration crops: the first run labels them as they are, a later one decodes again.
+    uris = sorted(str(p) for p in folder.glob("[0-9]*.jpg"))[:6]
+    decoded = [int(decode_image((folder / uri).read_bytes(), Geometry())[0, 0, 0]) for uri in uris]
+    handed = {uris[1]: np.full((224, 224, 3), 42, np.uint8), uris[4]: np.full((224, 224, 3), 43, np.uint8)}
+    labeller = Labeller(PixelModel(), LoadSettings(io_threads=2), decoded=handed)
+    first = [r["labels"][0]["class_id"] for r in labeller.label(uris[:4], k=1)]
+    assert first == [decoded[0], 42, *decoded[2:4]]
+    # uris[4]'s crop went unused by the first run: it is dropped, not kept for a later one.
+    assert [r["labels"][0]["class_id"] for r in labeller.label(uris, k=1)] == decoded
+    assert {42, 43}.isdisjoint(decoded)
 
 
 def test_only_bad_inputs_need_no_model(folder):

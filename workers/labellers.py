@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from visionfleet.pipeline import layout
-from visionfleet.pipeline.calibration import calibration_set
+from visionfleet.pipeline.calibration import CalibrationSet, calibration_set
 from visionfleet.pipeline.decode import Geometry
 from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
@@ -51,19 +51,24 @@ class Labellers:
                                  f"the calibration source {source}")
         else:
             labeller = self._get(meta["model"], settings, "job:" + meta["job_id"], lambda: _plan(meta["output"]),
-                                 f"the job's own images ({meta['source']})")
+                                 f"the job's own images ({meta['source']})", own_images=True)
         self._note(meta, labeller)
         return labeller
 
     def _get(self, spec: str, settings: RuntimeSettings, calibration_key: str | None,
-             uris: Callable[[], Iterator[str]], where: str) -> Labeller:
+             uris: Callable[[], Iterator[str]], where: str, *, own_images: bool = False) -> Labeller:
+        """``own_images``: the calibration images are the job's first ones, so their crops are handed
+        to the labeller (an int8 job of 200 images decoded 128 of them twice)."""
         int8 = settings.precision == "int8"
         key = (spec, settings.runtime, settings.precision, calibration_key if int8 else None)
         if key not in self._loaded:
-            def calibration(geometry: Geometry):
-                return calibration_set(uris(), geometry, size=settings.calibration_size, where=where,
-                                       max_pixels=self.load.max_pixels, max_bytes=self.load.max_file_bytes,
-                                       threads=self.load.io_threads)
+            sets: list[CalibrationSet] = []
+
+            def calibration(geometry: Geometry) -> CalibrationSet:
+                sets.append(calibration_set(uris(), geometry, size=settings.calibration_size, where=where,
+                                            max_pixels=self.load.max_pixels, max_bytes=self.load.max_file_bytes,
+                                            threads=self.load.io_threads))
+                return sets[-1]
 
             start = time.monotonic()
             model = load_model(spec, settings, calibration if int8 and calibration_key else None)
@@ -71,7 +76,8 @@ class Labellers:
             MODEL_LOAD_SECONDS.set(seconds)
             log.info("model loaded", extra={"model": spec, "owner": self.owner, "seconds": round(seconds, 2),
                                             **model.info.engine})
-            self._loaded[key] = Labeller(model, self.load)
+            decoded = sets[0].by_uri() if own_images and sets else None
+            self._loaded[key] = Labeller(model, self.load, decoded)
             if len(self._loaded) > MAX_LOADED:
                 self._loaded.popitem(last=False)[1].close()
         self._loaded.move_to_end(key)
