@@ -180,7 +180,8 @@ def _relabel(photos: Path, work: Path, decoder: str, workers: int) -> dict:
            "VISIONFLEET_MAX_BATCH_SIZE": "128", "VISIONFLEET_IO_THREADS": "16", "VISIONFLEET_DECODE": decoder}
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "visionfleet.cli", "relabel", str(photos), "--output",
-                             str(work / "labels"), "--wait", "--workers", str(workers), "--shard-size", "256"], env=env, capture_output=True, text=True, timeout=300)
+                             str(work / "labels"), "--wait", "--workers", str(workers), "--shard-size", "256"],
+                            env=env, capture_output=True, text=True, timeout=300)
     wall = time.perf_counter() - start
     if result.returncode != 0:
         return {"exit": result.returncode, "stderr": result.stderr[-3000:]}
@@ -189,7 +190,8 @@ def _relabel(photos: Path, work: Path, decoder: str, workers: int) -> dict:
     images = sum(1 for _ in photos.iterdir())
     span = success["finished_at"] - success["created_at"]
     report = json.loads((work / "labels" / job / "_REPORT.json").read_text())
-    return {"report": {k: v for k, v in report.items() if isinstance(v, (int, float, str))},"images": images, "ok": success.get("ok", success.get("total")), "engine": success.get("engines"),
+    return {"report": {k: v for k, v in report.items() if isinstance(v, (int, float, str))},
+            "images": images, "ok": success.get("ok", success.get("total")), "engine": success.get("engines"),
             "command_s": round(wall, 2), "command_images_per_s": round(images / wall, 1),
             "job_s": round(span, 2), "job_images_per_s": round(images / span, 1)}
 

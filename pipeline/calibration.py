@@ -57,7 +57,8 @@ def calibration_set(uris: Iterable[str], geometry: Geometry, *, size: int, where
             f"{2 * MIN_PER_SET}: set VISIONFLEET_CALIBRATION to a folder, OSS prefix or manifest of typical images"
         )
     stacked = np.stack(crops)
-    return CalibrationSet(stacked[0::2], stacked[1::2], hashlib.sha256(stacked.tobytes()).hexdigest(), tuple(sources))
+    digest = hashlib.sha256(stacked.tobytes()).hexdigest()
+    return CalibrationSet(stacked[0::2], stacked[1::2], digest, tuple(sources))
 
 
 def _crop(uri: str, geometry: Geometry, max_pixels: int, max_bytes: int) -> np.ndarray | None:

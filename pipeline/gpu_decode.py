@@ -4,10 +4,11 @@ Why: a GPU labels thousands of images a second, and decoding them on the
 CPU becomes the limit. Here a JPEG's header is still read on the CPU (format,
 size, EXIF orientation, the same pixel limit as ``decode_image``) in the
 load thread; then each model batch's JPEGs are decoded in one batched nvJPEG
-call, cropped and resized on the GPU, and only the small crops come back. Everything else takes the CPU path, ``decode_image``: other formats,
-CMYK and other modes nvJPEG cannot turn into RGB, files that do not end with
-the JPEG end marker (so a truncated file gets the CPU path's error record,
-not a half-grey label), very large pictures (a float copy of one would take
+call, cropped and resized on the GPU, and only the small crops come back.
+Everything else takes the CPU path, ``decode_image``: other formats, CMYK
+and other modes nvJPEG cannot turn into RGB, files that do not end with the
+JPEG end marker (so a truncated file gets the CPU path's error record, not a
+half-grey label), very large pictures (a float copy of one would take
 gigabytes of GPU memory) and any file the GPU decoder rejects. A bad input
 therefore gets the same error record on either path.
 """
@@ -213,4 +214,3 @@ def _upright(chw, orientation: int):
                 7: lambda t: t.transpose(1, 2).flip(1, 2), 8: lambda t: torch.rot90(t, 1, (1, 2))}[orientation](chw)
     flips = {2: (2,), 3: (1, 2), 4: (1,)}.get(orientation)
     return chw.flip(flips) if flips else chw
-

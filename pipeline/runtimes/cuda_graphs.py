@@ -4,8 +4,9 @@ Why: eager PyTorch launches EfficientNet's hundred-odd kernels one Python
 call at a time, and each call gives up and takes back the GIL. In a worker
 the decode threads want the GIL too, so the forward pass waits on them.
 Measured on an H200, fp16, batch 128, with 16 threads decoding JPEGs beside
-it: 735 images/s eager, 10,887 as graphs. A captured graph is one call: the batch is copied into a fixed input
-buffer, the graph replays every kernel, the output buffer is read.
+it: 735 images/s eager, 10,887 as graphs. A captured graph is one call: the
+batch is copied into a fixed input buffer, the graph replays every kernel,
+the output buffer is read.
 
 A graph has fixed shapes, so batches are padded up to a bucket, a power of
 two up to ``max_batch_size``; each bucket is captured the first time a batch
