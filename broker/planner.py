@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import StateStore
-from visionfleet.pipeline import layout
+from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.model_spec import DEFAULT_MODEL
@@ -107,14 +107,15 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
     job_id = job_id or new_job_id()
     uris = _listing(spec)
     root = layout.job_root(spec.output, job_id)
-    meta = {**asdict(spec), "job_id": job_id, "output": root, "created_at": time.time()}
+    meta = {**asdict(spec), "job_id": job_id, "output": root, "created_at": time.time(),
+            shard_lists.FORMAT_KEY: shard_lists.FORMAT}
     storage = storage_for(root)
     storage.write(layout.job_file(root), json.dumps(meta, indent=1).encode())
     store.create_job(job_id, meta)
     total = shards = 0
     try:
         for index, chunk in enumerate(chunks(uris, spec.shard_size)):
-            storage.write(layout.shard_list(root, index), ("\n".join(chunk) + "\n").encode("utf-8"))
+            shard_lists.write(root, index, chunk)
             send_shard(job_id, index)
             total, shards = total + len(chunk), shards + 1
     except BaseException as exc:  # Ctrl-C too: a job half listed cannot be resumed, say so

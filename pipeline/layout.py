@@ -4,7 +4,8 @@
   shard ``S``, written by the worker holding lease token ``T``. Only parts
   listed in ``_SUCCESS.json`` are output; any other is an orphan of a
   refused commit and is never read.
-- ``_plan/shard-SSSSSS.txt``: the URIs of shard ``S``, one per line.
+- ``_plan/shard-SSSSSS.jsonl``: the URIs of shard ``S``, one JSON string a line
+  (``pipeline/shard_lists.py``; jobs planned before it: ``shard-SSSSSS.txt``).
 - ``_plan/job.json``, ``_plan/plan.json``: the job's description, and its
   totals once listing has finished.
 - ``_checkpoints/shard-SSSSSS.json``: the durable copy of shard ``S``'s
@@ -32,8 +33,9 @@ def dest_of(root: str, job_id: str) -> str:
     return root.removesuffix(job_id).rstrip("/") or "/"
 
 
-def shard_list(root: str, shard: int) -> str:
-    return storage_for(root).join(root, PLAN_DIR, f"shard-{shard:06d}.txt")
+def shard_list(root: str, shard: int, *, legacy: bool = False) -> str:
+    """``legacy``: the bare-lines list of a job planned before JSON Lines."""
+    return storage_for(root).join(root, PLAN_DIR, f"shard-{shard:06d}.{'txt' if legacy else 'jsonl'}")
 
 
 def part_name(shard: int, start: int, end: int, token: int) -> str:

@@ -7,7 +7,8 @@ import pytest
 
 from visionfleet.broker.planner import JobSpec, plan_job
 from visionfleet.checkpoints import open_store
-from visionfleet.pipeline import layout
+from visionfleet.checkpoints.resume import resume_job
+from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from tests.photos import distinct_jpegs
 from tests.test_labeller import CountingModel
@@ -93,7 +94,7 @@ def test_plan_files_describe_the_job(job):
     assert json.loads((root / "_plan" / "plan.json").read_text()) == {"total": 20, "shards": 1}
     meta = json.loads((root / "_plan" / "job.json").read_text())
     assert meta["job_id"] == job_id and meta["output"] == str(root)
-    assert len((root / "_plan" / "shard-000000.txt").read_text().splitlines()) == 20
+    assert len((root / "_plan" / "shard-000000.jsonl").read_text().splitlines()) == 20
     assert layout.part_name(3, 0, 10, "ab") == "part-000003-0000000-0000010-tab.jsonl"
 
 
@@ -126,3 +127,21 @@ def test_commits_also_on_time_under_an_injected_clock(job):
     spans = sorted(tuple(map(int, p.split("-")[2:4])) for p in store.parts(job_id))
     # The first after one model batch; then one look per record and one per commit: 6 records per 5.5 s.
     assert spans == [(0, 4), (4, 10), (10, 16), (16, 20)]
+
+
+def test_a_job_planned_before_json_lines_still_resumes_from_its_bare_lines(job):
+    """Plans written by earlier versions (``shard-*.txt``, one bare URI a line) resume as they were."""
+    store, job_id, root = job
+    plan = root / "_plan"
+    uris = shard_lists.decode((plan / "shard-000000.jsonl").read_bytes())
+    (plan / "shard-000000.jsonl").unlink()
+    (plan / "shard-000000.txt").write_text("\n".join(uris) + "\n")
+    meta = json.loads((plan / "job.json").read_text())
+    del meta[shard_lists.FORMAT_KEY]
+    (plan / "job.json").write_text(json.dumps(meta))
+    store.purge(job_id)
+    assert resume_job(store, str(root.parent), job_id, lambda j, s: None) == [0]  # rebuilt from the old files
+    assert runner(store).run(job_id, 0) is Outcome.DONE
+    assert store.progress(job_id).state == "succeeded" and store.progress(job_id).ok == 20
+    records = [json.loads(line) for p in root.glob("part-*.jsonl") for line in p.read_text().splitlines()]
+    assert sorted(r["uri"] for r in records) == sorted(uris)

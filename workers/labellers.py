@@ -8,14 +8,13 @@ gets a note under ``DEST/<job>/_engines/`` saying what ran it, for
 ``_SUCCESS.json``. Few models fit in memory: the least recently used goes.
 """
 import hashlib
-import itertools
 import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
-from visionfleet.pipeline import layout
+from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.calibration import CalibrationSet, calibration_set
 from visionfleet.pipeline.decode import Geometry
 from visionfleet.pipeline.engines import RuntimeSettings
@@ -50,7 +49,7 @@ class Labellers:
             labeller = self._get(meta["model"], settings, source, lambda: iter_source(source),
                                  f"the calibration source {source}")
         else:
-            labeller = self._get(meta["model"], settings, "job:" + meta["job_id"], lambda: _plan(meta["output"]),
+            labeller = self._get(meta["model"], settings, "job:" + meta["job_id"], lambda: shard_lists.iter_planned(meta),
                                  f"the job's own images ({meta['source']})", own_images=True)
         self._note(meta, labeller)
         return labeller
@@ -92,12 +91,3 @@ class Labellers:
             storage_for(meta["output"]).write(layout.engine_note(meta["output"], name), body.encode())
             self._noted.add((meta["job_id"], name))
 
-
-def _plan(root: str) -> Iterator[str]:
-    """A job's URIs in plan order, from the shard lists written so far."""
-    storage = storage_for(root)
-    for index in itertools.count():
-        path = layout.shard_list(root, index)
-        if not storage.exists(path):
-            return
-        yield from storage.read(path).decode("utf-8").splitlines()

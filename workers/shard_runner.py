@@ -17,7 +17,7 @@ from collections.abc import Callable
 from visionfleet.broker.metrics import Metrics
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore
-from visionfleet.pipeline import layout
+from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.errors import RetryableError
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import to_jsonl
@@ -76,9 +76,7 @@ class ShardRun:
         if committed.done or committed.failed:
             self.store.release(job_id, index, lease.token)
             return Outcome.DONE
-        root = meta["output"]
-        uris = storage_for(root).read(layout.shard_list(root, index)).decode("utf-8").splitlines()
-        shard = _Shard(job_id, index, lease, meta, uris, committed)
+        shard = _Shard(job_id, index, lease, meta, shard_lists.read(meta, index), committed)
         if lease.takeovers:
             self._metrics.count("bulk_shard_takeovers")
             SHARD_TAKEOVERS.inc()
