@@ -14,6 +14,7 @@ from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.storage import is_oss
+from visionfleet.pipeline.storage.local import absolute
 
 Send = Callable[[str, int], None]
 Start = Callable[[StateStore, Send], None]
@@ -66,11 +67,11 @@ def run_relabel(source: str, output: str, *, model: str | None, shard_size: int 
                 **options) -> int:
     # Workers (and a later `resume`) do not share the folder this was typed in.
     if options["calibration"] and not is_oss(options["calibration"]):
-        options["calibration"] = os.path.abspath(options["calibration"])
+        options["calibration"] = absolute(options["calibration"])
     if not is_oss(output):
-        output = os.path.abspath(output)
+        output = absolute(output)
     if not is_oss(source):
-        source = os.path.abspath(source)
+        source = absolute(source)
     spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
                    shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)
     check_access(spec, embedded=BrokerSettings.from_env().embedded)
@@ -87,7 +88,7 @@ def run_resume(job_id: str, output: str, *, wait: bool) -> int:
     from visionfleet.checkpoints.resume import resume_job
 
     if not is_oss(output):
-        output = os.path.abspath(output)
+        output = absolute(output)
 
     def start(store: StateStore, send: Send) -> None:
         pending = resume_job(store, output, job_id, send)

@@ -1,6 +1,5 @@
 """The ``visionfleet`` command."""
 import json
-import os
 import sys
 import time
 
@@ -191,9 +190,10 @@ def classify(uris, timeout) -> None:
     """Label images through the online queue; one JSON record per URI (embedded: in this process)."""
     from visionfleet.cli.online import classify_uris
     from visionfleet.pipeline.storage import is_oss
+    from visionfleet.pipeline.storage.local import absolute
 
     # A relative path means the folder it was typed in, not the worker's.
-    uris = [uri if is_oss(uri) else os.path.abspath(uri) for uri in uris]
+    uris = [uri if is_oss(uri) else absolute(uri) for uri in uris]
     for record in classify_uris(uris, timeout=timeout):
         click.echo(json.dumps(record, ensure_ascii=False))
 

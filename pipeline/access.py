@@ -23,6 +23,7 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.storage import is_oss
+from visionfleet.pipeline.storage.local import absolute
 
 MAX_URI_BYTES = 4096  # longer is no URI anyone meant: an error record (a manifest line: planning fails)
 
@@ -58,8 +59,12 @@ class Access:
         except InputError as exc:
             raise ConfigError(str(exc)) from None
 
-    def check_uri(self, uri: str) -> None:
-        """One input or output: an InputError (its error record) when it is outside what is allowed."""
+    def check_uri(self, uri: str) -> str:
+        """One input or output: an InputError (its error record) when it is outside what is allowed.
+
+        Returns what to open: the URI itself on OSS; for a local path, the file as the kernel resolves it
+        (every link, then ``..``), to be opened with ``nofollow`` so that the check and the open see the
+        same file."""
         size = len(uri.encode("utf-8", "surrogatepass"))
         if size > MAX_URI_BYTES:
             raise InputError(f"URI of {size} bytes, over the bound of {MAX_URI_BYTES}")
@@ -67,17 +72,21 @@ class Access:
             bucket = uri[len("oss://"):].split("/", 1)[0]
             if self.oss_buckets is not None and bucket not in self.oss_buckets:
                 raise InputError(f"bucket {bucket} is not allowed on this worker; add it to VISIONFLEET_OSS_BUCKETS")
-            return
+            return uri
         real = _real_path(uri)
         if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in self.local_roots):
             raise InputError(f"{uri} is outside the folders workers may use; add its folder to "
                              "VISIONFLEET_LOCAL_ROOTS")
+        return real
 
 
 def _real_path(path: str) -> str:
     """``os.path.realpath``, with the folder's resolution cached: a shard's thousand files share a few
-    folders, and resolving every component of every path cost a fifth of a null model's time per image."""
-    folder, name = os.path.split(os.path.abspath(path))
+    folders, and resolving every component of every path cost a fifth of a null model's time per image.
+
+    Nothing is normalised as text first: in ``/r/link/../f`` the kernel follows ``link`` before ``..``
+    (``os.path.abspath`` would drop ``link/..`` and check a file that is not the one opened)."""
+    folder, name = os.path.split(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
     if name in ("", ".", ".."):
         return os.path.realpath(path)
     real = os.path.join(_real_folder(folder), name)
@@ -98,4 +107,4 @@ def _listed(name: str, sep: str) -> set[str] | None:
 
 def _folder(place: str) -> str:
     """The folder a local source, output or calibration stands for (a manifest: its folder)."""
-    return place if is_oss(place) or not os.path.isfile(place) else os.path.dirname(os.path.abspath(place))
+    return place if is_oss(place) or not os.path.isfile(place) else os.path.dirname(absolute(place))

@@ -28,7 +28,7 @@ from visionfleet.pipeline.telemetry import BATCH_SIZE, CACHE_HITS, CACHE_MISSES,
 
 log = logging.getLogger(__name__)
 
-Check = Callable[[str], None]  # raises InputError for a URI that may not be touched
+Check = Callable[[str], str]  # raises InputError for a URI that may not be touched, else names what to open
 
 
 class LabelCache(Protocol):
@@ -89,12 +89,13 @@ class Labeller:
     def load(self, uri: str, k: int, cache: LabelCache | None = None, check: Check | None = None) -> Loaded:
         """Fetch and decode one input, or find its labels in ``cache``; never raises for a bad input.
 
-        ``check`` refuses a URI this worker may not touch (an InputError: its error record), before any read.
+        ``check`` refuses a URI this worker may not touch (an InputError: its error record), before any read,
+        and names the file it checked, which is then opened only if it is still that file.
         """
         try:
-            if check is not None:
-                check(uri)
-            return self._load(uri, k, cache)
+            if check is None:
+                return self._load(uri, uri, k, cache)
+            return self._load(uri, check(uri), k, cache, nofollow=True)
         except InputError as exc:
             return Loaded(uri, error=str(exc))
         except RetryableError:
@@ -103,7 +104,8 @@ class Labeller:
             log.warning("unexpected error loading input", extra={"uri": uri, "error": repr(exc)})
             return Loaded(uri, error=f"cannot process image: {type(exc).__name__}: {exc}")
 
-    def _load(self, uri: str, k: int, cache: LabelCache | None) -> Loaded:
+    def _load(self, uri: str, target: str, k: int, cache: LabelCache | None, *, nofollow: bool = False) -> Loaded:
+        """``target``: where ``uri`` is read from (a local path as the access check resolved it)."""
         storage = storage_for(uri)
         keys: tuple[str, ...] = ()
         if cache is not None:
@@ -114,7 +116,7 @@ class Labeller:
                     CACHE_HITS.inc()
                     return Loaded(uri, labels=labels)
         with stage("fetch"):
-            data = storage.read(uri, max_bytes=self._settings.max_file_bytes)
+            data = storage.read(target, max_bytes=self._settings.max_file_bytes, nofollow=nofollow)
         if cache is not None:
             content = self._key(k, "sha256", hashlib.sha256(data).hexdigest())
             if (labels := cache.get(content)) is not None:

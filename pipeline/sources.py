@@ -11,6 +11,7 @@ from visionfleet.pipeline.access import MAX_URI_BYTES
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.inventory import is_inventory, iter_inventory
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
+from visionfleet.pipeline.storage.local import absolute
 
 MANIFEST_SUFFIXES = tuple(s + gz for s in (".txt", ".lst", ".manifest", ".csv") for gz in ("", ".gz"))
 
@@ -47,7 +48,7 @@ def _uris(source: str) -> Iterator[str]:
 
 
 def _manifest(source: str) -> Iterator[str]:
-    base = os.path.dirname(os.path.abspath(source)) if not is_oss(source) else None
+    base = os.path.dirname(absolute(source)) if not is_oss(source) else None
     for number, line in _numbered_lines(source):
         if len(line.rstrip("\r\n").encode("utf-8", "surrogatepass")) > MAX_URI_BYTES:
             raise ConfigError(f"manifest {source}, line {number}: longer than {MAX_URI_BYTES} bytes; a manifest "

@@ -10,6 +10,7 @@ from tests.test_embedded import embedded_env
 from tests.test_fleet import wait_for_job
 from visionfleet.pipeline.access import MAX_URI_BYTES, Access
 from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.storage.local import LocalStorage
 
 
 @pytest.fixture
@@ -130,3 +131,61 @@ def test_a_manifest_that_is_not_text_is_refused_with_its_line(tmp_path):
     result = visionfleet("relabel", str(manifest), "-o", str(tmp_path / "out"), env=embedded_env(tmp_path))
     assert result.returncode == 2 and "list.txt, line 2: not UTF-8 text" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def link_then_up(tmp_path):
+    """``r/l`` links to ``etc/ssl``, so ``r/l/../shadow`` is ``etc/shadow`` to the kernel, outside ``r``."""
+    (tmp_path / "etc" / "ssl").mkdir(parents=True)
+    (tmp_path / "etc" / "shadow").write_text("root:*:20228:0:99999:7:::\n")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "l").symlink_to(tmp_path / "etc" / "ssl")
+    (tmp_path / "r" / "shadow").write_bytes(photo_bytes("coffee.png"))  # what `..` as text would open instead
+    return tmp_path
+
+
+def test_a_link_then_dotdot_is_checked_as_the_kernel_resolves_it(clean_access_env, link_then_up):
+    clean_access_env.setenv("VISIONFLEET_LOCAL_ROOTS", str(link_then_up / "r"))
+    access = Access.from_env()
+    with pytest.raises(InputError, match="outside the folders workers may use"):
+        access.check_uri(str(link_then_up / "r" / "l" / ".." / "shadow"))
+    assert access.check_uri(str(link_then_up / "r" / "x" / ".." / "shadow")) == str(link_then_up / "r" / "shadow")
+
+
+def test_a_checked_file_is_read_only_if_it_is_still_the_file_checked(clean_access_env, link_then_up):
+    """What the check resolved is opened with no link at its end, and only if the kernel opens that path."""
+    clean_access_env.setenv("VISIONFLEET_LOCAL_ROOTS", str(link_then_up / "r"))
+    (link_then_up / "r" / "in").mkdir()
+    (link_then_up / "r" / "in" / "a.jpg").write_bytes(b"checked")
+    access, storage = Access.from_env(), LocalStorage()
+    real = access.check_uri(str(link_then_up / "r" / "in" / "a.jpg"))
+    assert storage.read(real, nofollow=True) == b"checked"
+    (link_then_up / "r" / "in" / "a.jpg").unlink()  # swapped for a link after the check
+    (link_then_up / "r" / "in" / "a.jpg").symlink_to(link_then_up / "etc" / "shadow")
+    with pytest.raises(InputError, match="replaced by a link while it was being opened"):
+        storage.read(real, nofollow=True)
+    (link_then_up / "r" / "in").rename(link_then_up / "r" / "was-in")  # a folder on the path swapped
+    (link_then_up / "r" / "in").symlink_to(link_then_up / "r" / "l" / "..")
+    (link_then_up / "etc" / "a.jpg").write_text("root:*:20228\n")
+    with pytest.raises(InputError, match="was replaced while it was being opened") as refused:
+        storage.read(real, nofollow=True)
+    assert "20228" not in str(refused.value)
+
+
+def test_a_link_then_dotdot_is_refused_online_and_in_a_manifest_without_a_read(fleet_env, workers, link_then_up):
+    workers.start(1, queues="online", VISIONFLEET_LOCAL_ROOTS=str(link_then_up / "r"))
+    sneaky = str(link_then_up / "r" / "l" / ".." / "shadow")
+    result = visionfleet("classify", sneaky, "--timeout", "60", env=fleet_env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"uri": sneaky, "status": "error", "error": f"{sneaky} is outside the "
+                                         "folders workers may use; add its folder to VISIONFLEET_LOCAL_ROOTS"}
+
+    (link_then_up / "r" / "list.txt").write_text("l/../shadow\nshadow\n")  # relative to the manifest
+    result = visionfleet("relabel", str(link_then_up / "r" / "list.txt"), "-o", str(link_then_up / "r" / "out"),
+                         "--all-files", "--wait", env=embedded_env(link_then_up), timeout=240)
+    assert result.returncode == 0, result.stderr
+    root = link_then_up / "r" / "out" / result.stdout.split()[-1]
+    records = {r["uri"]: r for p in root.glob("part-*.jsonl") for r in map(json.loads, p.read_text().splitlines())}
+    assert "outside the folders workers may use" in records[sneaky]["error"]
+    assert records[str(link_then_up / "r" / "shadow")]["status"] == "ok"
+    assert all("root:" not in p.read_text() for p in root.rglob("*") if p.is_file())

@@ -16,8 +16,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 class Storage(ABC):
     @abstractmethod
-    def read(self, uri: str, *, max_bytes: int | None = None) -> bytes:
-        """The object's bytes; ``InputError`` if missing, forbidden or over ``max_bytes``."""
+    def read(self, uri: str, *, max_bytes: int | None = None, nofollow: bool = False) -> bytes:
+        """The object's bytes; ``InputError`` if missing, forbidden or over ``max_bytes``.
+
+        ``nofollow``: ``uri`` is a local path already resolved and checked (``Access.check_uri``); it is
+        read only if the kernel opens exactly that path, with no link at its end. OSS has no links."""
 
     @abstractmethod
     def write(self, uri: str, data: bytes) -> None:

@@ -1,4 +1,5 @@
 """Local folders (and anything mounted as one: NFS, ossfs, a PVC)."""
+import errno
 import os
 import secrets
 import stat
@@ -10,17 +11,45 @@ from visionfleet.pipeline.errors import InputError
 from visionfleet.pipeline.storage.base import Storage, too_large
 
 
+def absolute(path: str) -> str:
+    """``path`` from the root, naming the file the kernel would open from here.
+
+    Only ``.`` and repeated slashes go: ``os.path.abspath`` also drops ``link/..`` as text, while the
+    kernel follows ``link`` first, so the path it gave could name another file than the one meant."""
+    joined = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
+    return "/" + "/".join(part for part in joined.split("/") if part not in ("", "."))
+
+
+def _open(path: str, flags: int) -> int:
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        raise InputError(f"no such file: {path}") from None
+    except PermissionError:
+        raise InputError(f"permission denied: {path}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and flags & os.O_NOFOLLOW:  # checked as a file, a link when opened
+            raise InputError(f"{path} was replaced by a link while it was being opened; not read") from None
+        raise
+
+
+def _opened_path(fd: int) -> str | None:
+    """The path the kernel opened for ``fd`` (None where /proc is not mounted)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
 class LocalStorage(Storage):
-    def read(self, uri: str, *, max_bytes: int | None = None) -> bytes:
+    def read(self, uri: str, *, max_bytes: int | None = None, nofollow: bool = False) -> bytes:
+        # O_NONBLOCK: opening a FIFO with no writer returns at once instead of hanging;
+        # anything but a regular file is refused before a byte is read.
+        fd = _open(uri, os.O_RDONLY | os.O_NONBLOCK | (os.O_NOFOLLOW if nofollow else 0))
         try:
-            # O_NONBLOCK: opening a FIFO with no writer returns at once instead of hanging;
-            # anything but a regular file is refused before a byte is read.
-            fd = os.open(uri, os.O_RDONLY | os.O_NONBLOCK)
-        except FileNotFoundError:
-            raise InputError(f"no such file: {uri}") from None
-        except PermissionError:
-            raise InputError(f"permission denied: {uri}") from None
-        try:
+            if nofollow and _opened_path(fd) not in (uri, None):
+                raise InputError(f"{uri} was replaced while it was being opened (a folder on its path became a "
+                                 "link); not read")
             info = os.fstat(fd)
             if stat.S_ISDIR(info.st_mode):
                 raise InputError(f"is a directory, not a file: {uri}")
@@ -55,7 +84,7 @@ class LocalStorage(Storage):
     def list(self, prefix: str) -> Iterator[str]:
         root = Path(prefix)
         if root.is_file():
-            yield os.path.abspath(root)
+            yield absolute(prefix)
             return
         # os.walk streams folder by folder; sorting each level keeps the
         # whole walk sorted without holding the full listing.
@@ -64,7 +93,7 @@ class LocalStorage(Storage):
             for name in sorted(filenames):
                 if not name.startswith("."):
                     # Absolute, but as listed: a symlink's record names the link, not its target.
-                    yield os.path.abspath(os.path.join(dirpath, name))
+                    yield absolute(os.path.join(dirpath, name))
 
     def open_stream(self, uri: str) -> BinaryIO:
         return open(uri, "rb")

@@ -117,7 +117,7 @@ class OssStorage(Storage):
                 raise RetryableError(f"OSS still failing after {self._settings.max_attempts} tries: {describe(exc)}") from None
             raise
 
-    def read(self, uri: str, *, max_bytes: int | None = None) -> bytes:
+    def read(self, uri: str, *, max_bytes: int | None = None, nofollow: bool = False) -> bytes:
         bucket, key = parse_oss_uri(uri)
         try:
             return self._call(self._read, self.bucket(bucket), key, max_bytes, uri)
