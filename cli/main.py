@@ -168,7 +168,7 @@ def purge(job_id) -> None:
 
 
 @main.command()
-@click.option("--worker", "-w", "names", multiple=True, help="Worker node name (repeatable), e.g. celery@host.")
+@click.option("--worker", "-w", "names", multiple=True, help="Worker node name (repeatable), e.g. bulk-4242@host.")
 @click.option("--all", "everyone", is_flag=True, help="Drain every worker.")
 def drain(names, everyone) -> None:
     """Ask workers to commit, hand their shards back and exit."""

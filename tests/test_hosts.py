@@ -1,0 +1,110 @@
+"""Many workers on one machine: two `visionfleet worker` commands with default settings both start,
+each on a metrics port of its own and under Celery node names of their own, and both take shards,
+on a Redis broker and on RabbitMQ."""
+import json
+import socket
+import subprocess
+import sys
+import uuid
+
+import amqp
+import kombu
+import pytest
+
+from bench.e2e_bench import make_photos
+from tests.helpers import REPO, free_port, stop_process, visionfleet, wait_until
+from tests.test_operations import get
+
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
+SHARDS = 12
+
+
+@pytest.fixture
+def namespace():
+    """A namespace of this test's own; on RabbitMQ, its queues and exchanges are deleted after it."""
+    name = f"hosts{uuid.uuid4().hex[:8]}"
+    yield name
+    queues = [f"{name}.bulk", f"{name}.online"]
+    exchanges = queues + [f"{name}.celeryev", f"{name}.celery.pidbox", f"reply.{name}.celery.pidbox"]
+    with kombu.Connection(RABBITMQ_URL, connect_timeout=5) as conn:
+        for kind, names in (("queue", queues), ("exchange", exchanges)):
+            for each in names:
+                channel = conn.channel()  # an error closes its channel
+                try:
+                    getattr(channel, f"{kind}_delete")(each)
+                except amqp.exceptions.NotFound:
+                    pass
+
+
+def start_default_worker(env: dict, log_path) -> subprocess.Popen:
+    """`visionfleet worker`, no option given: online and bulk, Celery's own node names left to us."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker"], env=env, cwd=REPO,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def events(log_path) -> list[dict]:
+    found = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                found.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+    return found
+
+
+def started(log_path) -> dict | None:
+    return next((e for e in events(log_path) if e["event"] == "starting workers"), None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_two_default_workers_on_one_host_both_serve(broker, namespace, bucket, fleet_env, private_redis, tmp_path):
+    first = free_port()
+    env = {**fleet_env, "VISIONFLEET_NAMESPACE": namespace, "VISIONFLEET_THREADS": "1",
+           # the default range, moved to ports free here: tests may run beside a real worker on 9808
+           "VISIONFLEET_METRICS_PORT": f"{first}-{first + 9}", "VISIONFLEET_METRICS_ADDR": "127.0.0.1"}
+    if broker == "rabbitmq":
+        env.update({"VISIONFLEET_BROKER_URL": RABBITMQ_URL, "VISIONFLEET_STATE_URL": private_redis.url})
+    (tmp_path / "photos").mkdir()
+    for path in make_photos(tmp_path / "photos", SHARDS, (160, 120)):
+        bucket.put_object_from_file(f"in/{path.name}", str(path))
+    logs = [tmp_path / f"host-worker-{i}.log" for i in range(2)]
+    procs = [start_default_worker(env, log) for log in logs]
+    try:
+        wait_until(lambda: all(started(log) for log in logs), 60, "both workers to start")
+        ports = [started(log)["metrics_port"] for log in logs]
+        nodes = [started(log)["nodes"] for log in logs]
+        assert ports[0] != ports[1] and set(ports) <= set(range(first, first + 10)), ports
+        assert not set(nodes[0]) & set(nodes[1]), nodes
+        for port, log in zip(ports, logs):
+            wait_until(lambda: all(p.poll() is None for p in procs) and get(port, "/readyz")[0] == 200, 180,
+                       f"the worker on {port} to be ready; {log.read_text()[-3000:]}")
+        result = visionfleet("relabel", f"oss://{bucket.bucket_name}/in/", "-o", f"oss://{bucket.bucket_name}/out/",
+                             "--shard-size", "1", "--wait", env=env, timeout=300)
+        assert result.returncode == 0, result.stderr + "".join(log.read_text()[-3000:] for log in logs)
+        shards = [{e["shard"] for e in events(log) if e["event"] == "commit"} for log in logs]
+        assert all(shards) and len(shards[0] | shards[1]) == SHARDS, shards
+        stats = json.loads(visionfleet("stats", "--json", env=env).stdout)
+        assert {entry.rsplit(":", 1)[1] for entry in stats["metrics_ports"]} == {str(p) for p in ports}, stats
+        assert all(p.poll() is None for p in procs)
+    finally:
+        for proc in procs:
+            stop_process(proc)
+    assert [p.returncode for p in procs] == [0, 0], "".join(log.read_text()[-3000:] for log in logs)
+
+
+def test_a_range_of_taken_ports_stops_the_worker_and_the_default_is_a_range(fleet_env, monkeypatch):
+    from visionfleet.workers.exporter import ExporterSettings
+
+    monkeypatch.delenv("VISIONFLEET_METRICS_PORT")
+    assert list(ExporterSettings.from_env().ports) == list(range(9808, 9840))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        span = {"VISIONFLEET_METRICS_PORT": f"{port}-{port}", "VISIONFLEET_METRICS_ADDR": "127.0.0.1"}
+        result = visionfleet("worker", "-Q", "bulk", env={**fleet_env, **span}, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}-{port} (every port is taken)" in result.stderr
