@@ -1,6 +1,7 @@
-"""Many workers on one machine: two `visionfleet worker` commands with default settings both start,
-each on a metrics port of its own and under Celery node names of their own, and both take shards,
-on a Redis broker and on RabbitMQ."""
+"""Machines of a fleet: two `visionfleet worker` commands with default settings on one machine both
+start, each on a metrics port of its own and under Celery node names of their own, and both take
+shards, on a Redis broker and on RabbitMQ; and a laptop's manifest, which only `relabel` reads, is
+checked against what `relabel` may read, not the workers' folders."""
 import json
 import socket
 import subprocess
@@ -12,8 +13,12 @@ import kombu
 import pytest
 
 from bench.e2e_bench import make_photos
-from tests.helpers import REPO, free_port, stop_process, visionfleet, wait_until
+from tests.helpers import REPO, free_port, read_output, stop_process, visionfleet, wait_until
+from tests.photos import KNOWN, photo_bytes
+from tests.test_fleet import oss_reader, wait_for_job
 from tests.test_operations import get
+from visionfleet.broker.planner import JobSpec, check_access
+from visionfleet.pipeline.errors import ConfigError
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 SHARDS = 12
@@ -108,3 +113,37 @@ def test_a_range_of_taken_ports_stops_the_worker_and_the_default_is_a_range(flee
         result = visionfleet("worker", "-Q", "bulk", env={**fleet_env, **span}, timeout=60)
     assert result.returncode == 2, result.stderr
     assert f"cannot serve metrics on 127.0.0.1:{port}-{port} (every port is taken)" in result.stderr
+
+
+def test_a_fleet_job_may_read_a_local_manifest_without_the_workers_folders(bucket, oss_settings, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.delenv("VISIONFLEET_LOCAL_ROOTS", raising=False)
+    manifest, out = tmp_path / "manifest.txt", f"oss://{bucket.bucket_name}/out/"
+    manifest.write_text(f"oss://{bucket.bucket_name}/in/a.jpg\n")
+    check_access(JobSpec(str(manifest), out), embedded=False)
+    (tmp_path / "photos").mkdir()  # a folder is read by the workers: theirs to allow
+    with pytest.raises(ConfigError, match="add its folder to VISIONFLEET_LOCAL_ROOTS"):
+        check_access(JobSpec(str(tmp_path / "photos"), out), embedded=False)
+    with pytest.raises(ConfigError, match="add its folder to VISIONFLEET_LOCAL_ROOTS"):  # the workers calibrate
+        check_access(JobSpec(str(manifest), out, calibration=str(tmp_path / "photos")), embedded=False)
+
+
+@pytest.mark.slow
+def test_a_laptops_manifest_of_oss_uris_runs_on_a_fleet_and_its_uris_are_still_checked(bucket, fleet_env, workers,
+                                                                                        tmp_path):
+    for name in KNOWN:
+        bucket.put_object(f"in/{name}", photo_bytes(name))
+    manifest = tmp_path / "laptop" / "manifest.txt"
+    manifest.parent.mkdir()
+    manifest.write_text("".join(f"oss://{bucket.bucket_name}/in/{name}\n" for name in KNOWN) + "/etc/passwd.jpg\n")
+    workers.start(1)
+    result = visionfleet("relabel", str(manifest), "-o", f"oss://{bucket.bucket_name}/out/", env=fleet_env)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.split()[-1]
+    assert wait_for_job(fleet_env, workers, job_id)["state"] == "succeeded"
+    _, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    by_uri = {r["uri"]: r for r in records}
+    assert len(records) == len(KNOWN) + 1
+    assert all(by_uri[f"oss://{bucket.bucket_name}/in/{name}"]["status"] == "ok" for name in KNOWN)
+    assert by_uri["/etc/passwd.jpg"] == {"uri": "/etc/passwd.jpg", "status": "error", "error": "/etc/passwd.jpg is "
+                                         "outside the folders workers may use; add its folder to VISIONFLEET_LOCAL_ROOTS"}
