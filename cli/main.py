@@ -9,6 +9,8 @@ import click
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.pipeline.runtimes.choice import PRECISIONS, RUNTIMES
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 class _Commands(click.Group):
     """Every command's one error boundary: a ``VisionfleetError`` is the user's
@@ -33,8 +35,17 @@ class _Commands(click.Group):
 
 @click.group(cls=_Commands)
 @click.version_option(package_name="visionfleet", prog_name="visionfleet")
-def main() -> None:
+@click.option("--loglevel", type=click.Choice(LEVELS, case_sensitive=False), default=None,
+              help="Log this command's own work (and its libraries') at this level: JSON lines on stderr.")
+def main(loglevel) -> None:
     """Label images with a fleet of Celery workers (embedded default: no server needed)."""
+    from visionfleet.pipeline.redaction import protect_last_resort
+
+    protect_last_resort()  # warnings logged before (or without) --loglevel: no secret in them either
+    if loglevel:
+        from visionfleet.workers.logs import configure
+
+        configure(loglevel.upper())
 
 
 def _job(job_id: str):
