@@ -87,7 +87,8 @@ def shown_secrets(text: str, secrets: tuple[str, ...]) -> list[str]:
     """Each secret, and each request signature, found in ``text``, with what surrounds it."""
     found = [text[max(0, i - 80): i + 80] for s in secrets if (i := text.find(s)) >= 0]
     for shape in (r"Signature=(?!\*\*\*)\S{8}", r"OSS [^\s:'\"]+:(?!\*\*\*)[A-Za-z0-9+/=]{8}",
-                  r"(?i)security-token['\"]?\s*[:=]\s*['\"]?(?!\*\*\*)\w", r"://[^\s/@:'\"]*:(?!\*\*)[^\s/@'\"]+@"):
+                  r"(?i)security-token['\"]?\s*[:=]\s*['\"]?(?!\*\*\*)\w", r"://[^\s/@:'\"]*:(?!\*\*)[^\s/@'\"]+@",
+                  r"(?i)password['\"]?\s*[=:]\s*['\"]?(?!\*\*\*|None|null)\w"):
         found += [text[max(0, m.start() - 80): m.end() + 80] for m in re.finditer(shape, text)]
     return found
 
@@ -96,7 +97,8 @@ def shown_secrets(text: str, secrets: tuple[str, ...]) -> list[str]:
 def test_debug_logs_of_a_worker_and_of_relabel_hold_no_secret(bucket, fleet_env, oss_server, tmp_path):
     """oss2 logs each request's headers and what it signs at DEBUG, kombu and Celery their URLs."""
     server = RedisServer(tmp_path, password=PASSWORD)
-    env = {**fleet_env, "VISIONFLEET_BROKER_URL": server.url, "OSS_SESSION_TOKEN": STS_TOKEN}
+    env = {**fleet_env, "VISIONFLEET_BROKER_URL": server.url, "OSS_SESSION_TOKEN": STS_TOKEN,  # :password@
+           "VISIONFLEET_STATE_URL": f"redis://127.0.0.1:{server.port}/0?password={PASSWORD}"}
     secrets = (PASSWORD, oss_server.access_key_secret, STS_TOKEN)
     log = tmp_path / "worker.log"
     try:
