@@ -99,13 +99,13 @@ def relabel(source, output, wait, workers, **options) -> None:
 @click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Bulk pool processes; each gets cores/concurrency torch threads.")
 @click.option("--hostname", "-n", default=None, help="Worker node name (Celery's -n).")
-@click.option("--loglevel", "-l", default="INFO", show_default=True,
-              help="DEBUG, INFO, WARNING or ERROR (logs are JSON lines on stderr).")
+@click.option("--loglevel", "-l", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True,
+              help="Logs are JSON lines on stderr.")
 def worker(queues, concurrency, hostname, loglevel) -> None:
     """Run a worker (like `celery -A visionfleet.broker.celery_app worker`, plus tcmalloc when installed)."""
     from visionfleet.cli.workers import run_worker
 
-    sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel))
+    sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel.upper()))
 
 
 @main.command()

@@ -49,7 +49,7 @@ class Redact(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             record.msg, record.args = scrub(record.getMessage()), None
-        except Exception:  # a record that cannot format itself: the handler reports it, unscrubbed args dropped
+        except Exception:  # arguments that do not fit the message: the message alone, never the arguments raw
             record.msg, record.args = scrub(str(record.msg)), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
