@@ -20,7 +20,7 @@ from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.runtimes.choice import choose_engine
-from visionfleet.pipeline.sources import iter_source
+from visionfleet.pipeline.sources import is_manifest, iter_source
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,18 @@ def new_job_id() -> str:
 
 def check_access(spec: JobSpec, *, embedded: bool) -> None:
     """Fail before anything is enqueued if the engine cannot run anywhere, the workers would refuse the
-    model or a place (the same rules, read from this environment), or source or output cannot be reached."""
+    model or a place (the same rules, read from this environment), or source or output cannot be reached.
+
+    A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
     choose_engine(spec.runtime, spec.precision, cuda=False)  # a pair no machine runs fails the same on a GPU
     access = Access.from_env(asdict(spec) if embedded else None)
     access.check_model(spec.model)
-    for place in filter(None, (spec.source, spec.output, spec.calibration)):
+    workers_read = (spec.output, spec.calibration)
+    if _read_here(spec.source, embedded):
+        _check_readable(spec.source)  # the URIs in it are checked by the workers, as any
+    else:
+        workers_read = (spec.source, *workers_read)
+    for place in filter(None, workers_read):
         access.check_place(place)
     if spec.calibration and not is_oss(spec.calibration) and not os.path.exists(spec.calibration):
         raise ConfigError(f"calibration source {spec.calibration} does not exist; give a folder, a manifest "
@@ -66,6 +73,20 @@ def check_access(spec: JobSpec, *, embedded: bool) -> None:
             storage_for(uri).check_access(uri)
     if not is_oss(spec.output):
         _check_local_output(spec.output)
+
+
+def _read_here(source: str, embedded: bool) -> bool:
+    """A fleet's local manifest: only this command reads it (workers read the shard lists it writes)."""
+    return not embedded and not is_oss(source) and is_manifest(source)
+
+
+def _check_readable(manifest: str) -> None:
+    try:
+        with open(manifest, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"manifest {manifest} cannot be read ({exc.strerror}); give a file this user "
+                          "can read") from None
 
 
 def _check_local_output(folder: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from visionfleet.pipeline.envvars import env_int, env_str, visionfleet_home
 from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.redaction import mask_shapes
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 # Set by an embedded command for the workers it starts: the run's own queue folder, so
@@ -80,9 +81,5 @@ def _check_namespace() -> None:
 
 
 def redact(url: str) -> str:
-    """A URL fit for logs: the password replaced."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    if not at or ":" not in creds:
-        return url
-    return f"{scheme}{sep}{creds.split(':', 1)[0]}:***@{host}"
+    """A URL fit for logs: the password replaced, in the user part or the query."""
+    return mask_shapes(url)

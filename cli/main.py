@@ -8,6 +8,8 @@ import click
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.pipeline.runtimes.choice import PRECISIONS, RUNTIMES
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
 
 class _Commands(click.Group):
     """Every command's one error boundary: a ``VisionfleetError`` is the user's
@@ -32,8 +34,17 @@ class _Commands(click.Group):
 
 @click.group(cls=_Commands)
 @click.version_option(package_name="visionfleet", prog_name="visionfleet")
-def main() -> None:
+@click.option("--loglevel", type=click.Choice(LEVELS, case_sensitive=False), default=None,
+              help="Log this command's own work (and its libraries') at this level: JSON lines on stderr.")
+def main(loglevel) -> None:
     """Label images with a fleet of Celery workers (embedded default: no server needed)."""
+    from visionfleet.pipeline.redaction import protect_last_resort
+
+    protect_last_resort()  # warnings logged before (or without) --loglevel: no secret in them either
+    if loglevel:
+        from visionfleet.workers.logs import configure
+
+        configure(loglevel.upper())
 
 
 def _job(job_id: str):
@@ -87,13 +98,13 @@ def relabel(source, output, wait, workers, **options) -> None:
 @click.option("--concurrency", "-c", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Bulk pool processes; each gets cores/concurrency torch threads.")
 @click.option("--hostname", "-n", default=None, help="Worker node name (Celery's -n).")
-@click.option("--loglevel", "-l", default="INFO", show_default=True,
-              help="DEBUG, INFO, WARNING or ERROR (logs are JSON lines on stderr).")
+@click.option("--loglevel", "-l", type=click.Choice(LEVELS, case_sensitive=False), default="INFO", show_default=True,
+              help="Logs are JSON lines on stderr.")
 def worker(queues, concurrency, hostname, loglevel) -> None:
     """Run a worker (like `celery -A visionfleet.broker.celery_app worker`, plus tcmalloc when installed)."""
     from visionfleet.cli.workers import run_worker
 
-    sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel))
+    sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel.upper()))
 
 
 @main.command()
@@ -167,7 +178,7 @@ def purge(job_id) -> None:
 
 
 @main.command()
-@click.option("--worker", "-w", "names", multiple=True, help="Worker node name (repeatable), e.g. celery@host.")
+@click.option("--worker", "-w", "names", multiple=True, help="Worker node name (repeatable), e.g. bulk-4242@host.")
 @click.option("--all", "everyone", is_flag=True, help="Drain every worker.")
 def drain(names, everyone) -> None:
     """Ask workers to commit, hand their shards back and exit."""

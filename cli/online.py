@@ -35,6 +35,7 @@ def fleet_stats() -> dict:
         "online_max_backlog": client.settings.max_backlog,
         "bulk_workers_live": len(workers),
         "bulk_workers_busy": sum(1 for w in workers if w.get("job_id")),
+        "metrics_ports": sorted({f"{w.get('host')}:{w['metrics_port']}" for w in workers if w.get("metrics_port")}),
         **client.metrics.snapshot(),
     }
 
@@ -52,7 +53,8 @@ def stats_table(snapshot: dict) -> list[str]:
     sizes = " ".join(f"{size}x{n}" for size, n in sorted(snapshot["online_batch_sizes"].items()))
     return [
         "queues   " + ", ".join(f"{q} {n} waiting" for q, n in snapshot["queues"].items()),
-        f"workers  {snapshot['bulk_workers_live']} bulk live, {snapshot['bulk_workers_busy']} on a shard",
+        f"workers  {snapshot['bulk_workers_live']} bulk live, {snapshot['bulk_workers_busy']} on a shard; "
+        f"metrics on {', '.join(snapshot['metrics_ports']) or 'no port'}",
         "bulk     " + row("bulk_images_ok", "bulk_images_error", "bulk_commits", "bulk_shards_done",
                           "bulk_shard_takeovers"),
         "online   " + row("online_requests", "online_rejected", "online_batches")

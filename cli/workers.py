@@ -8,16 +8,22 @@
 - both (the default): one of each, as two processes under this one, so an
   online request never waits behind a running shard.
 """
+import logging
 import os
 import sys
+
+from celery.utils.nodenames import host_format
 
 from visionfleet.broker.routes import queue_name
 from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.engines import RuntimeSettings, has_cuda
-from visionfleet.workers.exporter import Exporter, ExporterSettings, share_metrics
+from visionfleet.workers.exporter import SERVED_PORT_ENV, Exporter, ExporterSettings, share_metrics
+from visionfleet.workers.logs import configure
 from visionfleet.workers.process import ROLE_ENV
+
+log = logging.getLogger(__name__)
 
 QUEUES = ("online", "bulk")
 
@@ -29,15 +35,16 @@ def run_worker(queues: str, *, concurrency: int, hostname: str | None, loglevel:
         raise ConfigError(f"--queues {queues!r}: use online, bulk, or online,bulk")
     serving = ExporterSettings.from_env()
     check_settings()
+    names = [_name(q, hostname, several=len(chosen) > 1) for q in chosen]
     if serving.port is not None or set(chosen) == set(QUEUES):
         common = ["--concurrency", str(concurrency), "--loglevel", loglevel]
-        names = [_name(q, hostname) for q in chosen] if len(chosen) > 1 else [hostname]
-        workers = [["--queues", q, *common, *(["--hostname", n] if n else [])] for q, n in zip(chosen, names)]
+        workers = [["--queues", q, *common, "--hostname", n] for q, n in zip(chosen, names)]
+        configure(loglevel)  # what this process says: its port, its workers' names
         return _supervised(workers, serving, expected=(concurrency if "bulk" in chosen else 0) + ("online" in chosen))
     from visionfleet.workers.allocator import reexec_with_tcmalloc
 
     reexec_with_tcmalloc(["-m", "visionfleet.cli", *sys.argv[1:]])
-    return _celery_worker(chosen[0], concurrency=concurrency, hostname=hostname, loglevel=loglevel)
+    return _celery_worker(chosen[0], concurrency=concurrency, hostname=names[0], loglevel=loglevel)
 
 
 def _supervised(workers: list[list[str]], serving: ExporterSettings, expected: int) -> int:
@@ -47,13 +54,16 @@ def _supervised(workers: list[list[str]], serving: ExporterSettings, expected: i
     terminal's copy and ours would be two: Celery's cold shutdown), and they exit if this process is killed.
     """
     below = {"VISIONFLEET_PARENT_PID": str(os.getpid())}
+    nodes = [host_format(args[args.index("--hostname") + 1]) for args in workers]
     if serving.port is None:
+        log.info("starting workers", extra={"nodes": nodes, "metrics_port": None})
         return WorkerProcesses([(args, below) for args in workers], own_session=True).supervise()
     exporter = Exporter(serving, share_metrics(), expected)
     exporter.start()
+    log.info("starting workers", extra={"nodes": nodes, "metrics_port": exporter.port})
     try:
         # The workers below write into the shared folder and serve nothing themselves.
-        below["VISIONFLEET_METRICS_PORT"] = "off"
+        below.update({"VISIONFLEET_METRICS_PORT": "off", SERVED_PORT_ENV: str(exporter.port)})
         return WorkerProcesses([(args, below) for args in workers], own_session=True).supervise(
             on_signal=lambda: setattr(exporter, "stopping", True))
     finally:
@@ -86,11 +96,15 @@ def check_settings() -> None:
     prices_from_env()  # each job's _REPORT.json prices it
 
 
-def _name(queue: str, hostname: str | None) -> str:
-    return f"{queue}-{hostname}" if hostname else f"{queue}@%h"
+def _name(queue: str, hostname: str | None, *, several: bool) -> str:
+    """A Celery node name of its own: two nodes of one name on a host clash (RabbitMQ refuses the second's
+    remote-control queue), so by default it carries this command's process id, e.g. ``bulk-4242@host``."""
+    if hostname:
+        return f"{queue}-{hostname}" if several else hostname
+    return f"{queue}-{os.getpid()}@%h"
 
 
-def _celery_worker(queue: str, *, concurrency: int, hostname: str | None, loglevel: str) -> int:
+def _celery_worker(queue: str, *, concurrency: int, hostname: str, loglevel: str) -> int:
     os.environ[ROLE_ENV] = queue
     cores = os.cpu_count() or 1
     if queue == "online":
@@ -104,9 +118,7 @@ def _celery_worker(queue: str, *, concurrency: int, hostname: str | None, loglev
         pool = ["--pool", "prefork", "--concurrency", str(concurrency)]
     from visionfleet.broker.celery_app import app
 
-    argv = ["worker", "--queues", queue_name(queue), "--loglevel", loglevel, *pool]
-    if hostname:
-        argv += ["--hostname", hostname]
+    argv = ["worker", "--queues", queue_name(queue), "--loglevel", loglevel, *pool, "--hostname", hostname]
     if app.conf.broker_url.startswith("filesystem://"):
         # The filesystem transport has no fanout: skip the broadcast features.
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]

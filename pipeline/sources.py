@@ -13,6 +13,9 @@ from visionfleet.pipeline.inventory import is_inventory, iter_inventory
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
 from visionfleet.pipeline.storage.local import absolute
 
+# Blank and comment lines allowed in a row (their bytes, newlines counted): a manifest's lines each
+# hold at most MAX_URI_BYTES, and so, between two URIs, does this much of nothing.
+MAX_SKIPPED_BYTES = 1 << 16
 MANIFEST_SUFFIXES = tuple(s + gz for s in (".txt", ".lst", ".manifest", ".csv") for gz in ("", ".gz"))
 
 
@@ -49,13 +52,20 @@ def _uris(source: str) -> Iterator[str]:
 
 def _manifest(source: str) -> Iterator[str]:
     base = os.path.dirname(absolute(source)) if not is_oss(source) else None
+    skipped = 0  # bytes of blank and comment lines since the last URI
     for number, line in _numbered_lines(source):
-        if len(line.rstrip("\r\n").encode("utf-8", "surrogatepass")) > MAX_URI_BYTES:
+        size = len(line.rstrip("\r\n").encode("utf-8", "surrogatepass"))
+        if size > MAX_URI_BYTES:
             raise ConfigError(f"manifest {source}, line {number}: longer than {MAX_URI_BYTES} bytes; a manifest "
                               "holds one URI per line")
         uri = line.strip()
         if not uri or uri.startswith("#"):
+            skipped += size + 1
+            if skipped > MAX_SKIPPED_BYTES:  # e.g. a 300 KB .gz of 300 MB of newlines: minutes of CPU for nothing
+                raise ConfigError(f"manifest {source}, line {number}: over {MAX_SKIPPED_BYTES} bytes of blank or "
+                                  "comment lines in a row; a manifest holds one URI per line")
             continue
+        skipped = 0
         if base is not None and not is_oss(uri) and not os.path.isabs(uri):
             uri = os.path.join(base, uri)  # relative to the manifest, as a user means it
         yield uri

@@ -2,11 +2,14 @@
 (Celery broker, result backend and job state all on ``rediss://``) with a Redis password
 and an OSS key secret set, neither appears in any log, status line, record, summary,
 metric or Redis value."""
+import re
 import subprocess
+import sys
 
+import pytest
 import redis
 
-from tests.helpers import RedisServer, Workers, visionfleet, wait_until
+from tests.helpers import REPO, RedisServer, Workers, stop_process, visionfleet, wait_until
 from tests.photos import KNOWN, photo_bytes
 
 PASSWORD = "pw-Vf7q2Zr9"
@@ -75,3 +78,47 @@ def _value(client, key):
     kind = client.type(key).decode()
     return {"string": client.get, "hash": client.hgetall, "list": lambda k: client.lrange(k, 0, -1),
             "set": client.smembers, "zset": lambda k: client.zrange(k, 0, -1)}.get(kind, lambda k: kind)(key)
+
+
+STS_TOKEN = "sts-Tk9xQ2w7Lm4Pz8Rv"
+
+
+def shown_secrets(text: str, secrets: tuple[str, ...]) -> list[str]:
+    """Each secret, and each request signature, found in ``text``, with what surrounds it."""
+    found = [text[max(0, i - 80): i + 80] for s in secrets if (i := text.find(s)) >= 0]
+    for shape in (r"Signature=(?!\*\*\*)\S{8}", r"OSS [^\s:'\"]+:(?!\*\*\*)[A-Za-z0-9+/=]{8}",
+                  r"(?i)security-token['\"]?\s*[:=]\s*['\"]?(?!\*\*\*)\w", r"://[^\s/@:'\"]*:(?!\*\*)[^\s/@'\"]+@",
+                  r"(?i)password['\"]?\s*[=:]\s*['\"]?(?!\*\*\*|None|null)\w"):
+        found += [text[max(0, m.start() - 80): m.end() + 80] for m in re.finditer(shape, text)]
+    return found
+
+
+@pytest.mark.slow
+def test_debug_logs_of_a_worker_and_of_relabel_hold_no_secret(bucket, fleet_env, oss_server, tmp_path):
+    """oss2 logs each request's headers and what it signs at DEBUG, kombu and Celery their URLs."""
+    server = RedisServer(tmp_path, password=PASSWORD)
+    env = {**fleet_env, "VISIONFLEET_BROKER_URL": server.url, "OSS_SESSION_TOKEN": STS_TOKEN,  # :password@
+           "VISIONFLEET_STATE_URL": f"redis://127.0.0.1:{server.port}/0?password={PASSWORD}"}
+    secrets = (PASSWORD, oss_server.access_key_secret, STS_TOKEN)
+    log = tmp_path / "worker.log"
+    try:
+        for name in KNOWN:
+            bucket.put_object(f"in/{name}", photo_bytes(name))
+        with open(log, "wb") as out:
+            worker = subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "worker", "--loglevel", "DEBUG"],
+                                      env={**env, "VISIONFLEET_THREADS": "1"}, cwd=REPO, stdout=out,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+        src, out = f"oss://{bucket.bucket_name}/in/", f"oss://{bucket.bucket_name}/out/"
+        result = visionfleet("--loglevel", "DEBUG", "relabel", src, "-o", out, "--wait", env=env, timeout=240)
+        assert result.returncode == 0, result.stderr + log.read_text()[-3000:]
+        status = visionfleet("--loglevel", "DEBUG", "status", result.stdout.split()[-1], env=env)
+        stop_process(worker)
+        text = result.stdout + result.stderr + status.stdout + status.stderr + log.read_text(errors="replace")
+        assert '"logger": "oss2.http"' in text and '"logger": "kombu' in text  # the libraries did talk
+        assert STS_TOKEN not in "".join(o.key for o in _objects(bucket, "out/"))
+        leaks = shown_secrets(text, secrets)
+        assert not leaks, f"{len(leaks)} secrets found: {leaks[:3]}"
+    finally:
+        if "worker" in locals():
+            stop_process(worker)
+        server.stop()

@@ -13,6 +13,7 @@ ever inherited by a forked pool process.
   The fleet ones are the same on every worker: aggregate them with ``max``.
 """
 import atexit
+import errno
 import logging
 import os
 import re
@@ -30,6 +31,9 @@ from visionfleet.pipeline.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9808
+DEFAULT_PORTS = f"{DEFAULT_PORT}-{DEFAULT_PORT + 31}"  # a machine's workers take the first free one each
+# Set by `visionfleet worker` for the processes under it: the port it serves their metrics on (for `stats`).
+SERVED_PORT_ENV = "VISIONFLEET_METRICS_SERVED_PORT"
 BROKER_CHECK_EVERY_S = 5.0
 FLEET_CACHE_S = 10.0  # a scrape reads the fleet from Redis at most this often per worker
 _PID_FILE = re.compile(r"_(\d+)\.db$")
@@ -37,19 +41,32 @@ _PID_FILE = re.compile(r"_(\d+)\.db$")
 
 @dataclass(frozen=True)
 class ExporterSettings:
+    """The ports to serve on: the first free one of ``port``..``last``, so that several workers
+    share a machine (the default range); a single port is that port or an exit."""
+
     port: int | None  # None: off
     addr: str = "0.0.0.0"
+    last: int | None = None  # None: ``port`` alone
+
+    @property
+    def ports(self) -> range:
+        return range(self.port, (self.last or self.port) + 1) if self.port is not None else range(0)
 
     @classmethod
     def from_env(cls) -> "ExporterSettings":
-        raw = env_str("VISIONFLEET_METRICS_PORT", str(DEFAULT_PORT))
+        raw = env_str("VISIONFLEET_METRICS_PORT", DEFAULT_PORTS)
         addr = env_str("VISIONFLEET_METRICS_ADDR", "0.0.0.0")
         if raw.lower() in ("off", "none"):
             return cls(None, addr)
-        if not raw.isdigit() or not 1 <= int(raw) <= 65535:
+        first, dash, last = raw.partition("-")
+        ports = [int(p) for p in (first, last) if p.isdigit() and 1 <= int(p) <= 65535]
+        if len(ports) != (2 if dash else 1) or ports[-1] < ports[0]:
             raise ConfigError(f"VISIONFLEET_METRICS_PORT={raw!r} is not a port; set a number from 1 to 65535, "
-                              f"or off (default {DEFAULT_PORT})")
-        return cls(int(raw), addr)
+                              f"a range such as {DEFAULT_PORTS} (the first free one), or off (default {DEFAULT_PORTS})")
+        return cls(ports[0], addr, ports[-1] if dash else None)
+
+    def __str__(self) -> str:
+        return f"{self.addr}:{self.port}" + (f"-{self.last}" if self.last is not None else "")
 
 
 def share_metrics() -> Path:
@@ -93,16 +110,31 @@ class Exporter:
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> None:
-        try:
-            self._server = ThreadingHTTPServer((self.settings.addr, self.settings.port), _handler(self))
-        except OSError as exc:
-            raise ConfigError(f"cannot serve metrics on {self.settings.addr}:{self.settings.port} ({exc.strerror}); "
-                              "set VISIONFLEET_METRICS_PORT to a free port, or off") from None
+        self._server = self._bind()
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True, name="metrics-http").start()
         threading.Thread(target=self._watch_broker, daemon=True, name="broker-check").start()
-        log.info("serving metrics and probes", extra={"addr": self.settings.addr, "port": self.settings.port,
+        log.info("serving metrics and probes", extra={"addr": self.settings.addr, "port": self.port,
                                                       "paths": ["/metrics", "/healthz", "/readyz"]})
+
+    @property
+    def port(self) -> int | None:
+        """The port it serves on, once started."""
+        return self._server.server_address[1] if self._server is not None else None
+
+    def _bind(self) -> ThreadingHTTPServer:
+        """On the first free port of the settings' range; any other failure ends the search."""
+        for port in self.settings.ports:
+            try:
+                return ThreadingHTTPServer((self.settings.addr, port), _handler(self))
+            except OSError as exc:
+                failure = exc
+                if exc.errno != errno.EADDRINUSE:
+                    break
+        why = "every port is taken" if failure.errno == errno.EADDRINUSE and self.settings.last else failure.strerror
+        raise ConfigError(f"cannot serve metrics on {self.settings} ({why}); "
+                          f"set VISIONFLEET_METRICS_PORT to a free port, or off (a range such as {DEFAULT_PORTS} "
+                          "takes the first free one)")
 
     def stop(self) -> None:
         if self._server is not None:

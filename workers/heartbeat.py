@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline.envvars import env_float
+from visionfleet.workers.exporter import SERVED_PORT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,8 @@ class Activity:
         busy = self.busy_s + (time.monotonic() - self._since if self._since is not None else 0.0)
         info = {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": os.getpid(),
                 "images": self.images, "busy_s": round(busy, 3)}
+        if os.environ.get(SERVED_PORT_ENV, "").isdigit():  # where `stats` finds this worker's metrics
+            info["metrics_port"] = int(os.environ[SERVED_PORT_ENV])
         if self.job_id is not None:
             info.update(job_id=self.job_id, shard=self.shard, token=self.token, labelled=self.labelled)
         return info

@@ -5,8 +5,10 @@ from celery import shared_task
 
 from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK, SENT_AT_HEADER
 from visionfleet.checkpoints.state import FINAL_STATES
+from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import ConfigError, RetryableError
 from visionfleet.pipeline.records import error_record
+from visionfleet.pipeline.storage import storage_for
 from visionfleet.workers import drain
 from visionfleet.workers.heartbeat import LAPSE_AFTER_BEATS, beat_every_s
 from visionfleet.workers.process import context
@@ -30,7 +32,8 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     if meta is None:
         log.error("unknown job: message dropped", extra={"job_id": job_id, "shard": shard})
         return Outcome.UNKNOWN_JOB.value
-    state = ctx.store.progress(job_id).state
+    progress = ctx.store.progress(job_id)
+    state = progress.state
     if state in FINAL_STATES:  # e.g. failed by another shard's model check: do not load it again
         log.info("job has ended: message dropped", extra={"job_id": job_id, "shard": shard, "state": state})
         return Outcome.DONE.value
@@ -42,6 +45,9 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     except ConfigError as exc:
         _fail_job(ctx, meta, str(exc))
         return Outcome.FAILED.value
+    if not _planned_shard(self, progress, meta, shard):
+        log.error("no such shard in the job's plan: message dropped", extra={"job_id": job_id, "shard": shard})
+        return Outcome.UNKNOWN_JOB.value
     labeller = _labeller(self, ctx, meta)
     if labeller is None:
         return Outcome.FAILED.value
@@ -66,6 +72,17 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
         # A live worker holds the lease; look again once it could have expired, or its beats lapsed.
         raise self.retry(countdown=min(ctx.settings.lease_ttl_s / 2, beat_every_s() * LAPSE_AFTER_BEATS))
     return outcome.value
+
+
+def _planned_shard(task, progress, meta: dict, shard: int) -> bool:
+    """Whether the plan has this shard, before any state is kept for it: a shard the plan does not have
+    would leave keys that no end of the job expires. While planning goes on, its list is written first."""
+    if progress.planned:
+        return shard < progress.shards
+    try:
+        return storage_for(meta["output"]).exists(layout.shard_list(meta["output"], shard))
+    except RetryableError as exc:
+        raise task.retry(countdown=_backoff(task.request.retries)) from exc
 
 
 def _labeller(task, ctx, meta: dict):
