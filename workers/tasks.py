@@ -5,7 +5,7 @@ from celery import shared_task
 
 from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK, SENT_AT_HEADER
 from visionfleet.checkpoints.state import FINAL_STATES
-from visionfleet.pipeline import layout
+from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.errors import ConfigError, RetryableError
 from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.storage import storage_for
@@ -80,7 +80,7 @@ def _planned_shard(task, progress, meta: dict, shard: int) -> bool:
     if progress.planned:
         return shard < progress.shards
     try:
-        return storage_for(meta["output"]).exists(layout.shard_list(meta["output"], shard))
+        return storage_for(meta["output"]).exists(shard_lists.path(meta, shard))
     except RetryableError as exc:
         raise task.retry(countdown=_backoff(task.request.retries)) from exc
 
