@@ -37,6 +37,12 @@ class JobView:
         return sum(w.get("labelled", 0) for w in self.workers)
 
     @property
+    def state(self) -> str:
+        """The stored state, except that a job a worker is waiting on is ``running``, leased or not."""
+        queued = self.progress.state == "queued"
+        return "running" if queued and self.waiting else self.progress.state
+
+    @property
     def waiting(self) -> list[dict]:
         """The faults live workers on the job are waiting out: owner, reason, since (epoch seconds)."""
         return [{"owner": w["owner"], **w["waiting"]} for w in self.workers if w.get("waiting")]
@@ -53,7 +59,7 @@ class JobView:
         workers = [{"owner": w["owner"], "shard": w.get("shard"), "labelled": w.get("labelled", 0),
                     "seen_s_ago": round(max(0.0, self.now - w["seen_at"]), 1)} for w in self.workers]
         unattended = self.unattended_s
-        body = self.progress.as_dict()
+        body = {**self.progress.as_dict(), "state": self.state}
         if unattended is not None:
             body["eta_s"] = None
         return {**body, "workers": workers, "in_flight": self.in_flight, "waiting": self.waiting,
@@ -62,7 +68,7 @@ class JobView:
     def line(self) -> str:
         p = self.progress
         total = str(p.total) if p.planned else f"{p.total}+ (listing)"
-        line = f"{p.job_id}: {p.state} {p.done}/{total} done, {p.errors} errors"
+        line = f"{p.job_id}: {self.state} {p.done}/{total} done, {p.errors} errors"
         if p.rate:
             line += f", {p.rate:.1f} images/s"
         unattended = self.unattended_s
@@ -138,7 +144,7 @@ def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.
             if view is None:
                 raise VisionfleetError(lost_job(job_id, root))
             p = view.progress
-            if hint_at is not None and p.state == "queued" and clock() >= hint_at:
+            if hint_at is not None and view.state == "queued" and clock() >= hint_at:
                 tqdm.write(no_worker_hint(job_id, hint_after_s), file=sys.stderr)
                 hint_at = None
             _show(progress_bar, view)
@@ -159,7 +165,7 @@ def _show(progress_bar: tqdm, view: JobView) -> None:
     progress_bar.n = max(progress_bar.n, shown)  # a beat may lag a commit by a moment: never step back
     rate = f"{p.rate:.1f} img/s, " if p.rate else ""
     waiting = f", {view.waiting[0]['reason'].split(' (')[0]}: waiting" if view.waiting else ""
-    progress_bar.set_postfix_str(f"{rate}errors={p.errors}, state={p.state}{waiting}", refresh=False)
+    progress_bar.set_postfix_str(f"{rate}errors={p.errors}, state={view.state}{waiting}", refresh=False)
     progress_bar.refresh()
 
 

@@ -9,6 +9,7 @@ import sqlite3
 import pytest
 import redis
 
+from tests.photos import distinct_jpegs
 from tests.test_shard_runner import job, runner  # noqa: F401 (fixture)
 from visionfleet.checkpoints.state import Checkpoint
 from visionfleet.pipeline.errors import RetryableError
@@ -182,3 +183,44 @@ def test_a_bug_still_fails_its_shard_and_the_failure_is_recorded_before_the_outp
     p = store.progress(job_id)
     assert p.state == "failed" and "RuntimeError: a bug in the writer" in p.failed_shards[0]
     assert store.checkpoint(job_id, 0) == Checkpoint(failed=p.failed_shards[0])
+
+
+def test_a_wait_left_for_another_reason_no_longer_says_it_waits():
+    clock = Clock()
+    faults, activity = waiter(clock)
+
+    def lose_the_lease():
+        raise LookupError("lease lost")
+
+    with pytest.raises(LookupError):
+        faults.ride_out(lambda: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")),
+                        job_id="j", shard=0, between=lose_the_lease)
+    assert activity.waiting is None and "waiting" not in activity.as_info()
+
+
+def test_one_oss_object_that_keeps_failing_is_its_error_record_and_a_failing_bucket_is_a_fault(
+        oss_server, oss_settings, bucket, monkeypatch):
+    from tests.test_labeller import CountingModel
+    from visionfleet.pipeline.labeller import Labeller, LoadSettings
+    from visionfleet.pipeline.storage import _oss
+
+    monkeypatch.setenv("VISIONFLEET_OSS_MAX_ATTEMPTS", "2")
+    _oss.cache_clear()
+    uris = []
+    for i, data in enumerate(distinct_jpegs(3)):
+        bucket.put_object(f"in/{i}.jpg", data)
+        uris.append(f"oss://{bucket.bucket_name}/in/{i}.jpg")
+    labeller = Labeller(CountingModel(max_batch_size=4), LoadSettings(io_threads=2))
+    try:
+        oss_server.inject_fault(f"/{bucket.bucket_name}/in/1.jpg", 503, count=100)
+        records = list(labeller.label(uris, 1))
+        assert [r["status"] for r in records] == ["ok", "error", "ok"]
+        assert "OSS still failing after 2 tries: 503" in records[1]["error"]
+        oss_server.clear_faults()
+        oss_server.inject_fault(f"/{bucket.bucket_name}", 503, count=1000)  # every call to the bucket
+        with pytest.raises(RetryableError) as failing:
+            list(labeller.label(uris, 1))
+        assert infrastructure(failing.value).kind == "storage"
+    finally:
+        oss_server.clear_faults()
+        labeller.close()

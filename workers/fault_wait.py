@@ -51,18 +51,23 @@ class FaultWait:
         ``between`` runs after each pause (e.g. to renew a lease); it may raise to stop the waiting.
         Any other exception passes through at once.
         """
-        while True:
-            try:
-                result = step()
-            except Exception as exc:
-                fault = infrastructure(exc, output)
-                if fault is None:
-                    raise
-                self.pause(fault, job_id=job_id, shard=shard)
-                between()
-                continue
-            self.passed()
-            return result
+        try:
+            while True:
+                try:
+                    result = step()
+                except Exception as exc:
+                    fault = infrastructure(exc, output)
+                    if fault is None:
+                        raise
+                    self.pause(fault, job_id=job_id, shard=shard)
+                    between()
+                    continue
+                self.passed()
+                return result
+        except Exception:
+            if self._started is not None:  # left for another reason (a lost lease, a bug): no longer waiting
+                self._reset()
+            raise
 
     def pause(self, fault: Fault, *, job_id: str, shard: int) -> None:
         """One backoff step for ``fault``; ``Interrupted`` if a drain comes meanwhile."""

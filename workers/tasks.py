@@ -52,6 +52,13 @@ def _relabel(task, ctx, job_id: str, shard: int) -> str:
     if state in FINAL_STATES:  # e.g. failed by another shard's model check: do not load it again
         log.info("job has ended: message dropped", extra={"job_id": job_id, "shard": shard, "state": state})
         return Outcome.DONE.value
+    # Where the job writes is known now: a full disk there reads "output disk full".
+    return ctx.faults.ride_out(lambda: _run(task, ctx, meta, shard), job_id=job_id, shard=shard,
+                               output=meta["output"])
+
+
+def _run(task, ctx, meta: dict, shard: int) -> str:
+    job_id = meta["job_id"]
     access = ctx.access_for(meta)
     try:  # before anything is imported, read or written for this job
         access.check_model(meta["model"])
