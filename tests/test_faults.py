@@ -172,7 +172,7 @@ def test_a_full_output_disk_is_waited_out_holding_the_lease(job, monkeypatch):  
     exactly_once(store, job_id, root)
 
 
-def test_a_bug_still_fails_its_shard_and_the_failure_is_recorded_before_the_output_is_touched(job, monkeypatch):  # noqa: F811,E501
+def test_a_bug_still_fails_its_shard_recorded_before_the_output_is_touched(job, monkeypatch):  # noqa: F811
     store, job_id, root = job
 
     def broken(self, uri, data):

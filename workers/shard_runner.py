@@ -10,6 +10,7 @@ commit's step waits it out in place, renewing the lease meanwhile; a fault
 anywhere else hands the lease back and leaves the waiting to the task.
 Free of Celery: the task module maps outcomes to acks and messages.
 """
+import contextlib
 import enum
 import json
 import logging
@@ -182,7 +183,10 @@ class ShardRun:
         c = shard.committed
         shard.committed = Checkpoint(offset=end, ok=c.ok + len(records) - errors, errors=c.errors + errors,
                                      parts=c.parts + ([part] if part else []), done=done)
-        self._ride_out(shard, lambda: self._write_durable(shard))
+        renew = (lambda: None) if done else (lambda: self._renew(shard))  # a done shard has no lease to keep
+        # Committed all the same if the lease goes meanwhile: this copy then lags, and the next commit is refused.
+        with contextlib.suppress(_LeaseLost):
+            self._ride_out(shard, lambda: self._write_durable(shard), between=renew)
         log.info("commit", extra={"job_id": shard.job_id, "shard": shard.index, "start": start, "end": end,
                                   "done": done})
         return True
