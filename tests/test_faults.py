@@ -85,6 +85,9 @@ def test_jitter_spreads_the_pauses_within_their_upper_half():
     assert low.backoff_s(10) == 15.0
     faults, _ = waiter(clock, backoff_max_s=30.0)
     assert faults.backoff_s(10) == 30.0
+    short_lease = FaultWait(Activity(), WorkerSettings(fault_backoff_max_s=30.0, lease_ttl_s=6.0),
+                            should_stop=lambda: False, jitter=lambda: 1.0)
+    assert short_lease.backoff_s(10) == 2.0  # renewed three times a lease
 
 
 def test_a_drain_ends_the_wait_and_a_bug_is_not_waited_for():

@@ -5,6 +5,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -119,12 +120,17 @@ def test_a_full_output_disk_in_a_fleet_is_named_by_status_and_waited_out(fleet_e
     line = visionfleet("status", job_id, env=env).stdout
     assert "running" in line and "waiting: output disk full (No space left on device" in line, line
     print(f"\nstatus while the disk is full: {line}")
+    wait_until(lambda: len(status(job_id, env)["waiting"]) == 2, 60, "both workers to wait")
+    drained = workers.procs[0]
+    drained.send_signal(signal.SIGTERM)  # a drain during the wait: its shard goes back to the queue
+    assert drained.wait(timeout=30) == 0
     filler.unlink()
     wait_until(lambda: status(job_id, env)["state"] in ("succeeded", "failed"), 180,
                f"the job to end; logs:\n{workers.logs()}")
     final = status(job_id, env)
     assert (final["state"], final["failed_shards"], final["waiting"]) == ("succeeded", {}, [])
     assert_local_exactly_once(small_disk / job_id, tmp_path / "in")
+    assert "told to drain while waiting out a fault" in workers.logs(tail=1_000_000)
 
 
 @pytest.mark.slow

@@ -86,8 +86,10 @@ class FaultWait:
         self._pauses += 1
 
     def backoff_s(self, pauses: int) -> float:
-        """Exponential from FIRST_PAUSE_S up to the cap, each drawn in its upper half (jitter)."""
-        ceiling = min(FIRST_PAUSE_S * 2 ** min(pauses, 30), self._settings.fault_backoff_max_s)
+        """Exponential from FIRST_PAUSE_S up to the cap, each drawn in its upper half (jitter); never
+        over a third of the lease, so a lease held through a wait is renewed in time."""
+        cap = min(self._settings.fault_backoff_max_s, self._settings.lease_ttl_s / 3)
+        ceiling = min(FIRST_PAUSE_S * 2 ** min(pauses, 30), cap)
         return ceiling * (0.5 + 0.5 * self._jitter())
 
     def passed(self) -> None:
