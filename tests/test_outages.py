@@ -1,5 +1,5 @@
 """Faults that pass, with real processes: the state store stopped for 90 s, the output disk
-full (a real tmpfs) then freed, a job with failed shards resumed. Each job must end
+full (a real tmpfs) then freed, or remounted read-only then writable, a job with failed shards resumed. Each job must end
 ``succeeded`` with every input exactly once, and no shard may fail for a fault that passed."""
 import contextlib
 import errno
@@ -131,6 +131,28 @@ def test_a_full_output_disk_in_a_fleet_is_named_by_status_and_waited_out(fleet_e
     assert (final["state"], final["failed_shards"], final["waiting"]) == ("succeeded", {}, [])
     assert_local_exactly_once(small_disk / job_id, tmp_path / "in")
     assert "told to drain while waiting out a fault" in workers.logs(tail=1_000_000)
+
+
+@pytest.mark.slow
+def test_an_output_remounted_read_only_is_waited_out(fleet_env, workers, tmp_path, small_disk):
+    photos(tmp_path / "in", 8)
+    env = {**fleet_env, "VISIONFLEET_LOCAL_ROOTS": f"{tmp_path / 'in'}{os.pathsep}{small_disk}"}
+    result = visionfleet("relabel", str(tmp_path / "in"), "--output", str(small_disk), "--shard-size", "4", env=env)
+    assert result.returncode == 0, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    try:
+        workers.env = env
+        workers.start(1, **FAST, **PATIENT)
+        view = wait_until(lambda: waiting_on(job_id, env, "output disk read-only"), 120,
+                          f"status to name the read-only output; logs:\n{workers.logs()}")
+        assert view["state"] == "running" and view["failed_shards"] == {}
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(small_disk)], check=True)
+    wait_until(lambda: status(job_id, env)["state"] in ("succeeded", "failed"), 120,
+               f"the job to end; logs:\n{workers.logs()}")
+    assert status(job_id, env)["state"] == "succeeded"
+    assert_local_exactly_once(small_disk / job_id, tmp_path / "in")
 
 
 @pytest.mark.slow

@@ -350,3 +350,14 @@ def test_reopen_clears_failed_shards_and_the_jobs_failure(store_url, job_id):
         from visionfleet.checkpoints import keys
 
         assert redis.Redis.from_url(store_url).ttl(keys.job(job_id)) == -1  # no expiry
+
+
+def test_a_shard_failed_before_the_store_was_lost_is_reopened_after_the_rebuild(store, job_id):
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=4, shards=2)
+    store.restore_shard(job_id, 0, Checkpoint(offset=2, ok=2, parts=["a"], done=True))
+    store.restore_shard(job_id, 1, Checkpoint(offset=1, ok=1, parts=["b"], failed="OSError: [Errno 28] ..."))
+    assert store.progress(job_id).complete
+    assert store.reopen(job_id, [1]) == [1]
+    p = store.progress(job_id)
+    assert (p.failed_shards, p.complete, p.done) == ({}, False, 3)
