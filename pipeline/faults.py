@@ -18,8 +18,6 @@ import redis
 
 from visionfleet.pipeline.errors import RetryableError
 
-KINDS = ("store", "broker", "storage", "disk")
-
 _DISK = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EROFS: "disk read-only",
          errno.EIO: "disk I/O error"}
 # SQLite result codes that say the file or its disk is in trouble, not that a statement is wrong.
@@ -28,7 +26,8 @@ _SQLITE = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR", "SQLIT
 
 @dataclass(frozen=True)
 class Fault:
-    """An infrastructure failure: ``kind`` (one of KINDS, a metric label) and what a person reads."""
+    """An infrastructure failure: ``kind`` (``store``, ``broker``, ``storage`` or ``disk``: a metric
+    label) and ``reason``, what a person reads."""
 
     kind: str
     reason: str

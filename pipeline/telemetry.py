@@ -32,7 +32,7 @@ COMMITS = Counter("visionfleet_commits", "Bulk commits (output part written, che
 CACHE_HITS = Counter("visionfleet_cache_hits", "Inputs whose labels came from the dedup cache")
 CACHE_MISSES = Counter("visionfleet_cache_misses", "Inputs looked up in the dedup cache and not found")
 FAULT_WAITS = Counter("visionfleet_fault_waits", "Pauses of a worker waiting out an infrastructure fault",
-                      ["fault"])  # pipeline.faults.KINDS
+                      ["fault"])  # store, broker, storage or disk (pipeline.faults)
 # Per process; the exporter shows the most any live process says.
 WAITING_ON_FAULT = Gauge("visionfleet_waiting_on_fault", "1 while the worker waits out an infrastructure fault",
                          multiprocess_mode="livemax")
