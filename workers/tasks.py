@@ -16,8 +16,8 @@ from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.records import error_record
 from visionfleet.workers import drain
-from visionfleet.workers.heartbeat import LAPSE_AFTER_BEATS, beat_every_s
 from visionfleet.workers.fault_wait import Interrupted
+from visionfleet.workers.heartbeat import LAPSE_AFTER_BEATS, beat_every_s
 from visionfleet.workers.process import context
 from visionfleet.workers.shard_runner import Outcome, ShardRun
 
@@ -58,6 +58,7 @@ def _relabel(task, ctx, job_id: str, shard: int) -> str:
 
 
 def _run(task, ctx, meta: dict, shard: int) -> str:
+    """Check what the job may touch, get its labeller, run the shard, and map the outcome to messages."""
     job_id = meta["job_id"]
     access = ctx.access_for(meta)
     try:  # before anything is imported, read or written for this job
