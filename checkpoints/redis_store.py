@@ -43,6 +43,9 @@ return takeovers
 # ARGV: token, offset, ok, errors, part, done, ttl_s, worker ('' for none), busy_s.
 _COMMIT = """
 local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
+-- A part's name carries the holder's token and range: listed already, this very commit went through
+-- and its reply was lost (the store went away); a retry must not count it twice.
+if ARGV[5] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[5]) == 1 then return 1 end
 local s = redis.call('HMGET', KEYS[1], 'token', 'done', 'offset')
 if s[1] ~= ARGV[1] or s[2] == '1' then return 0 end
 if tonumber(ARGV[2]) > tonumber(s[3] or '0') then redis.call('HSET', KEYS[1], 'takeovers', 0) end
@@ -79,6 +82,15 @@ local s = redis.call('HMGET', KEYS[1], 'token', 'done')
 if s[1] ~= ARGV[1] or s[2] == '1' then return 0 end
 redis.call('HSET', KEYS[1], 'failed', ARGV[3], 'owner', '', 'lease_until', 0)
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return 1
+"""
+
+# KEYS: shard, failed. ARGV: index. Returns 1 if the shard had failed.
+_REOPEN = """
+if not redis.call('HGET', KEYS[1], 'failed') then return 0 end
+redis.call('HDEL', KEYS[1], 'failed')
+redis.call('HSET', KEYS[1], 'takeovers', 0)
+redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 """
 
@@ -131,6 +143,7 @@ class RedisStore(StateStore):
         self._commit = self._r.register_script(_COMMIT)
         self._fail = self._r.register_script(_FAIL)
         self._release = self._r.register_script(_RELEASE)
+        self._reopen = self._r.register_script(_REOPEN)
         self._beat = self._r.register_script(_BEAT)
         self._forget = self._r.register_script(_FORGET)
         self._note = self._r.register_script(_NOTE)
@@ -177,6 +190,14 @@ class RedisStore(StateStore):
 
     def release(self, job_id: str, shard: int, token: str) -> None:
         self._release(keys=[keys.shard(job_id, shard)], args=[token])
+
+    def reopen(self, job_id: str, shards: list[int]) -> list[int]:
+        reopened = [i for i in shards
+                    if self._reopen(keys=[keys.shard(job_id, i), keys.job_failed(job_id)], args=[i])]
+        if self._r.hget(keys.job(job_id), "state") == "failed":
+            self._r.hdel(keys.job(job_id), "state", "reason")
+            self._each_key(job_id, lambda pipe, key: pipe.persist(key))  # running again: kept for good
+        return reopened
 
     def restore_shard(self, job_id: str, shard: int, checkpoint: Checkpoint) -> None:
         c = checkpoint

@@ -3,15 +3,18 @@
 ``visionfleet resume`` works whether or not the state store still knows
 the job: when it does not (Redis wiped, the whole fleet lost), the job is
 rebuilt from ``_plan/`` and the durable checkpoint copies, then every shard
-that has not ended is enqueued again. Finished shards are never redone;
-a shard's committed range is skipped; a message that turns out to be
-redundant finds its shard done or leased and costs nothing.
+that has not ended is enqueued again, and every failed one too (unless
+asked not to): its failure is cleared and it goes on from its last commit.
+Finished shards are never redone; a shard's committed range is skipped; a
+message that turns out to be redundant finds its shard done or leased and
+costs nothing.
 """
 import json
 import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import Checkpoint, StateStore
@@ -50,8 +53,18 @@ def _same_place(root: str) -> str:
     return root if is_oss(root) else os.path.abspath(root)
 
 
-def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable[[str, int], None]) -> list[int]:
-    """Enqueue every shard of the job that has not ended; their indices."""
+@dataclass
+class Resumed:
+    """What a resume enqueued: every shard's index, and which of them had failed."""
+
+    shards: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable[[str, int], None], *,
+               failed_too: bool = True) -> Resumed:
+    """Enqueue every shard of the job that has not ended, and with ``failed_too`` every failed one
+    (its failure cleared first, and the job's); the job's final state is set if nothing is left."""
     root = layout.job_root(output, job_id)
     if store.progress(job_id) is None:
         rebuild(store, root, job_id)
@@ -61,11 +74,14 @@ def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable
     progress = store.progress(job_id)
     if not progress.planned:
         raise ConfigError(f"job {job_id} is still being planned (or its planner died); start the job again")
-    pending = []
+    resumed = Resumed()
+    if failed_too and (progress.failed_shards or progress.state == "failed"):
+        # Cleared before any message goes out: a worker must not find the shard still failed.
+        resumed.failed = sorted(store.reopen(job_id, sorted(progress.failed_shards)))
     for shard in range(progress.shards):
         checkpoint = store.checkpoint(job_id, shard)
         if not checkpoint.done and not checkpoint.failed:
             send_shard(job_id, shard)
-            pending.append(shard)
+            resumed.shards.append(shard)
     finalize_if_complete(store, job_id)  # every shard may have ended before the summary was written
-    return pending
+    return resumed

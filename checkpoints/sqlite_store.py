@@ -127,6 +127,8 @@ class SqliteStore(StateStore):
     def commit(self, job_id, shard, token, *, offset, ok, errors, part, done, ttl_s, worker="", busy_s=0.0) -> bool:
         now = time.time()
         with self._tx() as db:
+            if part and db.execute("SELECT 1 FROM parts WHERE job_id = ? AND name = ?", (job_id, part)).fetchone():
+                return True  # this very commit went through already (a retry): count it once
             held = self._held(db, job_id, shard, token)
             if held is None:
                 return False
@@ -166,6 +168,15 @@ class SqliteStore(StateStore):
         with self._tx() as db:
             db.execute("UPDATE shards SET owner = '', lease_until = 0, inflight = 0 "
                        "WHERE job_id = ? AND idx = ? AND token = ?", (job_id, shard, token))
+
+    def reopen(self, job_id: str, shards: list[int]) -> list[int]:
+        with self._tx() as db:
+            reopened = [i for i in shards if db.execute(
+                "UPDATE shards SET failed = NULL, takeovers = 0 WHERE job_id = ? AND idx = ? AND failed IS NOT NULL",
+                (job_id, i)).rowcount]
+            db.execute("UPDATE jobs SET state = NULL, reason = NULL, expires_at = NULL "
+                       "WHERE job_id = ? AND state = 'failed'", (job_id,))
+            return reopened
 
     def restore_shard(self, job_id: str, shard: int, checkpoint: Checkpoint) -> None:
         c = checkpoint

@@ -137,8 +137,10 @@ class StateStore(ABC):
                part: str | None, done: bool, ttl_s: float, worker: str = "", busy_s: float = 0.0) -> bool:
         """Move the checkpoint to ``offset`` and add the counts, if ``token`` still holds the lease.
 
-        Renews the lease; progress resets the takeover count. Returns False,
-        changing nothing, for a stale token or a shard already done. With a
+        Renews the lease (a commit of nothing, at the same offset with no part, only renews it);
+        progress resets the takeover count. Returns False, changing nothing, for a stale token or a
+        shard already done. A commit whose part is listed already went through (its reply was lost):
+        it returns True and counts nothing again, so a commit may be retried. With a
         ``worker`` (its machine), the job's ledger gains the images in this
         minute, and the machine's images and ``busy_s`` (seconds of work they took).
         """
@@ -146,6 +148,11 @@ class StateStore(ABC):
     @abstractmethod
     def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:
         """End the shard as failed with ``reason``, if ``token`` still holds the lease and it is not done."""
+
+    @abstractmethod
+    def reopen(self, job_id: str, shards: list[int]) -> list[int]:
+        """Clear the failure of each failed shard among ``shards`` (its committed range stays, its
+        takeovers start again from 0) and the job's ``failed`` state; the shards that had failed."""
 
     @abstractmethod
     def release(self, job_id: str, shard: int, token: str) -> None:

@@ -84,14 +84,18 @@ def run_relabel(source: str, output: str, *, model: str | None, shard_size: int 
     return _drive(job_id, start, wait=wait, workers=workers)
 
 
-def run_resume(job_id: str, output: str, *, wait: bool) -> int:
+def run_resume(job_id: str, output: str, *, wait: bool, only_unfinished: bool = False) -> int:
     from visionfleet.checkpoints.resume import resume_job
 
     if not is_oss(output):
         output = absolute(output)
 
     def start(store: StateStore, send: Send) -> None:
-        pending = resume_job(store, output, job_id, send)
-        click.echo(f"job {job_id}: {len(pending)} shard(s) enqueued again", err=True)
+        resumed = resume_job(store, output, job_id, send, failed_too=not only_unfinished)
+        click.echo(f"job {job_id}: {len(resumed.shards)} shard(s) enqueued again, "
+                   f"{len(resumed.failed)} of them failed before", err=True)
+        if only_unfinished and (failed := store.progress(job_id).failed_shards):
+            click.echo(f"job {job_id}: {len(failed)} failed shard(s) left as they are; `resume` without "
+                       "--only-unfinished retries them", err=True)
 
     return _drive(job_id, start, wait=wait, workers=1)

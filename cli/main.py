@@ -129,11 +129,12 @@ def status(job_id, as_json, watch) -> None:
 @click.argument("job_id")
 @click.option("--output", "-o", required=True, help="The job's DEST, as given to relabel.")
 @click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
-def resume(job_id, output, wait) -> None:
-    """Re-enqueue every unfinished shard of JOB_ID, rebuilding its state from OUTPUT if it was lost."""
+@click.option("--only-unfinished", is_flag=True, help="Leave failed shards failed; retry only those not ended.")
+def resume(job_id, output, wait, only_unfinished) -> None:
+    """Re-enqueue every unfinished or failed shard of JOB_ID, rebuilding its state from OUTPUT if it was lost."""
     from visionfleet.cli.jobs import run_resume
 
-    sys.exit(run_resume(job_id, output, wait=wait))
+    sys.exit(run_resume(job_id, output, wait=wait, only_unfinished=only_unfinished))
 
 
 @main.command()

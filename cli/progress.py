@@ -2,7 +2,9 @@
 
 What the store has committed, plus what live workers report in their beats
 (labelled, not yet committed), so the numbers move within a shard, and a
-job nobody works on says so instead of showing an ETA.
+job nobody works on says so instead of showing an ETA. A worker waiting out
+a fault (a full disk, storage down) says what and since when: the job is
+still running, and the line says why it does not move.
 """
 import contextlib
 import shlex
@@ -35,6 +37,17 @@ class JobView:
         return sum(w.get("labelled", 0) for w in self.workers)
 
     @property
+    def state(self) -> str:
+        """The stored state, except that a job a worker is waiting on is ``running``, leased or not."""
+        queued = self.progress.state == "queued"
+        return "running" if queued and self.waiting else self.progress.state
+
+    @property
+    def waiting(self) -> list[dict]:
+        """The faults live workers on the job are waiting out: owner, reason, since (epoch seconds)."""
+        return [{"owner": w["owner"], **w["waiting"]} for w in self.workers if w.get("waiting")]
+
+    @property
     def unattended_s(self) -> float | None:
         """How long no worker has been seen on a job that has started and not ended; None otherwise."""
         p = self.progress
@@ -46,16 +59,16 @@ class JobView:
         workers = [{"owner": w["owner"], "shard": w.get("shard"), "labelled": w.get("labelled", 0),
                     "seen_s_ago": round(max(0.0, self.now - w["seen_at"]), 1)} for w in self.workers]
         unattended = self.unattended_s
-        body = self.progress.as_dict()
+        body = {**self.progress.as_dict(), "state": self.state}
         if unattended is not None:
             body["eta_s"] = None
-        return {**body, "workers": workers, "in_flight": self.in_flight,
+        return {**body, "workers": workers, "in_flight": self.in_flight, "waiting": self.waiting,
                 "no_worker_for_s": None if unattended is None else round(unattended)}
 
     def line(self) -> str:
         p = self.progress
         total = str(p.total) if p.planned else f"{p.total}+ (listing)"
-        line = f"{p.job_id}: {p.state} {p.done}/{total} done, {p.errors} errors"
+        line = f"{p.job_id}: {self.state} {p.done}/{total} done, {p.errors} errors"
         if p.rate:
             line += f", {p.rate:.1f} images/s"
         unattended = self.unattended_s
@@ -67,6 +80,7 @@ class JobView:
             line += f", {len(self.workers)} worker(s) on it"
             if self.in_flight:
                 line += f" ({self.in_flight} labelled, not yet committed)"
+            line += "".join(f"; {waiting_line(w)}" for w in self.waiting)
         if p.failed_shards:
             line += f"; {len(p.failed_shards)} failed shard(s): " + "; ".join(
                 f"shard {k}: {v}" for k, v in sorted(p.failed_shards.items())[:5])
@@ -78,6 +92,12 @@ class JobView:
     def fix(self) -> str:
         resume = f"`{resume_command(self.progress.job_id, self.root)}`" if self.root else "`visionfleet resume`"
         return f"start a worker (`visionfleet worker`) on the fleet, or run {resume} here"
+
+
+def waiting_line(waiting: dict) -> str:
+    """``waiting: output disk full (...) on worker W since 12:03:07`` (the viewer's local time)."""
+    since = time.strftime("%H:%M:%S", time.localtime(waiting["since"]))
+    return f"waiting: {waiting['reason']} on worker {waiting['owner']} since {since}"
 
 
 def look(store: StateStore, job_id: str, workers: list[dict] | None = None, root: str | None = None) -> JobView | None:
@@ -124,7 +144,7 @@ def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.
             if view is None:
                 raise VisionfleetError(lost_job(job_id, root))
             p = view.progress
-            if hint_at is not None and p.state == "queued" and clock() >= hint_at:
+            if hint_at is not None and view.state == "queued" and clock() >= hint_at:
                 tqdm.write(no_worker_hint(job_id, hint_after_s), file=sys.stderr)
                 hint_at = None
             _show(progress_bar, view)
@@ -144,7 +164,8 @@ def _show(progress_bar: tqdm, view: JobView) -> None:
         shown = min(shown, p.total)
     progress_bar.n = max(progress_bar.n, shown)  # a beat may lag a commit by a moment: never step back
     rate = f"{p.rate:.1f} img/s, " if p.rate else ""
-    progress_bar.set_postfix_str(f"{rate}errors={p.errors}, state={p.state}", refresh=False)
+    waiting = f", {view.waiting[0]['reason'].split(' (')[0]}: waiting" if view.waiting else ""
+    progress_bar.set_postfix_str(f"{rate}errors={p.errors}, state={view.state}{waiting}", refresh=False)
     progress_bar.refresh()
 
 

@@ -14,7 +14,7 @@ from itertools import islice
 import numpy as np
 
 from visionfleet.pipeline.decode import Geometry, decode_image
-from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.errors import ConfigError, InputError, RetryableError
 from visionfleet.pipeline.storage import storage_for
 
 MIN_PER_SET = 4
@@ -66,3 +66,7 @@ def _crop(uri: str, geometry: Geometry, max_pixels: int, max_bytes: int) -> np.n
         return decode_image(storage_for(uri).read(uri, max_bytes=max_bytes), geometry, max_pixels=max_pixels)
     except InputError:
         return None
+    except RetryableError:
+        if storage_for(uri).answers(uri):  # only this object keeps failing: skipped like an undecodable one
+            return None
+        raise  # the storage fails for everything: the worker waits it out

@@ -98,8 +98,10 @@ class Labeller:
             return self._load(uri, check(uri), k, cache, nofollow=True)
         except InputError as exc:
             return Loaded(uri, error=str(exc))
-        except RetryableError:
-            raise  # storage is failing, not the input: the caller retries later
+        except RetryableError as exc:
+            if storage_for(uri).answers(uri):  # the bucket answers: this one object keeps failing
+                return Loaded(uri, error=str(exc))
+            raise  # the storage fails for everything, not the input: the caller waits it out
         except Exception as exc:  # an unforeseen decoder failure is still about this input
             log.warning("unexpected error loading input", extra={"uri": uri, "error": repr(exc)})
             return Loaded(uri, error=f"cannot process image: {type(exc).__name__}: {exc}")

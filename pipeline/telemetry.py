@@ -31,7 +31,11 @@ SHARD_TAKEOVERS = Counter("visionfleet_shard_takeovers", "Shards taken over from
 COMMITS = Counter("visionfleet_commits", "Bulk commits (output part written, checkpoint moved)")
 CACHE_HITS = Counter("visionfleet_cache_hits", "Inputs whose labels came from the dedup cache")
 CACHE_MISSES = Counter("visionfleet_cache_misses", "Inputs looked up in the dedup cache and not found")
+FAULT_WAITS = Counter("visionfleet_fault_waits", "Pauses of a worker waiting out an infrastructure fault",
+                      ["fault"])  # store, broker, storage or disk (pipeline.faults)
 # Per process; the exporter shows the most any live process says.
+WAITING_ON_FAULT = Gauge("visionfleet_waiting_on_fault", "1 while the worker waits out an infrastructure fault",
+                         multiprocess_mode="livemax")
 DRAINING = Gauge("visionfleet_worker_draining", "1 while the worker drains (SIGTERM, spot notice, drain)",
                  multiprocess_mode="livemax")
 SPOT_NOTICE = Gauge("visionfleet_spot_notice", "1 once a spot termination notice was seen",

@@ -75,3 +75,27 @@ def test_a_job_the_store_loses_while_waited_on_ends_the_wait_with_how_to_finish_
         wait(store, "j1", bar=False, sleep=lambda seconds: store.purge("j1"))  # e.g. Redis restarted
     assert "job j1 is no longer in the state store" in str(lost.value)
     assert f"`visionfleet resume j1 --output {tmp_path} --wait`" in str(lost.value)
+
+
+def test_a_worker_waiting_out_a_fault_shows_the_job_running_with_the_reason(tmp_path):
+    import time
+
+    from visionfleet.workers.heartbeat import Activity
+
+    store = queued_job(tmp_path)  # no shard leased yet: the fault struck while the model was prepared
+    activity = Activity()
+    since = time.time() - 65
+    activity.wait("j1", 0, "output disk full (No space left on device: /data/j1/_engines/m.json)", since)
+    store.beat("w1", activity.as_info(), ttl_s=60)
+    view = look(store, "j1")
+    line = view.line()
+    assert line.startswith("j1: running 0/3 done") and view.unattended_s is None
+    clock = time.strftime("%H:%M:%S", time.localtime(since))
+    assert f"waiting: output disk full (No space left on device: /data/j1/_engines/m.json) on worker w1 since " \
+           f"{clock}" in line
+    got = view.as_dict()
+    assert got["state"] == "running"
+    assert got["waiting"] == [{"owner": "w1", "reason": activity.waiting["reason"], "since": since}]
+    activity.waited()
+    store.beat("w1", activity.as_info(), ttl_s=60)  # the fault passed
+    assert look(store, "j1").as_dict()["waiting"] == []

@@ -33,6 +33,8 @@ FAMILIES = {
     "visionfleet_online_request_seconds": ("histogram", set()),
     "visionfleet_worker_draining": ("gauge", set()),
     "visionfleet_spot_notice": ("gauge", set()),
+    "visionfleet_fault_waits": ("counter", {"fault"}),
+    "visionfleet_waiting_on_fault": ("gauge", set()),
     "visionfleet_model_load_seconds": ("gauge", set()),
     "visionfleet_processes_ready": ("gauge", set()),
     "visionfleet_queue_backlog": ("gauge", {"queue"}),

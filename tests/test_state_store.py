@@ -301,3 +301,63 @@ def test_a_ctrl_c_just_after_a_transaction_begins_leaves_the_sqlite_store_usable
         store.workers()
     store._db = real
     assert store.workers() == [] and store.progress(job_id).state == "queued"
+
+
+def test_a_commit_retried_after_its_reply_was_lost_counts_once(store, job_id):
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=4, shards=1)
+    lease = store.acquire(job_id, 0, "w1", ttl_s=60)
+    assert commit(store, job_id, lease, 4, ok=3, errors=1, part="p-0-4", done=True)
+    assert commit(store, job_id, lease, 4, ok=3, errors=1, part="p-0-4", done=True)  # the same commit again
+    p = store.progress(job_id)
+    assert (p.ok, p.errors, p.shards_done) == (3, 1, 1)
+    assert store.checkpoint(job_id, 0).parts == ["p-0-4"]
+    assert not commit(store, job_id, lease, 4, ok=3, errors=1, part="p-4-8", done=True)  # a new one is refused
+
+
+def test_an_empty_commit_only_renews_the_lease(store, job_id):
+    store.create_job(job_id, {})
+    lease = store.acquire(job_id, 0, "w1", ttl_s=0)
+    assert commit(store, job_id, lease, 2, ok=2, part="a")
+    assert store.commit(job_id, 0, lease.token, offset=2, ok=0, errors=0, part=None, done=False, ttl_s=60)
+    assert store.acquire(job_id, 0, "w2", ttl_s=60) is None  # renewed: still held
+    assert store.checkpoint(job_id, 0) == Checkpoint(offset=2, ok=2, parts=["a"])
+
+
+def test_reopen_clears_failed_shards_and_the_jobs_failure(store_url, job_id):
+    store = open_store(store_url, job_ttl_s=600)
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=4, shards=2)
+    t0 = store.acquire(job_id, 0, "w1", ttl_s=60)
+    t1 = store.acquire(job_id, 1, "w1", ttl_s=60)
+    assert commit(store, job_id, t0, 2, ok=2, part="a", done=True)
+    assert store.commit(job_id, 1, t1.token, offset=1, ok=1, errors=0, part="b", done=False, ttl_s=60)
+    assert store.fail_shard(job_id, 1, t1.token, "ConnectionError: Error 111")
+    store.set_state(job_id, "failed", "1 shard(s) failed")
+    assert store.reopen(job_id, [0, 1]) == [1]  # shard 0 had not failed
+    p = store.progress(job_id)
+    assert (p.state, p.reason, p.failed_shards, p.complete) == ("running", None, {}, False)
+    assert store.checkpoint(job_id, 1) == Checkpoint(offset=1, ok=1, parts=["b"])  # its committed range stays
+    lease = store.acquire(job_id, 1, "w2", ttl_s=60)
+    assert lease.takeovers == 0
+    assert store.commit(job_id, 1, lease.token, offset=2, ok=1, errors=0, part="c", done=True, ttl_s=60)
+    assert store.progress(job_id).shards_done == 2
+    store.jobs(10)  # housekeeping drops expired jobs: a reopened one is running again, and kept
+    assert store.progress(job_id) is not None
+    if store_url.startswith("redis"):
+        import redis
+
+        from visionfleet.checkpoints import keys
+
+        assert redis.Redis.from_url(store_url).ttl(keys.job(job_id)) == -1  # no expiry
+
+
+def test_a_shard_failed_before_the_store_was_lost_is_reopened_after_the_rebuild(store, job_id):
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=4, shards=2)
+    store.restore_shard(job_id, 0, Checkpoint(offset=2, ok=2, parts=["a"], done=True))
+    store.restore_shard(job_id, 1, Checkpoint(offset=1, ok=1, parts=["b"], failed="OSError: [Errno 28] ..."))
+    assert store.progress(job_id).complete
+    assert store.reopen(job_id, [1]) == [1]
+    p = store.progress(job_id)
+    assert (p.failed_shards, p.complete, p.done) == ({}, False, 3)

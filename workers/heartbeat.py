@@ -35,6 +35,9 @@ class Activity:
     shard: int | None = None
     token: str | None = None
     labelled: int = 0  # labelled since the shard's last commit
+    # While an infrastructure fault is waited out: the job and shard, and {"reason", "since"}.
+    waiting: dict | None = None
+    _waiting_on: tuple[str, int] | None = field(default=None, repr=False)
     # This process's own measure of its speed (the autoscaling signal's per-worker rate):
     # images committed, and seconds spent on shards, since it started.
     images: int = 0
@@ -59,6 +62,13 @@ class Activity:
         self.job_id = self.shard = self.token = self._since = None
         self.labelled = 0
 
+    def wait(self, job_id: str, shard: int, reason: str, since: float) -> None:
+        """Waiting out a fault on ``job_id`` (even between two tries of a shard, holding no lease)."""
+        self._waiting_on, self.waiting = (job_id, shard), {"reason": reason, "since": since}
+
+    def waited(self) -> None:
+        self._waiting_on = self.waiting = None
+
     def as_info(self) -> dict:
         busy = self.busy_s + (time.monotonic() - self._since if self._since is not None else 0.0)
         info = {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": os.getpid(),
@@ -67,6 +77,10 @@ class Activity:
             info["metrics_port"] = int(os.environ[SERVED_PORT_ENV])
         if self.job_id is not None:
             info.update(job_id=self.job_id, shard=self.shard, token=self.token, labelled=self.labelled)
+        elif self._waiting_on is not None:  # no lease: the beat says where it waits, and renews nothing
+            info.update(job_id=self._waiting_on[0], shard=self._waiting_on[1])
+        if self.waiting is not None:
+            info["waiting"] = self.waiting
         return info
 
 

@@ -22,8 +22,9 @@ from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.labeller import LoadSettings
 from visionfleet.pipeline.models import DEFAULT_MODEL
 from visionfleet.pipeline.telemetry import PROCESSES_READY
-from visionfleet.workers import allocator
+from visionfleet.workers import allocator, drain
 from visionfleet.workers.cache import RedisLabelCache
+from visionfleet.workers.fault_wait import FaultWait
 from visionfleet.workers.heartbeat import Activity, Heartbeat, beat_every_s, reap_dead_here
 from visionfleet.workers.labellers import Labellers
 from visionfleet.broker.metrics import Metrics
@@ -52,6 +53,7 @@ class ProcessContext:
         self.labellers = Labellers(self.runtime, self.load, self.owner)
         self.activity = Activity()
         self.heartbeat = Heartbeat(self.store, self.owner, self.activity, beat_every_s())
+        self.faults = FaultWait(self.activity, self.settings, should_stop=drain.draining)  # what it waits out
         self._online: OnlineService | None = None
 
     def cache(self) -> RedisLabelCache | None:

@@ -12,6 +12,8 @@ class WorkerSettings:
     max_takeovers: int = 3
     drain_deadline_s: float = 20.0
     cache_ttl_s: int = 7 * 24 * 3600
+    fault_backoff_max_s: float = 30.0  # the longest pause between tries while a fault lasts
+    fault_log_every_s: float = 60.0  # how often a worker that waits says so in its log
 
     @classmethod
     def from_env(cls) -> "WorkerSettings":
@@ -22,4 +24,6 @@ class WorkerSettings:
             max_takeovers=env_int("VISIONFLEET_MAX_TAKEOVERS", 3, maximum=100),
             drain_deadline_s=env_float("VISIONFLEET_DRAIN_DEADLINE_S", 20.0, minimum=1.0),
             cache_ttl_s=env_int("VISIONFLEET_CACHE_TTL_S", 7 * 24 * 3600),
+            fault_backoff_max_s=env_float("VISIONFLEET_FAULT_BACKOFF_MAX_S", 30.0, minimum=0.1, maximum=600.0),
+            fault_log_every_s=env_float("VISIONFLEET_FAULT_LOG_EVERY_S", 60.0, minimum=1.0),
         )

@@ -5,8 +5,12 @@ checkpoint (fenced by the lease token), then write the checkpoint's durable
 copy under the job's output. If the checkpoint move is refused, another
 worker owns the shard now: this one deletes its orphan part and stops.
 On drain it commits what it has, hands the lease back and stops.
+An infrastructure fault (``pipeline.faults``) never fails the shard: a
+commit's step waits it out in place, renewing the lease meanwhile; a fault
+anywhere else hands the lease back and leaves the waiting to the task.
 Free of Celery: the task module maps outcomes to acks and messages.
 """
+import contextlib
 import enum
 import json
 import logging
@@ -18,11 +22,12 @@ from visionfleet.broker.metrics import Metrics
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore
 from visionfleet.pipeline import layout, shard_lists
-from visionfleet.pipeline.errors import RetryableError
+from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import to_jsonl
 from visionfleet.pipeline.storage import storage_for
 from visionfleet.pipeline.telemetry import COMMITS, IMAGES, SHARD_TAKEOVERS, stage
+from visionfleet.workers.fault_wait import FaultWait, Interrupted
 from visionfleet.workers.heartbeat import Activity
 from visionfleet.workers.settings import WorkerSettings
 
@@ -41,6 +46,10 @@ class Outcome(enum.Enum):
     UNKNOWN_JOB = "unknown"    # no such job in the state store
 
 
+class _LeaseLost(Exception):
+    """Renewing the lease during a wait was refused: another worker holds the shard now."""
+
+
 class _Shard:
     """One leased run over one shard: its URIs, where it writes, what is committed."""
 
@@ -54,9 +63,10 @@ class ShardRun:
     def __init__(self, store: StateStore, labeller: Labeller, settings: WorkerSettings, owner: str,
                  *, should_stop: Callable[[], bool] = lambda: False, cache: LabelCache | None = None,
                  clock: Callable[[], float] = time.monotonic, activity: Activity | None = None,
-                 check: Check | None = None, metrics: Metrics | None = None) -> None:
+                 check: Check | None = None, metrics: Metrics | None = None, faults: FaultWait | None = None) -> None:
         self.store, self.labeller, self.settings, self.owner = store, labeller, settings, owner
         self.activity = activity or Activity()  # what the heartbeat reports
+        self.faults = faults or FaultWait(self.activity, settings, should_stop=should_stop)
         self._should_stop = should_stop
         self._cache = cache
         self._clock = clock
@@ -75,6 +85,7 @@ class ShardRun:
         committed = self.store.checkpoint(job_id, index)
         if committed.done or committed.failed:
             self.store.release(job_id, index, lease.token)
+            finalize_if_complete(self.store, job_id)  # the last shard's own try may have met a fault
             return Outcome.DONE
         shard = _Shard(job_id, index, lease, meta, shard_lists.read(meta, index), committed)
         if lease.takeovers:
@@ -85,10 +96,11 @@ class ShardRun:
         self.activity.start(job_id, index, lease.token)
         try:
             outcome = self._label(shard)
-        except RetryableError:
-            self.store.release(job_id, index, lease.token)  # whoever retries may start at once
-            raise
-        except Exception as exc:  # a bug or a permanent output failure: end this shard, not the fleet
+        except Exception as exc:
+            if isinstance(exc, Interrupted) or infrastructure(exc) is not None:
+                self._release_if_possible(shard)  # whoever tries next may start at once
+                raise
+            # A bug or a permanent output failure: end this shard, not the fleet.
             log.exception("shard failed", extra={"job_id": job_id, "shard": index})
             return self._fail(shard, f"{type(exc).__name__}: {exc}")
         finally:
@@ -101,11 +113,12 @@ class ShardRun:
         progress = self.store.progress(job_id)
         return progress is not None and progress.state == "cancelled"
 
-    def give_up(self, job_id: str, index: int, reason: str) -> None:
-        """Mark the shard failed after its retries are spent."""
-        lease = self.store.acquire(job_id, index, self.owner, self.settings.lease_ttl_s)
-        if lease is not None and self.store.fail_shard(job_id, index, lease.token, reason):
-            finalize_if_complete(self.store, job_id)
+    def _release_if_possible(self, shard: _Shard) -> None:
+        try:
+            self.store.release(shard.job_id, shard.index, shard.lease.token)
+        except Exception as exc:  # the store may be the fault: the lease then runs out by itself
+            if infrastructure(exc) is None:
+                raise
 
     def _label(self, shard: _Shard) -> Outcome:
         start = shard.committed.offset
@@ -145,13 +158,16 @@ class ShardRun:
         part = layout.part_name(shard.index, start, end, shard.lease.token) if records else None
         storage = storage_for(shard.root)
         if part:
-            with stage("write"):
-                storage.write(layout.child(shard.root, part), to_jsonl(records))
+            try:
+                self._ride_out(shard, lambda: self._write_part(storage, shard, part, records),
+                               between=lambda: self._renew(shard))
+            except _LeaseLost:
+                log.warning("lease lost while waiting out a fault", extra={"job_id": shard.job_id,
+                                                                           "shard": shard.index})
+                return False
         errors = sum(r["status"] == "error" for r in records)
-        with stage("commit"):
-            committed = self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end,
-                                          ok=len(records) - errors, errors=errors, part=part, done=done,
-                                          ttl_s=self.settings.lease_ttl_s, worker=MACHINE, busy_s=busy_s)
+        committed = self._ride_out(shard, lambda: self._commit_step(shard, end, len(records) - errors, errors,
+                                                                    part, done, busy_s))
         if not committed:
             log.warning("commit refused: lease lost", extra={"job_id": shard.job_id, "shard": shard.index})
             if part:
@@ -165,10 +181,42 @@ class ShardRun:
         c = shard.committed
         shard.committed = Checkpoint(offset=end, ok=c.ok + len(records) - errors, errors=c.errors + errors,
                                      parts=c.parts + ([part] if part else []), done=done)
-        self._write_durable(shard)
+        renew = (lambda: None) if done else (lambda: self._renew(shard))  # a done shard has no lease to keep
+        # Committed all the same if the lease goes meanwhile: this copy then lags, and the next commit is refused.
+        with contextlib.suppress(_LeaseLost):
+            self._ride_out(shard, lambda: self._write_durable(shard), between=renew)
         log.info("commit", extra={"job_id": shard.job_id, "shard": shard.index, "start": start, "end": end,
                                   "done": done})
         return True
+
+    def _ride_out(self, shard: _Shard, step, *, between=lambda: None):
+        return self.faults.ride_out(step, job_id=shard.job_id, shard=shard.index, output=shard.root,
+                                    between=between)
+
+    @staticmethod
+    def _write_part(storage, shard: _Shard, part: str, records: list[dict]) -> None:
+        with stage("write"):
+            storage.write(layout.child(shard.root, part), to_jsonl(records))
+
+    def _commit_step(self, shard: _Shard, end: int, ok: int, errors: int, part: str | None, done: bool,
+                     busy_s: float) -> bool:
+        with stage("commit"):
+            return self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end, ok=ok, errors=errors,
+                                     part=part, done=done, ttl_s=self.settings.lease_ttl_s, worker=MACHINE,
+                                     busy_s=busy_s)
+
+    def _renew(self, shard: _Shard) -> None:
+        """Between pauses of a wait that holds the lease: keep it, so no one takes the shard over (and
+        counts a takeover towards the poison rule) from a worker that is alive and only waiting."""
+        try:
+            held = self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=shard.committed.offset,
+                                     ok=0, errors=0, part=None, done=False, ttl_s=self.settings.lease_ttl_s)
+        except Exception as exc:
+            if infrastructure(exc) is None:
+                raise
+            return  # the store is out too: the commit, when it comes, is fenced all the same
+        if not held:
+            raise _LeaseLost
 
     def _write_durable(self, shard: _Shard) -> None:
         # After the fenced commit: a copy may lag the store by one commit
@@ -177,11 +225,18 @@ class ShardRun:
         storage_for(shard.root).write(layout.checkpoint_file(shard.root, shard.index), body)
 
     def _fail(self, shard: _Shard, reason: str) -> Outcome:
-        if self.store.fail_shard(shard.job_id, shard.index, shard.lease.token, reason):
-            shard.committed.failed = reason
-            self._write_durable(shard)
+        failed = self.store.fail_shard(shard.job_id, shard.index, shard.lease.token, reason)
+        if failed:
             log.error("shard failed", extra={"job_id": shard.job_id, "shard": shard.index, "reason": reason})
+        # Recorded and finalised before anything is written: the output may be what failed.
         finalize_if_complete(self.store, shard.job_id)
+        if failed:
+            shard.committed.failed = reason
+            try:
+                self._write_durable(shard)
+            except Exception as exc:  # `resume` after a store loss then retries the shard from its last copy
+                log.warning("durable copy of a failed shard not written", extra={
+                    "job_id": shard.job_id, "shard": shard.index, "error": f"{type(exc).__name__}: {exc}"})
         return Outcome.FAILED
 
     def _poison_reason(self, shard: _Shard) -> str:

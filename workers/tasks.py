@@ -1,22 +1,30 @@
-"""Celery tasks: thin wrappers mapping shard outcomes to acks and messages."""
+"""Celery tasks: thin wrappers mapping shard outcomes to acks and messages.
+
+A shard's message is acked only once its shard has ended, or has been handed
+back by a new message (or the same one put back). An infrastructure fault,
+wherever it strikes, is waited out inside the task (``FaultWait``): the
+message stays unacked meanwhile, so a process that waits takes no new shard.
+"""
 import logging
 
 from celery import shared_task
+from celery.exceptions import Reject
 
 from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK, SENT_AT_HEADER
 from visionfleet.checkpoints.state import FINAL_STATES
 from visionfleet.pipeline import shard_lists
-from visionfleet.pipeline.errors import ConfigError, RetryableError
+from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.storage import storage_for
 from visionfleet.workers import drain
+from visionfleet.workers.fault_wait import Interrupted
 from visionfleet.workers.heartbeat import LAPSE_AFTER_BEATS, beat_every_s
 from visionfleet.workers.process import context
 from visionfleet.workers.shard_runner import Outcome, ShardRun
 
 log = logging.getLogger(__name__)
 
-MAX_STORAGE_RETRIES = 8
 MAX_LOAD_TRIES = 3
 MAX_JOB_ID = 128
 
@@ -28,6 +36,16 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
         log.error("malformed shard message dropped", extra={"job_id": repr(job_id)[:200], "shard": repr(shard)[:50]})
         return Outcome.UNKNOWN_JOB.value
     ctx = context()
+    try:
+        return ctx.faults.ride_out(lambda: _relabel(self, ctx, job_id, shard), job_id=job_id, shard=shard)
+    except Interrupted as exc:
+        # Drained while a fault lasted: the message goes back as it is, unacked until then
+        # (with the broker out too, it stays unacked and is redelivered once the broker is back).
+        raise Reject(str(exc), requeue=True) from exc
+
+
+def _relabel(task, ctx, job_id: str, shard: int) -> str:
+    """One try at the shard; an infrastructure fault leaves it, to be waited out and tried again."""
     meta = ctx.store.job_meta(job_id)
     if meta is None:
         log.error("unknown job: message dropped", extra={"job_id": job_id, "shard": shard})
@@ -37,6 +55,14 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     if state in FINAL_STATES:  # e.g. failed by another shard's model check: do not load it again
         log.info("job has ended: message dropped", extra={"job_id": job_id, "shard": shard, "state": state})
         return Outcome.DONE.value
+    # Where the job writes is known now: a full disk there reads "output disk full".
+    return ctx.faults.ride_out(lambda: _run(task, ctx, meta, progress, shard), job_id=job_id, shard=shard,
+                               output=meta["output"])
+
+
+def _run(task, ctx, meta: dict, progress, shard: int) -> str:
+    """Check what the job may touch, get its labeller, run the shard, and map the outcome to messages."""
+    job_id = meta["job_id"]
     access = ctx.access_for(meta)
     try:  # before anything is imported, read or written for this job
         access.check_model(meta["model"])
@@ -45,55 +71,46 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
     except ConfigError as exc:
         _fail_job(ctx, meta, str(exc))
         return Outcome.FAILED.value
-    if not _planned_shard(self, progress, meta, shard):
+    if not _planned_shard(progress, meta, shard):
         log.error("no such shard in the job's plan: message dropped", extra={"job_id": job_id, "shard": shard})
         return Outcome.UNKNOWN_JOB.value
-    labeller = _labeller(self, ctx, meta)
+    labeller = _labeller(task, ctx, meta)
     if labeller is None:
         return Outcome.FAILED.value
     run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
-                   activity=ctx.activity, check=access.check_uri, metrics=ctx.metrics)
-    try:
-        outcome = run.run(job_id, shard)
-    except RetryableError as exc:
-        if self.request.retries >= MAX_STORAGE_RETRIES:
-            run.give_up(job_id, shard, f"storage kept failing: {exc}")
-            return Outcome.FAILED.value
-        # Retry publishes the new message before this one is acked: never lost.
-        raise self.retry(countdown=_backoff(self.request.retries)) from exc
+                   activity=ctx.activity, check=access.check_uri, metrics=ctx.metrics, faults=ctx.faults)
+    outcome = run.run(job_id, shard)
     if outcome is Outcome.HANDED_BACK:
         # Published before this message is acked: a crash in between leaves
         # two messages, and the second finds the shard done or leased.
-        self.app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
+        task.app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
         ctx.store.note(job_id, "drains")
         if drain.spot_noticed():
             ctx.store.note(job_id, "spot_notices")
     elif outcome is Outcome.BUSY:
         # A live worker holds the lease; look again once it could have expired, or its beats lapsed.
-        raise self.retry(countdown=min(ctx.settings.lease_ttl_s / 2, beat_every_s() * LAPSE_AFTER_BEATS))
+        raise task.retry(countdown=min(ctx.settings.lease_ttl_s / 2, beat_every_s() * LAPSE_AFTER_BEATS))
     return outcome.value
 
 
-def _planned_shard(task, progress, meta: dict, shard: int) -> bool:
+def _planned_shard(progress, meta: dict, shard: int) -> bool:
     """Whether the plan has this shard, before any state is kept for it: a shard the plan does not have
     would leave keys that no end of the job expires. While planning goes on, its list is written first."""
     if progress.planned:
         return shard < progress.shards
-    try:
-        return storage_for(meta["output"]).exists(shard_lists.path(meta, shard))
-    except RetryableError as exc:
-        raise task.retry(countdown=_backoff(task.request.retries)) from exc
+    return storage_for(meta["output"]).exists(shard_lists.path(meta, shard))
 
 
 def _labeller(task, ctx, meta: dict):
     """The job's labeller; None once the job is failed because its model cannot run.
 
     The spec itself wrong (ConfigError: unknown model, missing file, int8 gate)
-    fails the job at once: every worker would say the same. Storage trouble
-    while calibrating is retried like a shard's. Anything else at load (a
-    corrupt file, a runtime missing here, out of memory) may be this worker's
-    own: the message is tried again, by whichever worker takes it, up to
-    MAX_LOAD_TRIES times in all, then the job fails with the reason.
+    fails the job at once: every worker would say the same. An infrastructure
+    fault while preparing it (storage failing while calibrating, a full disk)
+    is waited out like a shard's. Anything else at load (a corrupt file, a
+    runtime missing here, out of memory) may be this worker's own: the message
+    is tried again, by whichever worker takes it, up to MAX_LOAD_TRIES times in
+    all, then the job fails with the reason.
     """
     tries = task.request.retries + 1
     try:
@@ -101,12 +118,9 @@ def _labeller(task, ctx, meta: dict):
     except ConfigError as exc:
         _fail_job(ctx, meta, f"model {meta['model']} cannot run: {exc}")
         return None
-    except RetryableError as exc:
-        if tries > MAX_STORAGE_RETRIES:
-            _fail_job(ctx, meta, f"model {meta['model']} could not be prepared, storage kept failing: {exc}")
-            return None
-        raise task.retry(countdown=_backoff(tries - 1)) from exc
     except Exception as exc:
+        if infrastructure(exc) is not None:
+            raise
         reason = f"{type(exc).__name__}: {exc}"
         if tries >= MAX_LOAD_TRIES:
             _fail_job(ctx, meta, f"model {meta['model']} failed to load {tries} times: {reason}")

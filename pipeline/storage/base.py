@@ -34,6 +34,11 @@ class Storage(ABC):
         """A cheap identifier of the object's current content, if the backend has one (OSS: ETag)."""
         return None
 
+    def answers(self, uri: str) -> bool:
+        """Whether the place holding ``uri`` answers at all (its bucket, past retries): when one object
+        keeps failing while this holds, the object is the problem, not the storage."""
+        return True
+
     @abstractmethod
     def open_stream(self, uri: str) -> ContextManager[BinaryIO]:
         """The object's bytes as a stream (``read(n)``), for manifests and inventories of any size."""

@@ -77,8 +77,10 @@ class LocalStorage(Storage):
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             os.unlink(tmp)
+            if isinstance(exc, OSError) and exc.filename is None:
+                exc.filename = str(path)  # a full disk fails the write or fsync, which name no file
             raise
 
     def list(self, prefix: str) -> Iterator[str]:

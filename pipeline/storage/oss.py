@@ -159,6 +159,16 @@ class OssStorage(Storage):
         except oss2.exceptions.OssError:
             return None  # the read that follows reports what is wrong
 
+    def answers(self, uri: str) -> bool:
+        bucket, key = parse_oss_uri(uri)
+        try:
+            self._call(self.bucket(bucket).list_objects_v2, prefix=key, max_keys=1)
+        except RetryableError:
+            return False
+        except oss2.exceptions.OssError:
+            pass  # a refusal is an answer
+        return True
+
     @contextlib.contextmanager
     def open_stream(self, uri: str) -> Iterator[BinaryIO]:
         bucket, key = parse_oss_uri(uri)
