@@ -140,7 +140,7 @@ def test_a_job_planned_before_json_lines_still_resumes_from_its_bare_lines(job):
     del meta[shard_lists.FORMAT_KEY]
     (plan / "job.json").write_text(json.dumps(meta))
     store.purge(job_id)
-    assert resume_job(store, str(root.parent), job_id, lambda j, s: None) == [0]  # rebuilt from the old files
+    assert resume_job(store, str(root.parent), job_id, lambda j, s: None).shards == [0]  # rebuilt from old files
     assert runner(store).run(job_id, 0) is Outcome.DONE
     assert store.progress(job_id).state == "succeeded" and store.progress(job_id).ok == 20
     records = [json.loads(line) for p in root.glob("part-*.jsonl") for line in p.read_text().splitlines()]
