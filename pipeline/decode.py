@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +21,7 @@ from PIL import Image
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin  # noqa: F401
 from PIL import PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
+from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.errors import ConfigError, InputError
 
 # Pillow's own default guard (1 GiB / 4 / 3): enough for every mainstream
@@ -30,6 +32,12 @@ from visionfleet.pipeline.errors import ConfigError, InputError
 # decoded, so the limit applies to every format. Being equal to Pillow's also
 # means the default never needs to touch Pillow's global (_let_pillow_allow).
 DEFAULT_MAX_PIXELS = 89_478_485
+
+# Source pixels one process may be decoding at once (decode_budget.py): two
+# images at the limit. Their worst case (RGBA at ~8 bytes a pixel) is ~1.4 GB,
+# a progressive JPEG ~0.5-1 GB, on top of the worker's own ~0.5 GB: under 3 GB
+# however many threads ask. Eight io_threads of 12 MP photos never wait.
+DEFAULT_DECODE_BUDGET = 2 * DEFAULT_MAX_PIXELS
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
@@ -66,7 +74,7 @@ class Geometry:
 
 
 def decode_image(
-    data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None
 ) -> np.ndarray:
     """Return a uint8 RGB array of shape (crop, crop, 3), C-contiguous.
 
@@ -77,6 +85,8 @@ def decode_image(
     Raises InputError, with a specific message, for anything that is not a
     complete, supported image (JPEG, PNG, WebP, GIF, BMP, TIFF) of at most
     `max_pixels` pixels; first frame/page only.
+    With a `budget`, the pixel work waits for the picture's source pixels there
+    (the header is read and checked first, and the budget given back at the end).
     """
     if not data:
         raise InputError("empty file")
@@ -89,7 +99,7 @@ def decode_image(
             f"limit of {max_pixels}; raise VISIONFLEET_MAX_PIXELS to allow it"
         )
     try:
-        return _crop(img, geometry)
+        return _budgeted_crop(img, geometry, budget)
     except MemoryError:
         raise  # the host is short of memory: not this input's fault
     except Exception as exc:
@@ -118,6 +128,15 @@ def open_header(data: bytes) -> Image.Image:
         f"not an image (or not one of {', '.join(_FORMATS)}): "
         f"{len(data)} bytes starting {data[:12]!r}"
     )
+
+
+def _budgeted_crop(img: Image.Image, geometry: Geometry, budget: PixelBudget | None) -> np.ndarray:
+    # Source pixels, whatever the draft scale: a progressive JPEG holds all its coefficients.
+    with budget.hold(img.size[0] * img.size[1]) if budget is not None else nullcontext():
+        try:
+            return _crop(img, geometry)
+        finally:
+            img.close()  # its pixels are freed before their budget goes to the next decode
 
 
 def _crop(img: Image.Image, geometry: Geometry) -> np.ndarray:
