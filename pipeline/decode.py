@@ -4,7 +4,8 @@ Header first: the format is identified and the pixel count checked before a
 single pixel is decoded. JPEG is then decoded at a reduced DCT scale, only the
 centre-crop region is resampled, and orientation and colour mode are fixed on
 the small result. Runs in a thread pool: Pillow's decoders and resampler
-release the GIL, and nothing here holds a lock while decoding.
+release the GIL, and nothing here holds a lock while decoding. With a decode
+budget (decode_budget.py), the pixel work waits until its source pixels fit.
 """
 
 from __future__ import annotations

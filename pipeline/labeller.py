@@ -88,7 +88,7 @@ class Labeller:
         self.model = model
         self._settings = settings
         self._decoded = dict(decoded or {})
-        self._budget = budget or settings.decode_budget()
+        self._budget = budget if budget is not None else settings.decode_budget()
         self._decode = pick_decoder(settings.decode, model.info.engine.get("device", "cpu"))
         self._pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="load")
         # Two batches in flight keep the next batch ready while one predicts.
