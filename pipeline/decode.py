@@ -34,11 +34,14 @@ from visionfleet.pipeline.errors import ConfigError, InputError
 # means the default never needs to touch Pillow's global (_let_pillow_allow).
 DEFAULT_MAX_PIXELS = 89_478_485
 
-# Source pixels one process may be decoding at once (decode_budget.py): two
-# images at the limit. Their worst case (RGBA at ~8 bytes a pixel) is ~1.4 GB,
-# a progressive JPEG ~0.5-1 GB, on top of the worker's own ~0.5 GB: under 3 GB
-# however many threads ask. Eight io_threads of 12 MP photos never wait.
-DEFAULT_DECODE_BUDGET = 2 * DEFAULT_MAX_PIXELS
+# Source pixels one process may be decoding at once (decode_budget.py): 1.5
+# images at the limit, 2**27. Peak bytes a source pixel, measured (Pillow 13):
+# WebP 16 (libwebp's canvas and Pillow's copy), RGBA PNG 8, progressive 4:4:4
+# JPEG 6, RGB PNG or TIFF 4. So decoding takes at most ~2.2 GB whatever the
+# format (~0.8 GB of progressive JPEGs), and an online worker (~0.7 GB of its
+# own) stays under 3 GB however many threads ask. Eleven 12 MP photos fit at
+# once: eight io_threads never wait on camera photos.
+DEFAULT_DECODE_BUDGET = 2**27
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 

@@ -17,12 +17,15 @@ refused for a limit the operator set on memory rather than on images.
 Deadlock-free as long as a holder never waits on anything while holding:
 the decoder takes the budget around the pixel work only, and the budget is
 given back in ``finally``. Pure: no clock, no I/O; ``on_change`` reports
-the state (for metrics).
+the state (for metrics), and a hook that fails is logged, never raised.
 """
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
 
 # (pixels held by decodes now, decodes waiting for budget), called under the budget's lock
 OnChange = Callable[[int, int], None]
@@ -99,5 +102,9 @@ class PixelBudget:
         return self._line[0] is ticket and self._free >= need
 
     def _report(self) -> None:
-        if self._on_change is not None:
+        if self._on_change is None:
+            return
+        try:
             self._on_change(self.capacity - self._free, len(self._line))
+        except Exception:  # a failing hook must not strand pixels a caller took, nor the callers in line
+            log.exception("decode budget: on_change failed")

@@ -157,10 +157,21 @@ def test_labellers_of_a_process_share_one_budget(tmp_path):
 
 
 def test_the_budget_setting(monkeypatch):
-    assert LoadSettings.from_env().decode_budget_pixels == DEFAULT_DECODE_BUDGET == 2 * DEFAULT_MAX_PIXELS
+    assert LoadSettings.from_env().decode_budget_pixels == DEFAULT_DECODE_BUDGET
+    assert DEFAULT_MAX_PIXELS < DEFAULT_DECODE_BUDGET < 2 * DEFAULT_MAX_PIXELS  # one image at the limit, not two
     monkeypatch.setenv("VISIONFLEET_DECODE_BUDGET_PIXELS", "250000000")
     settings = LoadSettings.from_env()
     assert settings.decode_budget_pixels == 250_000_000 and settings.decode_budget().capacity == 250_000_000
     monkeypatch.setenv("VISIONFLEET_DECODE_BUDGET_PIXELS", "lots")
     with pytest.raises(ConfigError, match="VISIONFLEET_DECODE_BUDGET_PIXELS='lots' is not a whole number"):
         LoadSettings.from_env()
+
+
+def test_a_failing_hook_strands_nothing():
+    def broken(in_use: int, waiting: int) -> None:
+        raise RuntimeError("metrics are down")
+
+    budget = PixelBudget(100, on_change=broken)
+    with budget.hold(100) as taken:
+        assert taken == 100
+    assert budget.in_use == 0 and budget.waiting == 0
