@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from bench.proc_memory import tree_bytes  # noqa: E402
 from bench.samples import bundled, giant_progressive_jpeg  # noqa: E402
 
-GB, MB = 1024**3, 1024**2
+GIB, MIB = 1024**3, 1024**2
 
 
 def start_worker(env: dict, queue: str) -> subprocess.Popen:
@@ -74,7 +74,7 @@ def online(env: dict, work: Path, requests: int) -> None:
     ok = sum(r["status"] == "ok" for r in records)
     print(f"{requests} concurrent 9000x9000 progressive JPEGs ({giant.stat().st_size / 1e6:.1f} MB each): "
           f"{ok} ok, {len(records) - ok} errors, {seconds:.1f} s for all")
-    print(f"online worker RSS: {before / GB:.2f} GB before, peak {peak / GB:.2f} GB")
+    print(f"online worker RSS: {before / GIB:.2f} GiB before, peak {peak / GIB:.2f} GiB")
 
 
 def bulk_inputs(folder: Path, count: int) -> None:
@@ -122,12 +122,12 @@ def bulk(env: dict, work: Path, images: int) -> None:
     seconds = progress.updated_at - progress.started_at
     print(f"bulk job of {images} images: {progress.state}, {progress.ok} ok, {progress.errors} errors, "
           f"{seconds:.0f} s ({images / seconds:.0f} images/s)")
-    print("images done -> worker RSS (MB):", ", ".join(
-        f"{done}: {rss / MB:.0f}" for done, rss in _at_tenths(samples, images)))
+    print("images done -> worker RSS (MiB):", ", ".join(
+        f"{done}: {rss / MIB:.0f}" for done, rss in _at_tenths(samples, images)))
     half = [(d, r) for d, r in samples if d >= images // 2]
     if len(half) > 1:
-        growth = (half[-1][1] - half[0][1]) / MB / max(1, half[-1][0] - half[0][0]) * 1000
-        print(f"second half: {growth:+.1f} MB per 1,000 images; peak {peak / MB:.0f} MB")
+        growth = (half[-1][1] - half[0][1]) / MIB / max(1, half[-1][0] - half[0][0]) * 1000
+        print(f"second half: {growth:+.1f} MiB per 1,000 images; peak {peak / MIB:.0f} MiB")
 
 
 def _at_tenths(samples: list[tuple[int, int]], images: int) -> list[tuple[int, int]]:

@@ -9,7 +9,7 @@ from visionfleet.broker.client import VisionClient
 from visionfleet.broker.settings import BrokerSettings
 from tests.photos import KNOWN, photo_bytes
 
-GB = 1024**3
+GB = 10**9
 
 
 @pytest.fixture
