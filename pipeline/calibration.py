@@ -14,6 +14,7 @@ from itertools import islice
 import numpy as np
 
 from visionfleet.pipeline.decode import Geometry, decode_image
+from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.errors import ConfigError, InputError, RetryableError
 from visionfleet.pipeline.storage import storage_for
 
@@ -36,7 +37,8 @@ class CalibrationSet:
 
 
 def calibration_set(uris: Iterable[str], geometry: Geometry, *, size: int, where: str,
-                    max_pixels: int, max_bytes: int, threads: int = 8) -> CalibrationSet:
+                    max_pixels: int, max_bytes: int, threads: int = 8,
+                    budget: PixelBudget | None = None) -> CalibrationSet:
     """Up to ``size`` images per set from the first decodable ``uris``; ``where`` names them in errors.
 
     Read and decoded ``threads`` at a time (an int8 job waits on this before its first
@@ -47,7 +49,7 @@ def calibration_set(uris: Iterable[str], geometry: Geometry, *, size: int, where
     candidates = islice(uris, wanted * TRIES_PER_IMAGE)
     with ThreadPoolExecutor(threads, thread_name_prefix="calibration") as pool:
         while len(crops) < wanted and (chunk := list(islice(candidates, wanted - len(crops)))):
-            for uri, crop in zip(chunk, pool.map(lambda uri: _crop(uri, geometry, max_pixels, max_bytes), chunk)):
+            for uri, crop in zip(chunk, pool.map(lambda uri: _crop(uri, geometry, max_pixels, max_bytes, budget), chunk)):
                 if crop is not None:
                     crops.append(crop)
                     sources.append(uri)
@@ -61,9 +63,11 @@ def calibration_set(uris: Iterable[str], geometry: Geometry, *, size: int, where
     return CalibrationSet(stacked[0::2], stacked[1::2], digest, tuple(sources))
 
 
-def _crop(uri: str, geometry: Geometry, max_pixels: int, max_bytes: int) -> np.ndarray | None:
+def _crop(uri: str, geometry: Geometry, max_pixels: int, max_bytes: int,
+          budget: PixelBudget | None) -> np.ndarray | None:
     try:
-        return decode_image(storage_for(uri).read(uri, max_bytes=max_bytes), geometry, max_pixels=max_pixels)
+        return decode_image(storage_for(uri).read(uri, max_bytes=max_bytes), geometry, max_pixels=max_pixels,
+                            budget=budget)
     except InputError:
         return None
     except RetryableError:

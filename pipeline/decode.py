@@ -4,13 +4,15 @@ Header first: the format is identified and the pixel count checked before a
 single pixel is decoded. JPEG is then decoded at a reduced DCT scale, only the
 centre-crop region is resampled, and orientation and colour mode are fixed on
 the small result. Runs in a thread pool: Pillow's decoders and resampler
-release the GIL, and nothing here holds a lock while decoding.
+release the GIL, and nothing here holds a lock while decoding. With a decode
+budget (decode_budget.py), the pixel work waits until its source pixels fit.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +22,7 @@ from PIL import Image
 from PIL import BmpImagePlugin, GifImagePlugin, JpegImagePlugin  # noqa: F401
 from PIL import PngImagePlugin, TiffImagePlugin, WebPImagePlugin  # noqa: F401
 
+from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.errors import ConfigError, InputError
 
 # Pillow's own default guard (1 GiB / 4 / 3): enough for every mainstream
@@ -30,6 +33,15 @@ from visionfleet.pipeline.errors import ConfigError, InputError
 # decoded, so the limit applies to every format. Being equal to Pillow's also
 # means the default never needs to touch Pillow's global (_let_pillow_allow).
 DEFAULT_MAX_PIXELS = 89_478_485
+
+# Source pixels one process may be decoding at once (decode_budget.py): 1.5
+# images at the limit, 2**27. Peak bytes a source pixel, measured (Pillow 13):
+# WebP 16 (libwebp's canvas and Pillow's copy), RGBA PNG 8, progressive 4:4:4
+# JPEG 6, RGB PNG or TIFF 4. So decoding takes at most ~2.2 GB whatever the
+# format (~0.8 GB of progressive JPEGs), and an online worker (~0.7 GB of its
+# own) stays under 3 GB however many threads ask. Eleven 12 MP photos fit at
+# once: eight io_threads never wait on camera photos.
+DEFAULT_DECODE_BUDGET = 2**27
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
@@ -66,7 +78,7 @@ class Geometry:
 
 
 def decode_image(
-    data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None
 ) -> np.ndarray:
     """Return a uint8 RGB array of shape (crop, crop, 3), C-contiguous.
 
@@ -77,6 +89,8 @@ def decode_image(
     Raises InputError, with a specific message, for anything that is not a
     complete, supported image (JPEG, PNG, WebP, GIF, BMP, TIFF) of at most
     `max_pixels` pixels; first frame/page only.
+    With a `budget`, the pixel work waits for the picture's source pixels there
+    (the header is read and checked first, and the budget given back at the end).
     """
     if not data:
         raise InputError("empty file")
@@ -89,7 +103,7 @@ def decode_image(
             f"limit of {max_pixels}; raise VISIONFLEET_MAX_PIXELS to allow it"
         )
     try:
-        return _crop(img, geometry)
+        return _budgeted_crop(img, geometry, budget)
     except MemoryError:
         raise  # the host is short of memory: not this input's fault
     except Exception as exc:
@@ -118,6 +132,15 @@ def open_header(data: bytes) -> Image.Image:
         f"not an image (or not one of {', '.join(_FORMATS)}): "
         f"{len(data)} bytes starting {data[:12]!r}"
     )
+
+
+def _budgeted_crop(img: Image.Image, geometry: Geometry, budget: PixelBudget | None) -> np.ndarray:
+    # Source pixels, whatever the draft scale: a progressive JPEG holds all its coefficients.
+    with budget.hold(img.size[0] * img.size[1]) if budget is not None else nullcontext():
+        try:
+            return _crop(img, geometry)
+        finally:
+            img.close()  # its pixels are freed before their budget goes to the next decode
 
 
 def _crop(img: Image.Image, geometry: Geometry) -> np.ndarray:

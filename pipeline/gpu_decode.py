@@ -21,6 +21,7 @@ import numpy as np
 
 from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS, Geometry, crop_box, decode_image, open_header, \
     orientation_of
+from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ GPU_MAX_PIXELS = 24_000_000
 
 _EOI = b"\xff\xd9"
 
-# (data, geometry, *, max_pixels) -> a uint8 crop, like decode_image, or a Deferred one for ``finish``
+# (data, geometry, *, max_pixels, budget) -> a uint8 crop, like decode_image, or a Deferred one for ``finish``
 Decode = Callable[..., "np.ndarray | Deferred"]
 
 
@@ -99,14 +100,14 @@ class GpuJpegDecoder:
         self._device = torch.device(device)
         self._warned = False
 
-    def __call__(self, data: bytes, geometry: Geometry, *,
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray | Deferred:
+    def __call__(self, data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 budget: PixelBudget | None = None) -> np.ndarray | Deferred:
         import torch
 
         # A file that is not an image fails here with decode_image's own error.
         img = open_header(data) if data else None
         if img is None or not _gpu_can_decode(img, data, max_pixels):
-            return decode_image(data, geometry, max_pixels=max_pixels)
+            return decode_image(data, geometry, max_pixels=max_pixels, budget=budget)
         orientation = orientation_of(img)
         return Deferred(self, data, torch.frombuffer(bytearray(data), dtype=torch.uint8),
                         crop_box(img.size, geometry, orientation), orientation, geometry, max_pixels,

@@ -16,7 +16,8 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS
+from visionfleet.pipeline.decode import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS
+from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.envvars import env_choice, env_int
 from visionfleet.pipeline.errors import InputError, RetryableError
 from visionfleet.pipeline.gpu_decode import DECODERS, Deferred, finish, pick_decoder
@@ -24,7 +25,8 @@ from visionfleet.pipeline.labels import top_k
 from visionfleet.pipeline.model import Model
 from visionfleet.pipeline.records import error_record, ok_record
 from visionfleet.pipeline.storage import storage_for
-from visionfleet.pipeline.telemetry import BATCH_SIZE, CACHE_HITS, CACHE_MISSES, stage
+from visionfleet.pipeline.telemetry import BATCH_SIZE, CACHE_HITS, CACHE_MISSES, DECODE_BUDGET, \
+    show_decode_budget, stage
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class LoadSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = 100 * 1024 * 1024
     decode: str = "cpu"  # where JPEGs are decoded: gpu_decode.pick_decoder
+    decode_budget_pixels: int = DEFAULT_DECODE_BUDGET
 
     @classmethod
     def from_env(cls) -> "LoadSettings":
@@ -65,18 +68,27 @@ class LoadSettings:
             max_pixels=env_int("VISIONFLEET_MAX_PIXELS", DEFAULT_MAX_PIXELS),
             max_file_bytes=env_int("VISIONFLEET_MAX_FILE_BYTES", 100 * 1024 * 1024),
             decode=env_choice("VISIONFLEET_DECODE", "cpu", DECODERS),
+            decode_budget_pixels=env_int("VISIONFLEET_DECODE_BUDGET_PIXELS", DEFAULT_DECODE_BUDGET),
         )
+
+    def decode_budget(self) -> PixelBudget:
+        """A decode budget of the set size, shown in the metrics: one per process, shared by its labellers."""
+        DECODE_BUDGET.set(self.decode_budget_pixels)
+        return PixelBudget(self.decode_budget_pixels, on_change=show_decode_budget)
 
 
 class Labeller:
     """Labels URIs with one model; one per worker process, reused across shards and requests."""
 
-    def __init__(self, model: Model, settings: LoadSettings, decoded: dict[str, np.ndarray] | None = None) -> None:
+    def __init__(self, model: Model, settings: LoadSettings, decoded: dict[str, np.ndarray] | None = None,
+                 budget: PixelBudget | None = None) -> None:
         """``decoded``: crops already made from some URIs (an int8 job's own calibration images), each
-        used instead of decoding that URI again, by the first ``label`` run only."""
+        used instead of decoding that URI again, by the first ``label`` run only. ``budget``: the
+        process's decode budget (``LoadSettings.decode_budget``), else one of this labeller's own."""
         self.model = model
         self._settings = settings
         self._decoded = dict(decoded or {})
+        self._budget = budget if budget is not None else settings.decode_budget()
         self._decode = pick_decoder(settings.decode, model.info.engine.get("device", "cpu"))
         self._pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="load")
         # Two batches in flight keep the next batch ready while one predicts.
@@ -130,7 +142,8 @@ class Labeller:
         crop = self._decoded.pop(uri, None)  # made from this URI moments ago, for calibration
         if crop is None:
             with stage("decode"):
-                crop = self._decode(data, self.model.info.geometry, max_pixels=self._settings.max_pixels)
+                crop = self._decode(data, self.model.info.geometry, max_pixels=self._settings.max_pixels,
+                                    budget=self._budget)
         return Loaded(uri, crop=crop, cache_keys=keys)
 
     def _key(self, k: int, kind: str, value: str) -> str:

@@ -42,9 +42,22 @@ SPOT_NOTICE = Gauge("visionfleet_spot_notice", "1 once a spot termination notice
                     multiprocess_mode="livemax")
 MODEL_LOAD_SECONDS = Gauge("visionfleet_model_load_seconds", "Seconds the last model load took (build or fetch "
                            "of its artifacts included)", multiprocess_mode="livemax")
+# Summed over live processes, like the budgets themselves (one per process: pipeline/decode_budget.py).
+DECODE_PIXELS = Gauge("visionfleet_decode_pixels", "Source pixels of the images being decoded now (decode budget "
+                      "in use)", multiprocess_mode="livesum")
+DECODE_BUDGET = Gauge("visionfleet_decode_budget_pixels", "Decode budget: source pixels the worker's processes may "
+                      "decode at once", multiprocess_mode="livesum")
+DECODE_WAITING = Gauge("visionfleet_decode_waiting", "Decodes waiting for the decode budget",
+                       multiprocess_mode="livesum")
 # Summed over live processes: how many have their model loaded and warmed (readiness).
 PROCESSES_READY = Gauge("visionfleet_processes_ready", "Worker processes with their model loaded and warmed",
                         multiprocess_mode="livesum")
+
+
+def show_decode_budget(in_use: int, waiting: int) -> None:
+    """A decode budget's ``on_change``: its state into the gauges."""
+    DECODE_PIXELS.set(in_use)
+    DECODE_WAITING.set(waiting)
 
 
 @contextmanager

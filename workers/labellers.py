@@ -32,6 +32,7 @@ MAX_LOADED = 4
 class Labellers:
     def __init__(self, runtime: RuntimeSettings, load: LoadSettings, owner: str) -> None:
         self.runtime, self.load, self.owner = runtime, load, owner
+        self.budget = load.decode_budget()  # the process's one: its labellers and calibrations decode within it
         self._loaded: OrderedDict[tuple, Labeller] = OrderedDict()
         self._noted: set[tuple[str, str]] = set()
 
@@ -66,7 +67,7 @@ class Labellers:
             def calibration(geometry: Geometry) -> CalibrationSet:
                 sets.append(calibration_set(uris(), geometry, size=settings.calibration_size, where=where,
                                             max_pixels=self.load.max_pixels, max_bytes=self.load.max_file_bytes,
-                                            threads=self.load.io_threads))
+                                            threads=self.load.io_threads, budget=self.budget))
                 return sets[-1]
 
             start = time.monotonic()
@@ -76,7 +77,7 @@ class Labellers:
             log.info("model loaded", extra={"model": spec, "owner": self.owner, "seconds": round(seconds, 2),
                                             **model.info.engine})
             decoded = sets[0].by_uri() if own_images and sets else None
-            self._loaded[key] = Labeller(model, self.load, decoded)
+            self._loaded[key] = Labeller(model, self.load, decoded, self.budget)
             if len(self._loaded) > MAX_LOADED:
                 self._loaded.popitem(last=False)[1].close()
         self._loaded.move_to_end(key)
