@@ -6,14 +6,20 @@ Default heartbeats (5 s, 3 missed = dead) and the default 300 s broker redeliver
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.helpers import RedisServer, Workers, wait_until
+from bench.samples import export
+from tests.helpers import REPO, RedisServer, Workers, wait_until
+from tests.test_embedded import embedded_env
+from tests.test_interrupts import committed
 from tests.test_preemption import FAST, Job, part_start
+from visionfleet.checkpoints import open_store
 from visionfleet.workers.heartbeat import proc_stat
 
 pytestmark = pytest.mark.slow
@@ -167,3 +173,36 @@ def test_kill_9_of_a_workers_group_while_it_retries_a_broker_that_is_gone_leaves
         REPORT.append(("kill_group_broker_gone_to_all_gone_s", round(wait_gone(everyone, pool), 1)))
     finally:
         pool.stop_all()
+
+
+def test_an_embedded_run_finishes_the_shard_of_a_worker_killed_outright(tmp_path):
+    """The filesystem transport hands a message over by deleting its file: the killed worker's is gone for good,
+    and before the sweep the run waited forever for its shard."""
+    originals = export(tmp_path / "originals")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(480):
+        os.link(originals[i % len(originals)], photos / f"{i:04d}{originals[i % len(originals)].suffix}")
+    env = {**embedded_env(tmp_path), **SMALL}
+    run = subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "relabel", str(photos), "--output",
+                            str(tmp_path / "labels"), "--shard-size", "60", "--workers", "2"], env=env, cwd=REPO,
+                           text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    store = None
+    try:
+        wait_until(lambda: committed(tmp_path) > 0, 120, "a first commit")  # the state file's schema is made
+        store = open_store(f"sqlite:///{tmp_path / 'home' / 'state.db'}")
+        busy = wait_until(lambda: [w for w in store.workers() if w.get("job_id") and 0 < (
+            c := store.checkpoint(w["job_id"], w["shard"])).offset and not c.done], 120, "a commit part way into a shard")
+        os.killpg(group_of(busy[0]["pid"]), signal.SIGKILL)  # that worker, every process of it
+        out, err = run.communicate(timeout=240)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+    assert run.returncode == 0, err
+    job_id = out.strip().splitlines()[-1]
+    root = tmp_path / "labels" / job_id
+    summary = json.loads((root / "_SUCCESS.json").read_text())
+    uris = [json.loads(line)["uri"] for part in summary["parts"] for line in (root / part).read_text().splitlines()]
+    assert sorted(uris) == sorted(str(p) for p in photos.iterdir())  # each exactly once
+    assert store.ledger(job_id)["takeovers"] == 1
