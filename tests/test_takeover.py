@@ -173,6 +173,7 @@ def test_kill_9_of_the_main_process_of_a_worker_leaves_nothing_behind_and_its_sh
 
 
 def test_kill_9_of_a_bulk_workers_main_process_mid_shard_ends_its_pool_process(bucket, fleet_env, workers):
+    """Celery's prefork sets PDEATHSIG in its pool processes: this keeps it so."""
     (main,) = workers.start(1, **SMALL)  # Celery's own main process, the pool process under it
     job = Job(bucket, fleet_env, 240, shard_size=240)
     wait_until(lambda: job.offset() >= 16, 120, "the first commit")
