@@ -10,10 +10,12 @@ settings) and sends each shard's message again; an idle worker takes the shard
 over at once, from its last commit.
 
 Nothing runs twice: whoever takes a message must win the shard's lease first.
-The dead worker's own message, when the broker gives it back (RabbitMQ does
-once the connection is seen dropped), finds the shard leased by the new holder
-(``BUSY``: looked at again until that holder is done) or done, and is dropped;
-a stale holder that wakes up has its commits refused by the fencing token.
+The dead worker's own message, when the broker gives it back, finds the shard
+leased by the new holder (``BUSY``: looked at again until that holder is done)
+or done, and is dropped; on RabbitMQ, which gives it back once the connection
+is seen dropped, it may come first and take the shard over itself, and then
+the sweep's message is the one dropped. A stale holder that wakes up has its
+commits refused by the fencing token.
 """
 import logging
 import threading
