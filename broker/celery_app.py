@@ -15,7 +15,8 @@ from visionfleet.broker.settings import BrokerSettings
 
 def make_app(settings: BrokerSettings) -> Celery:
     settings.prepare()
-    app = Celery("visionfleet", include=[f"visionfleet.workers.{m}" for m in ("logs", "process", "drain", "tasks")])
+    # drain before process: its hooks (the parent watch, the drain signal's handler) run before a model loads.
+    app = Celery("visionfleet", include=[f"visionfleet.workers.{m}" for m in ("logs", "drain", "process", "tasks")])
     app.conf.update(
         broker_url=settings.broker_url or "filesystem://",
         result_backend=settings.result_backend,

@@ -49,7 +49,11 @@ def shard_parts(job_id: str, index: int) -> str:
 
 
 WORKERS = f"{PREFIX}:workers"
-"""Hash: worker owner -> JSON of its last heartbeat (``alive_until`` on the server's clock); lapsed ones are pruned."""
+"""Hash: worker owner -> JSON of its last heartbeat (``alive_until`` on the server's clock); lapsed ones are pruned,
+those of dead holders once their shard is offered again."""
+
+WORKERS_SWEEP = f"{PREFIX}:workers:sweep"
+"""Sorted set: worker owner -> when a sweep for dead holders looks at it (its beats' end, or a sweeper's claim's)."""
 
 
 def label_cache(key: str) -> str:

@@ -15,6 +15,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from visionfleet.checkpoints import keys
+from visionfleet.checkpoints.redis_workers import RedisWorkers
 from visionfleet.checkpoints.state import (
     FINAL_STATES, LEDGER_EVENTS, Checkpoint, Lease, Progress, StateStore, derive_state, new_token,
 )
@@ -103,35 +104,12 @@ return 1
 """
 
 
-# KEYS: workers, job ('' if none), shard ('' if none). ARGV: owner, info JSON, ttl_s, token.
-_BEAT = """
-local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
-local info = cjson.decode(ARGV[2])
-info['seen_at'] = now
-info['alive_until'] = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(info))
--- Only a job the store knows: after Redis lost its data, a beat must not recreate half a job.
-if KEYS[2] ~= '' and redis.call('EXISTS', KEYS[2]) == 1 then redis.call('HSET', KEYS[2], 'seen_at', now) end
-if KEYS[3] ~= '' and redis.call('HGET', KEYS[3], 'token') == ARGV[4] then
-  redis.call('HSET', KEYS[3], 'alive_until', now + tonumber(ARGV[3]), 'inflight', tonumber(info['labelled'] or 0))
-end
-"""
-
 # KEYS: job. ARGV: field.
 _NOTE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end
 """
 
-# KEYS: workers, shard ('' if none). ARGV: owner, token.
-_FORGET = """
-redis.call('HDEL', KEYS[1], ARGV[1])
-if KEYS[2] ~= '' and redis.call('HGET', KEYS[2], 'token') == ARGV[2] then
-  redis.call('HSET', KEYS[2], 'alive_until', 0)
-end
-"""
-
-
-class RedisStore(StateStore):
+class RedisStore(RedisWorkers, StateStore):
     def __init__(self, url: str, *, retries: int = 12, job_ttl_s: float | None = None) -> None:
         self.job_ttl_s = job_ttl_s
         # ~1 minute of backoff in all: long enough for a Redis restart.
@@ -144,8 +122,7 @@ class RedisStore(StateStore):
         self._fail = self._r.register_script(_FAIL)
         self._release = self._r.register_script(_RELEASE)
         self._reopen = self._r.register_script(_REOPEN)
-        self._beat = self._r.register_script(_BEAT)
-        self._forget = self._r.register_script(_FORGET)
+        self._register_worker_scripts()
         self._note = self._r.register_script(_NOTE)
 
     def create_job(self, job_id: str, meta: dict) -> None:
@@ -285,12 +262,6 @@ class RedisStore(StateStore):
     def parts(self, job_id: str) -> list[str]:
         return sorted(self._r.smembers(keys.job_parts(job_id)))
 
-    def beat(self, owner: str, info: dict, ttl_s: float) -> None:
-        job_id, shard = info.get("job_id"), info.get("shard")
-        self._beat(keys=[keys.WORKERS, keys.job(job_id) if job_id else "",
-                         keys.shard(job_id, shard) if job_id and shard is not None else ""],
-                   args=[owner, json.dumps({**info, "owner": owner}), ttl_s, info.get("token") or ""])
-
     def note(self, job_id: str, event: str) -> None:
         if event not in LEDGER_EVENTS:
             raise ValueError(f"not a ledger event: {event}")
@@ -308,23 +279,3 @@ class RedisStore(StateStore):
             workers.setdefault(host, {})[what] = int(value) if what == "images" else float(value)
         return {"timeline": {int(m): int(n) for m, n in timeline.items()}, "workers": workers,
                 **dict(zip(("redone", "takeovers", *LEDGER_EVENTS), (int(c or 0) for c in counts)))}
-
-    def workers(self) -> list[dict]:
-        now = _server_time(self._r)
-        records = [json.loads(raw) for raw in self._r.hvals(keys.WORKERS)]
-        lapsed = [r["owner"] for r in records if r["alive_until"] <= now]
-        if lapsed:
-            self._r.hdel(keys.WORKERS, *lapsed)
-        return [r for r in records if r["alive_until"] > now]
-
-    def forget(self, owner: str) -> None:
-        raw = self._r.hget(keys.WORKERS, owner)
-        info = json.loads(raw) if raw else {}
-        job_id, shard = info.get("job_id"), info.get("shard")
-        self._forget(keys=[keys.WORKERS, keys.shard(job_id, shard) if job_id and shard is not None else ""],
-                     args=[owner, info.get("token") or ""])
-
-
-def _server_time(r: redis.Redis) -> float:
-    seconds, micros = r.time()
-    return seconds + micros / 1e6

@@ -220,4 +220,39 @@ class StateStore(ABC):
 
     @abstractmethod
     def forget(self, owner: str) -> None:
-        """``owner`` is gone (it exited, or it is known dead): drop it, and let its lease be taken at once."""
+        """``owner`` is gone (it exited, or it is known dead): drop it, and let its lease be taken at once.
+
+        A shard it still holds keeps its record, lapsed, for ``reoffer_orphans``."""
+
+    def reoffer_orphans(self, offer: Callable[[str, int], None], *, grace_s: float,
+                        job_id: str | None = None, limit: int = 100) -> int:
+        """Offer again each shard still leased to a worker whose beats stopped: ``offer(job_id, shard)``
+        sends its message. Returns how many were offered.
+
+        Each is claimed for ``grace_s`` before it is offered, so callers running at once offer it once,
+        and one that dies between claim and offer leaves it to the next after ``grace_s``. Records of
+        dead workers that hold nothing (any more) are dropped on the way. ``job_id``: only that job's
+        shards (an embedded run's queue is its own job's alone).
+        """
+        offered = 0
+        for owner, info in self._lapsed(limit):
+            if job_id is not None and info.get("job_id") not in (None, job_id):
+                continue
+            if self._claim_orphan(owner, info, grace_s):
+                offer(info["job_id"], info["shard"])
+                self._settle_orphan(owner)
+                offered += 1
+        return offered
+
+    @abstractmethod
+    def _lapsed(self, limit: int) -> list[tuple[str, dict]]:
+        """Up to ``limit`` (owner, last beat) of workers whose beats stopped and whose claim, if any, ran out."""
+
+    @abstractmethod
+    def _claim_orphan(self, owner: str, info: dict, grace_s: float) -> bool:
+        """True, and ``owner`` claimed for ``grace_s``, if it is still lapsed and its shard is still leased to it;
+        else False, and its record dropped if it lapsed holding nothing."""
+
+    @abstractmethod
+    def _settle_orphan(self, owner: str) -> None:
+        """``owner``'s shard was offered again: drop its record, unless it beat again meanwhile."""

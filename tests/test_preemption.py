@@ -47,7 +47,7 @@ class Job:
         assert result.returncode == 0, result.stderr
         self.id = result.stdout.strip().splitlines()[-1]
         self.root = f"oss://{bucket.bucket_name}/out/{self.id}"
-        self.store = open_store(env["VISIONFLEET_BROKER_URL"])
+        self.store = open_store(env.get("VISIONFLEET_STATE_URL") or env["VISIONFLEET_BROKER_URL"])
 
     def offset(self, shard=0) -> int:
         return self.store.checkpoint(self.id, shard).offset

@@ -185,6 +185,63 @@ def test_beats_show_live_workers_and_a_forgotten_one_frees_its_lease_at_once(sto
     assert not [w for w in store.workers() if w["owner"].startswith(job_id)]
 
 
+def sweep(store, job_id, grace_s=60.0) -> list[tuple[str, int]]:
+    """What one sweep for dead holders offers again, of this job."""
+    offered = []
+    store.reoffer_orphans(lambda job, shard: offered.append((job, shard)), grace_s=grace_s, job_id=job_id)
+    return offered
+
+
+def test_a_dead_holders_shard_is_offered_again_once(store, job_id):
+    store.create_job(job_id, {})
+    w1 = f"{job_id}-w1"
+    lease = store.acquire(job_id, 0, w1, ttl_s=60)
+    store.beat(w1, {"job_id": job_id, "shard": 0, "token": lease.token}, ttl_s=60)
+    assert sweep(store, job_id) == []  # beating: alive
+    store.beat(w1, {"job_id": job_id, "shard": 0, "token": lease.token}, ttl_s=0)  # its beats stop
+    assert sweep(store, job_id) == [(job_id, 0)]
+    assert sweep(store, job_id, grace_s=0) == []  # offered: its record is gone, nobody offers it twice
+    assert w1 not in {w["owner"] for w in store.workers()}
+    assert store.acquire(job_id, 0, f"{job_id}-w2", ttl_s=60).takeovers == 1
+
+
+def test_a_sweep_that_dies_before_it_offers_leaves_the_shard_to_the_next_after_its_grace(store, job_id):
+    store.create_job(job_id, {})
+    lease = store.acquire(job_id, 0, f"{job_id}-w1", ttl_s=60)
+    store.beat(f"{job_id}-w1", {"job_id": job_id, "shard": 0, "token": lease.token}, ttl_s=0)
+
+    def broker_down(job, shard):
+        raise ConnectionError("broker down")
+
+    with pytest.raises(ConnectionError):
+        store.reoffer_orphans(broker_down, grace_s=0.5, job_id=job_id)
+    assert sweep(store, job_id) == []  # claimed by the first sweep, for its grace
+    assert wait_until(lambda: sweep(store, job_id), 10, "the claim to run out") == [(job_id, 0)]
+
+
+def test_nothing_is_offered_for_a_shard_its_dead_holder_no_longer_holds(store, job_id):
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=2, shards=3)
+    holders = {i: (f"{job_id}-w{i}", store.acquire(job_id, i, f"{job_id}-w{i}", ttl_s=60)) for i in range(3)}
+    for i, (owner, lease) in holders.items():
+        store.beat(owner, {"job_id": job_id, "shard": i, "token": lease.token}, ttl_s=0)
+    assert store.acquire(job_id, 0, f"{job_id}-new", ttl_s=60).takeovers == 1  # taken over already
+    store.release(job_id, 1, holders[1][1].token)  # handed back (a drain whose worker then died)
+    assert store.commit(job_id, 2, holders[2][1].token, offset=2, ok=2, errors=0, part="p", done=True, ttl_s=60)
+    assert sweep(store, job_id, grace_s=0) == []
+    assert not [w for w in store.workers() if w["owner"].startswith(job_id)]
+
+
+def test_a_forgotten_holder_is_offered_at_once_and_only_to_its_own_job(store, job_id):
+    store.create_job(job_id, {})
+    lease = store.acquire(job_id, 0, f"{job_id}-w1", ttl_s=60)
+    store.beat(f"{job_id}-w1", {"job_id": job_id, "shard": 0, "token": lease.token}, ttl_s=60)
+    store.forget(f"{job_id}-w1")  # known dead (its process is gone), though its beats had time left
+    assert f"{job_id}-w1" not in {w["owner"] for w in store.workers()}
+    assert sweep(store, f"{job_id}-other") == []  # an embedded run offers its own job's shards only
+    assert sweep(store, job_id) == [(job_id, 0)]
+
+
 def test_a_done_shard_cannot_be_failed(store, job_id):
     store.create_job(job_id, {})
     store.set_planned(job_id, total=1, shards=1)

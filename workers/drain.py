@@ -13,6 +13,17 @@ So the main process tells its children (a real-time signal): a draining shard co
 what it has, hands its lease back and returns within a batch. A watchdog
 turns the drain into a cold shutdown if it outlasts the deadline; what was
 committed stays committed either way.
+
+A worker whose command died, however it died (SIGKILL of it or of its
+group), exits too, within the drain deadline and a few seconds: a thread
+looks at ``os.getppid()`` every second from the worker's start (one still
+retrying a broker that is gone never reaches ``worker_ready``), then drains,
+then exits whatever the drain is stuck on. Why not the alternatives:
+prctl(PR_SET_PDEATHSIG) fires when the *thread* that forked the child ends,
+not its process, and needs ctypes; a pipe watched for EOF needs its write end
+closed in every other process that inherits it. The parent pid needs
+neither. (Pool processes need none of it: Celery's prefork sets PDEATHSIG
+itself, from the thread that runs the pool, so they die with the worker.)
 """
 import logging
 import os
@@ -25,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import billiard.process
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 from celery.worker.control import control_command
 
 from visionfleet.pipeline.envvars import env_float, env_str
@@ -185,12 +196,17 @@ def _watch_parent(pid: int, every_s: float) -> None:
     while os.getppid() == pid:
         time.sleep(every_s)
     _terminate_self(f"the command that started this worker (pid {pid}) is gone")
+    # Past the drain and its watchdog, and still here (stuck on a broker that is gone, say): go now.
+    # The pool processes go with this one (PDEATHSIG).
+    time.sleep(WorkerSettings.from_env().drain_deadline_s + 10)
+    log.error("still running long after its command died: exiting now", extra={"parent_pid": pid})
+    os._exit(1)
 
 
-@worker_ready.connect
+@worker_init.connect
 def _exit_with_parent(**_) -> None:
     """A worker started by a command that was then killed (SIGKILL, a closed terminal) drains and exits
-    instead of staying behind, idle, for good."""
+    instead of staying behind, for good; watched from the start, before it reaches the broker."""
     pid = parent_pid()
     if pid is not None:
         threading.Thread(target=_watch_parent, args=(pid, 1.0), daemon=True, name="parent-watch").start()

@@ -113,7 +113,8 @@ class Heartbeat:
 
 
 def reap_dead_here(store: StateStore) -> list[str]:
-    """Forget workers of this host whose process is gone (killed, crashed): their shards are free at once.
+    """Forget workers of this host whose process is gone (killed, crashed): their shards are free at once,
+    and the next sweep (``workers.takeover``) offers them again.
 
     Returns their owners.
     """

@@ -14,6 +14,7 @@ import uuid
 import redis
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
+from visionfleet.broker.routes import RELABEL_SHARD_TASK
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import StateStore, open_store
 from visionfleet.pipeline.access import Access
@@ -30,6 +31,7 @@ from visionfleet.workers.labellers import Labellers
 from visionfleet.broker.metrics import Metrics
 from visionfleet.workers.online import OnlineService, OnlineSettings
 from visionfleet.workers.settings import WorkerSettings
+from visionfleet.workers.takeover import Sweeper
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,17 @@ def _preload_bulk(**_) -> None:
     ctx = context()
     reap_dead_here(ctx.store)  # e.g. this machine's worker before a crash: its shards are free now
     ctx.heartbeat.start()
+    Sweeper(ctx.store, _send_shard, beat_every_s(), job_id=ctx.embedded_job).start()  # sends those at once
     labeller = None
     if ctx.runtime.precision != "int8" or ctx.runtime.calibration:  # else each job brings its calibration
         labeller = ctx.labellers.default(default_model())
     _ready("bulk", labeller)
+
+
+def _send_shard(job_id: str, shard: int) -> None:
+    from visionfleet.broker.celery_app import app  # the app this worker runs: built already
+
+    app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
 
 
 @worker_process_shutdown.connect
