@@ -72,6 +72,10 @@ class PixelBudget:
         need = min(max(pixels, 0), self.capacity)
         ticket = object()
         with self._changed:
+            if not self._line and self._free >= need:  # nobody in line and it fits: no ticket, no wake-ups
+                self._free -= need
+                self._report()
+                return need
             self._line.append(ticket)
             try:
                 if not self._granted(ticket, need):
@@ -95,7 +99,8 @@ class PixelBudget:
             if pixels > self.capacity - self._free:
                 raise RuntimeError(f"released {pixels} pixels, but only {self.capacity - self._free} are taken")
             self._free += pixels
-            self._changed.notify_all()
+            if self._line:
+                self._changed.notify_all()
             self._report()
 
     def _granted(self, ticket: object, need: int) -> bool:
