@@ -97,6 +97,19 @@ def fleet_env(private_redis, oss_server, tmp_path) -> dict:
 
 
 @pytest.fixture
+def client(fleet_env, monkeypatch):
+    """A VisionClient of this process on the fleet's broker (the online queue)."""
+    from visionfleet.broker.celery_app import make_app
+    from visionfleet.broker.client import VisionClient
+    from visionfleet.broker.settings import BrokerSettings
+
+    for key, value in fleet_env.items():
+        if key.startswith(("VISIONFLEET_", "OSS_")):
+            monkeypatch.setenv(key, value)
+    return VisionClient(make_app(BrokerSettings.from_env()))
+
+
+@pytest.fixture
 def workers(fleet_env, tmp_path):
     """Factory of real worker processes, all stopped at teardown."""
     pool = Workers(fleet_env, tmp_path)

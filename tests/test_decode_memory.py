@@ -4,20 +4,9 @@ import pytest
 
 from bench.proc_memory import tree_bytes
 from bench.samples import giant_progressive_jpeg
-from visionfleet.broker.celery_app import make_app
-from visionfleet.broker.client import VisionClient
-from visionfleet.broker.settings import BrokerSettings
 from tests.photos import KNOWN, photo_bytes
 
 GB = 10**9
-
-
-@pytest.fixture
-def client(fleet_env, monkeypatch) -> VisionClient:
-    for key, value in fleet_env.items():
-        if key.startswith(("VISIONFLEET_", "OSS_")):
-            monkeypatch.setenv(key, value)
-    return VisionClient(make_app(BrokerSettings.from_env()))
 
 
 @pytest.mark.slow

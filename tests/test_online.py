@@ -22,14 +22,6 @@ WIDE = {**ONLINE, "VISIONFLEET_ONLINE_MAX_WAIT_MS": "200"}
 
 
 @pytest.fixture
-def client(fleet_env, monkeypatch) -> VisionClient:
-    for key, value in fleet_env.items():
-        if key.startswith(("VISIONFLEET_", "OSS_")):
-            monkeypatch.setenv(key, value)
-    return VisionClient(make_app(BrokerSettings.from_env()))
-
-
-@pytest.fixture
 def online_worker(workers, client):
     (proc,) = workers.start(1, queues="online", **WIDE)
     # The first answer also waits for the model to load.
