@@ -1,7 +1,7 @@
 """Decode memory of real workers (by hand, not in CI): the decode budget's two claims.
 
-    python -m bench.decode_memory online [--requests 64] [--broker redis://127.0.0.1:6379/14]
-    python -m bench.decode_memory bulk [--images 5000] [--broker redis://127.0.0.1:6379/14]
+    python -m bench.decode_memory online [--requests 64] [--broker URL]
+    python -m bench.decode_memory bulk [--images 5000] [--broker URL]
 
 ``online``: one online worker (default pool: 64 task threads) gets ``--requests``
 requests at once, each for its own 9000 x 9000 progressive JPEG (1.8 MB, 4:4:4:
@@ -17,8 +17,9 @@ progressive JPEG in every 500), sampled every half second; prints the worker's
 RSS at each tenth of the job and the growth over its second half, per 1,000
 images. Flat means that growth stays near zero.
 
-Settings come from the environment as for any worker; the broker database is
-emptied first. Files live in a temporary folder (hard links: the bulk job
+Settings come from the environment as for any worker. The broker is a
+redis-server of its own on a free port, stopped at the end; a ``--broker``
+given instead has its database emptied first. Files live in a temporary folder (hard links: the bulk job
 takes little disk), removed at the end.
 """
 import argparse
@@ -35,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.proc_memory import tree_bytes  # noqa: E402
 from bench.samples import bundled, giant_progressive_jpeg  # noqa: E402
+from tests.helpers import RedisServer  # noqa: E402
 
 GIB, MIB = 1024**3, 1024**2
 
@@ -144,13 +146,24 @@ def main() -> None:
     parser.add_argument("what", choices=("online", "bulk"))
     parser.add_argument("--requests", type=int, default=64)
     parser.add_argument("--images", type=int, default=5000)
-    parser.add_argument("--broker", default="redis://127.0.0.1:6379/14")
+    parser.add_argument("--broker", help="a Redis URL whose database is emptied first (default: a redis-server "
+                                         "of its own)")
     args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="vf-decode-memory-"))
+    own = None if args.broker else RedisServer(work)
+    try:
+        run(args, work, args.broker or own.url)
+    finally:
+        if own is not None:
+            own.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, work: Path, broker: str) -> None:
     import redis
 
-    work = Path(tempfile.mkdtemp(prefix="vf-decode-memory-"))
-    redis.Redis.from_url(args.broker).flushdb()
-    env = {**os.environ, "VISIONFLEET_BROKER_URL": args.broker, "VISIONFLEET_HOME": str(work / "home"),
+    redis.Redis.from_url(broker).flushdb()
+    env = {**os.environ, "VISIONFLEET_BROKER_URL": broker, "VISIONFLEET_HOME": str(work / "home"),
            "VISIONFLEET_ONLINE_CACHE": "off", "PYTHONPATH": str(REPO), "VISIONFLEET_LOCAL_ROOTS": str(work),
            "VISIONFLEET_SPOT_NOTICE_URL": os.environ.get("VISIONFLEET_SPOT_NOTICE_URL", "off"),
            "VISIONFLEET_METRICS_PORT": os.environ.get("VISIONFLEET_METRICS_PORT", "off")}
@@ -160,10 +173,7 @@ def main() -> None:
     allocator = tcmalloc() if choice() == "auto" and tcmalloc() else "system malloc"
     print(f"machine: {os.cpu_count()} cores, workers on {allocator}, "
           f"VISIONFLEET_DECODE_BUDGET_PIXELS={os.environ.get('VISIONFLEET_DECODE_BUDGET_PIXELS', 'default')}")
-    try:
-        (online if args.what == "online" else bulk)(env, work, args.requests if args.what == "online" else args.images)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    (online if args.what == "online" else bulk)(env, work, args.requests if args.what == "online" else args.images)
 
 
 if __name__ == "__main__":
