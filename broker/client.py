@@ -20,7 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from visionfleet.broker.routes import CLASSIFY_TASK, ONLINE_QUEUE, SENT_AT_HEADER
+from visionfleet.broker.routes import CLASSIFY_TASK, NAMESPACE, ONLINE_QUEUE, SENT_AT_HEADER
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
@@ -60,7 +60,7 @@ class VisionClient:
         self.settings = settings or ClientSettings.from_env()
         state_url = BrokerSettings.from_env().state_url
         shared = state_url.startswith(("redis", "unix"))
-        self.metrics = Metrics(redis.Redis.from_url(state_url, decode_responses=True) if shared else None)
+        self.metrics = Metrics(redis.Redis.from_url(state_url, decode_responses=True) if shared else None, NAMESPACE)
         self._with_retries = retry(
             retry=retry_if_exception_type(_CONNECTION_ERRORS),
             stop=stop_after_attempt(self.settings.connect_attempts),

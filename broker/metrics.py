@@ -1,36 +1,37 @@
 """Counters that operators read with ``visionfleet stats``, kept in Redis."""
 import redis
 
-from visionfleet.checkpoints import keys
+from visionfleet.checkpoints.keys import Keys
 
 
 class Metrics:
-    def __init__(self, client: redis.Redis | None) -> None:
+    def __init__(self, client: redis.Redis | None, namespace: str) -> None:
         self._r = client  # None in embedded mode: nothing shared to report to
+        self._keys = Keys(namespace)
 
     def count(self, name: str, by: int = 1) -> None:
         if self._r is not None:
-            self._r.hincrby(keys.METRICS, name, by)
+            self._r.hincrby(self._keys.METRICS, name, by)
 
     def counts(self, **by: int) -> None:
         """Several counters in one round trip (a bulk commit's)."""
         if self._r is not None and by:
             pipe = self._r.pipeline(transaction=False)
             for name, value in by.items():
-                pipe.hincrby(keys.METRICS, name, value)
+                pipe.hincrby(self._keys.METRICS, name, value)
             pipe.execute()
 
     def batch(self, size: int) -> None:
         if self._r is not None:
             pipe = self._r.pipeline(transaction=False)
-            pipe.hincrby(keys.ONLINE_BATCH_SIZES, size, 1)
-            pipe.hincrby(keys.METRICS, "online_batches", 1)
+            pipe.hincrby(self._keys.ONLINE_BATCH_SIZES, size, 1)
+            pipe.hincrby(self._keys.METRICS, "online_batches", 1)
             pipe.execute()
 
     def snapshot(self) -> dict:
         if self._r is None:
             return {}
         return {
-            "counters": {k: int(v) for k, v in self._r.hgetall(keys.METRICS).items()},
-            "online_batch_sizes": {int(k): int(v) for k, v in self._r.hgetall(keys.ONLINE_BATCH_SIZES).items()},
+            "counters": {k: int(v) for k, v in self._r.hgetall(self._keys.METRICS).items()},
+            "online_batch_sizes": {int(k): int(v) for k, v in self._r.hgetall(self._keys.ONLINE_BATCH_SIZES).items()},
         }

@@ -11,7 +11,8 @@ already run on. It is validated by ``BrokerSettings.from_env``.
 """
 import os
 
-DEFAULT_NAMESPACE = "vf"
+from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE
+
 NAMESPACE = os.environ.get("VISIONFLEET_NAMESPACE") or DEFAULT_NAMESPACE
 
 

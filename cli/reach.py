@@ -3,6 +3,7 @@
 Workers ride out a Redis restart (the store retries for about a minute);
 a person at a terminal should hear within seconds that nothing answers.
 """
+from visionfleet.broker.routes import NAMESPACE
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.checkpoints import StateStore, open_store
 from visionfleet.pipeline.errors import VisionfleetError
@@ -24,7 +25,7 @@ def reachable_store(settings: BrokerSettings) -> StateStore:
                                  socket_timeout=CONNECT_TIMEOUT_S).ping()
         except redis.RedisError as exc:
             raise Unreachable(_message("the job-state Redis", settings.state_url, exc)) from exc
-    return open_store(settings.state_url, job_ttl_s=settings.job_ttl_s)
+    return open_store(settings.state_url, job_ttl_s=settings.job_ttl_s, namespace=NAMESPACE)
 
 
 def check_broker(app) -> None:

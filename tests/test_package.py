@@ -40,6 +40,7 @@ def test_the_wheel_has_one_top_level_package(installed):
     names = zipfile.ZipFile(wheel).namelist()
     assert {name.split("/")[0] for name in names} == {"visionfleet", "visionfleet-0.1.0.dist-info"}
     assert "visionfleet/pipeline/imagenet_classes.txt" in names
+    assert "visionfleet/checkpoints/redis/commit.lua" in names  # the store's scripts: package data
     entry_points = zipfile.ZipFile(wheel).read("visionfleet-0.1.0.dist-info/entry_points.txt").decode()
     assert "visionfleet = visionfleet.cli.main:main" in entry_points
 

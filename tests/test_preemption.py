@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from visionfleet.checkpoints import open_store
+from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE
 from tests.helpers import RedisServer, Workers, read_output, visionfleet, wait_until
 from tests.photos import distinct_jpegs, jpeg
 
@@ -47,7 +48,8 @@ class Job:
         assert result.returncode == 0, result.stderr
         self.id = result.stdout.strip().splitlines()[-1]
         self.root = f"oss://{bucket.bucket_name}/out/{self.id}"
-        self.store = open_store(env.get("VISIONFLEET_STATE_URL") or env["VISIONFLEET_BROKER_URL"])
+        self.store = open_store(env.get("VISIONFLEET_STATE_URL") or env["VISIONFLEET_BROKER_URL"],
+                                namespace=env.get("VISIONFLEET_NAMESPACE") or DEFAULT_NAMESPACE)  # the workers'
 
     def offset(self, shard=0) -> int:
         return self.store.checkpoint(self.id, shard).offset

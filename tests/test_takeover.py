@@ -88,18 +88,13 @@ def wait_gone(pids: set[int], workers: Workers) -> float:
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
-def broker_env(request, fleet_env, private_redis, monkeypatch):
+def broker_env(request, fleet_env, private_redis):
     """A fleet's environment on either broker; on RabbitMQ, in a namespace of its own (this machine's RabbitMQ
     is shared), whose queues and exchanges are deleted after the test."""
     if request.param == "redis":
         yield fleet_env
         return
-    namespace = f"takeover{os.getpid()}"
-    from visionfleet.checkpoints import keys  # this process reads the job's state under the workers' namespace
-
-    prefix = keys.PREFIX
-    for name in ("PREFIX", "JOBS", "WORKERS", "WORKERS_SWEEP"):
-        monkeypatch.setattr(keys, name, getattr(keys, name).replace(prefix, namespace, 1))
+    namespace = f"takeover{os.getpid()}"  # the test's Job opens the store in it too
     yield {**fleet_env, "VISIONFLEET_BROKER_URL": RABBITMQ_URL, "VISIONFLEET_STATE_URL": private_redis.url,
            "VISIONFLEET_NAMESPACE": namespace}
     with kombu.Connection(RABBITMQ_URL, connect_timeout=5) as conn:

@@ -44,6 +44,7 @@ class FleetCollector(Collector):
         from visionfleet.broker.celery_app import app
         from visionfleet.broker.fleet import look
         from visionfleet.broker.metrics import Metrics
+        from visionfleet.broker.routes import NAMESPACE
         from visionfleet.broker.scaling import Policy, decide
 
         if self._sources is None:
@@ -52,7 +53,7 @@ class FleetCollector(Collector):
             return None
         store, client = self._sources
         fleet, depths = look(store, app)
-        counters = Metrics(client).snapshot()["counters"]
+        counters = Metrics(client, NAMESPACE).snapshot()["counters"]
         return {"depths": depths, "decision": decide(fleet, Policy.from_env(), time.time()),
                 "rejected": counters.get("online_rejected", 0)}
 
@@ -61,13 +62,14 @@ def _open() -> tuple:
     """The fleet's store and Redis; () where there is none (embedded, or no Redis state store)."""
     import redis
 
+    from visionfleet.broker.routes import NAMESPACE
     from visionfleet.broker.settings import BrokerSettings
     from visionfleet.checkpoints import open_store
 
     settings = BrokerSettings.from_env()
     if settings.embedded or not settings.state_url.startswith(("redis", "unix")):
         return ()
-    return (open_store(settings.state_url, job_ttl_s=settings.job_ttl_s),
+    return (open_store(settings.state_url, job_ttl_s=settings.job_ttl_s, namespace=NAMESPACE),
             redis.Redis.from_url(settings.state_url, decode_responses=True))
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from visionfleet.checkpoints.state import StateStore
+from visionfleet.checkpoints.worker_registry import WorkerRegistry
 from visionfleet.pipeline.envvars import env_float
 from visionfleet.workers.exporter import SERVED_PORT_ENV
 
@@ -87,7 +87,7 @@ class Activity:
 class Heartbeat:
     """Beats for ``owner`` from a daemon thread until ``stop``; then the store forgets it."""
 
-    def __init__(self, store: StateStore, owner: str, activity: Activity, every_s: float) -> None:
+    def __init__(self, store: WorkerRegistry, owner: str, activity: Activity, every_s: float) -> None:
         self.store, self.owner, self.activity, self.every_s = store, owner, activity, every_s
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
@@ -112,7 +112,7 @@ class Heartbeat:
         self.store.forget(self.owner)
 
 
-def reap_dead_here(store: StateStore) -> list[str]:
+def reap_dead_here(store: WorkerRegistry) -> list[str]:
     """Forget workers of this host whose process is gone (killed, crashed): their shards are free at once,
     and the next sweep (``workers.takeover``) offers them again.
 

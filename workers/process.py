@@ -14,7 +14,7 @@ import uuid
 import redis
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
-from visionfleet.broker.routes import RELABEL_SHARD_TASK
+from visionfleet.broker.routes import NAMESPACE, RELABEL_SHARD_TASK
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import StateStore, open_store
 from visionfleet.pipeline.access import Access
@@ -45,12 +45,12 @@ class ProcessContext:
         self.load = LoadSettings.from_env()
         broker = BrokerSettings.from_env()
         state_url = broker.state_url
-        self.store: StateStore = open_store(state_url, job_ttl_s=broker.job_ttl_s)
+        self.store: StateStore = open_store(state_url, job_ttl_s=broker.job_ttl_s, namespace=NAMESPACE)
         self.embedded_job = broker.embedded_run if broker.embedded else None
         self.access = Access.from_env()
         shared = state_url.startswith(("redis", "unix"))
         self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
-        self.metrics = Metrics(self.redis)
+        self.metrics = Metrics(self.redis, NAMESPACE)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.labellers = Labellers(self.runtime, self.load, self.owner)
         self.activity = Activity()
@@ -60,7 +60,7 @@ class ProcessContext:
 
     def cache(self) -> RedisLabelCache | None:
         """The dedup cache, where there is a Redis to keep it in."""
-        return RedisLabelCache(self.redis, self.settings.cache_ttl_s) if self.redis is not None else None
+        return RedisLabelCache(self.redis, self.settings.cache_ttl_s, NAMESPACE) if self.redis is not None else None
 
     def online(self) -> OnlineService:
         if self._online is None:

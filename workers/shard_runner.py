@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 from visionfleet.broker.metrics import Metrics
 from visionfleet.checkpoints.finalize import finalize_if_complete
-from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore
+from visionfleet.broker.routes import NAMESPACE
+from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore, Usage
 from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
@@ -71,7 +72,7 @@ class ShardRun:
         self._cache = cache
         self._clock = clock
         self._check = check  # the inputs this worker may read
-        self._metrics = metrics or Metrics(None)  # the fleet's counters (`visionfleet stats`)
+        self._metrics = metrics or Metrics(None, NAMESPACE)  # the fleet's counters (`visionfleet stats`)
 
     def run(self, job_id: str, index: int) -> Outcome:
         meta = self.store.job_meta(job_id)
@@ -202,8 +203,8 @@ class ShardRun:
                      busy_s: float) -> bool:
         with stage("commit"):
             return self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end, ok=ok, errors=errors,
-                                     part=part, done=done, ttl_s=self.settings.lease_ttl_s, worker=MACHINE,
-                                     busy_s=busy_s)
+                                     part=part, done=done, ttl_s=self.settings.lease_ttl_s,
+                                     usage=Usage(MACHINE, busy_s))
 
     def _renew(self, shard: _Shard) -> None:
         """Between pauses of a wait that holds the lease: keep it, so no one takes the shard over (and

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from visionfleet.checkpoints.state import StateStore
+from visionfleet.checkpoints.worker_registry import WorkerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Sweeper:
     ``job_id``: only that job's shards (an embedded run's queue folder is its own job's alone).
     """
 
-    def __init__(self, store: StateStore, send: Send, every_s: float, job_id: str | None = None) -> None:
+    def __init__(self, store: WorkerRegistry, send: Send, every_s: float, job_id: str | None = None) -> None:
         self.store, self.send, self.every_s, self.job_id = store, send, every_s, job_id
         self._thread = threading.Thread(target=self._run, daemon=True, name="takeover-sweep")
 

@@ -1,0 +1,59 @@
+"""The job book in SQLite: the ``jobs`` table, and the parts and failures its shards recorded."""
+import json
+import time
+
+from visionfleet.checkpoints.job_book import FINAL_STATES, JobBook, Progress, derive_state
+from visionfleet.checkpoints.sqlite.db import JOB_TABLES, SqliteDb
+
+
+class SqliteJobBook(SqliteDb, JobBook):
+    def create_job(self, job_id: str, meta: dict) -> None:
+        self._drop_expired()  # housekeeping at a natural moment: not on every read
+        with self._tx() as db:
+            db.execute("INSERT INTO jobs (job_id, meta, created_at) VALUES (?, ?, ?)",
+                       (job_id, json.dumps(meta), meta.get("created_at", time.time())))
+
+    def job_meta(self, job_id: str) -> dict | None:
+        rows = self._all("SELECT meta FROM jobs WHERE job_id = ?", job_id)
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_planned(self, job_id: str, total: int, shards: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET planned = 1, total = ?, shards = ? WHERE job_id = ?", (total, shards, job_id))
+
+    def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
+        expires = time.time() + self.job_ttl_s if self.job_ttl_s is not None and state in FINAL_STATES else None
+        with self._tx() as db:
+            db.execute("UPDATE jobs SET state = ?, reason = ?, expires_at = ? WHERE job_id = ?",
+                       (state, reason, expires, job_id))
+
+    def jobs(self, limit: int) -> list[Progress]:
+        self._drop_expired()
+        ids = [r[0] for r in self._all("SELECT job_id FROM jobs ORDER BY created_at DESC LIMIT ?", limit)]
+        return [p for p in map(self.progress, ids) if p is not None]
+
+    def purge(self, job_id: str) -> None:
+        with self._tx() as db:
+            for table in JOB_TABLES:
+                db.execute(f"DELETE FROM {table} WHERE job_id = ?", (job_id,))
+
+    def _drop_expired(self) -> None:
+        expired = [r[0] for r in self._all("SELECT job_id FROM jobs WHERE expires_at < ?", time.time())]
+        for job_id in expired:
+            self.purge(job_id)
+
+    def progress(self, job_id: str) -> Progress | None:
+        rows = self._all("SELECT planned, total, shards, shards_done, ok, errors, state, reason, created_at, "
+                         "started_at, updated_at, seen_at FROM jobs WHERE job_id = ?", job_id)
+        if not rows:
+            return None
+        planned, total, shards, shards_done, ok, errors, state, reason, created, started, updated, seen = rows[0]
+        failed = dict(self._all("SELECT idx, failed FROM shards WHERE job_id = ? AND failed IS NOT NULL", job_id))
+        return Progress(
+            job_id=job_id, state=derive_state(state, started is not None), planned=bool(planned), total=total,
+            shards=shards, shards_done=shards_done, ok=ok, errors=errors, created_at=created,
+            started_at=started, updated_at=updated, failed_shards=failed, reason=reason, seen_at=seen,
+        )
+
+    def parts(self, job_id: str) -> list[str]:
+        return [r[0] for r in self._all("SELECT name FROM parts WHERE job_id = ? ORDER BY name", job_id)]

@@ -1,0 +1,107 @@
+"""The job book's contract (``checkpoints.job_book.JobBook``), on SQLite and on Redis."""
+import time
+
+import pytest
+
+from tests.helpers import wait_until
+
+from visionfleet.checkpoints import open_store
+from visionfleet.checkpoints.state import Checkpoint
+
+pytest_plugins = ["tests.stores"]  # the store fixtures: SQLite and Redis
+
+
+def test_new_job_is_queued_then_running_once_a_shard_is_leased(store, job_id):
+    store.create_job(job_id, {"model": "m"})
+    assert store.job_meta(job_id) == {"model": "m"}
+    assert store.progress(job_id).state == "queued"
+    assert store.acquire(job_id, 0, "w1", ttl_s=60) is not None
+    assert store.progress(job_id).state == "running"
+
+
+def test_unknown_job(store):
+    assert store.job_meta("nope-never") is None
+    assert store.progress("nope-never") is None
+
+
+def test_final_state_sticks(store, job_id):
+    store.create_job(job_id, {})
+    store.acquire(job_id, 0, "w1", ttl_s=60)
+    store.set_state(job_id, "failed", "because")
+    p = store.progress(job_id)
+    assert (p.state, p.reason) == ("failed", "because")
+
+
+def test_a_watchers_pause_ends_when_the_job_state_is_set_where_the_store_can_tell(backend, job_id):
+    """Redis tells (pub/sub), so a waiting command ends with the job; SQLite can only sleep out the pause."""
+    store, other = backend.open(), backend.open()  # the worker that ends the job is elsewhere
+    store.create_job(job_id, {})
+    with store.state_changes(job_id) as pause:
+        start = time.monotonic()
+        pause(0.05)  # nothing happened: the whole pause
+        assert time.monotonic() - start >= 0.05
+        other.set_state(job_id, "succeeded")
+        start = time.monotonic()
+        pause(0.05 if backend.name == "sqlite" else 30)
+        assert time.monotonic() - start < 5
+
+
+def test_jobs_lists_the_newest_first_and_purge_removes_all_of_one(store, job_id):
+    for n, suffix in enumerate(("a", "b", "c")):
+        store.create_job(f"{job_id}-{suffix}", {"model": "m", "created_at": 4e9 + n})  # newer than any other
+    store.set_planned(f"{job_id}-b", total=2, shards=1)
+    lease = store.acquire(f"{job_id}-b", 0, "w1", ttl_s=60)
+    assert store.commit(f"{job_id}-b", 0, lease.token, offset=2, ok=2, errors=0, part="p", done=True, ttl_s=60)
+    assert [p.job_id for p in store.jobs(2)] == [f"{job_id}-c", f"{job_id}-b"]
+    store.purge(f"{job_id}-b")
+    assert store.progress(f"{job_id}-b") is None and store.checkpoint(f"{job_id}-b", 0) == Checkpoint()
+    assert store.parts(f"{job_id}-b") == []
+    assert [p.job_id for p in store.jobs(2)] == [f"{job_id}-c", f"{job_id}-a"]
+    for suffix in ("a", "c"):
+        store.purge(f"{job_id}-{suffix}")
+
+
+def test_an_ended_job_expires_after_its_ttl_and_a_running_one_does_not(backend, job_id):
+    store = backend.open(job_ttl_s=1)
+    for name in ("ended", "running"):
+        store.create_job(f"{job_id}-{name}", {"model": "m"})
+        store.set_planned(f"{job_id}-{name}", total=1, shards=1)
+        store.acquire(f"{job_id}-{name}", 0, "w1", ttl_s=60)
+    store.set_state(f"{job_id}-ended", "succeeded")
+
+    def expired() -> bool:
+        listed = {p.job_id for p in store.jobs(1000)}  # SQLite drops expired jobs here
+        return store.progress(f"{job_id}-ended") is None and f"{job_id}-ended" not in listed
+
+    wait_until(expired, 10, "the ended job to expire")
+    assert store.checkpoint(f"{job_id}-ended", 0) == Checkpoint()
+    assert store.progress(f"{job_id}-running").state == "running"
+    store.purge(f"{job_id}-running")
+
+
+class _CtrlCAfterBegin:
+    """The store's SQLite connection, with a Ctrl-C landing just after the next BEGIN has run."""
+
+    def __init__(self, db):
+        self._db = db
+
+    def __getattr__(self, name):
+        return getattr(self._db, name)
+
+    def execute(self, sql, *args):
+        result = self._db.execute(sql, *args)
+        if sql.startswith("BEGIN"):
+            raise KeyboardInterrupt
+        return result
+
+
+def test_a_ctrl_c_just_after_a_transaction_begins_leaves_the_sqlite_store_usable(tmp_path, job_id):
+    """CI once saw it: the interrupted call's BEGIN stayed open, and every later call failed
+    with 'cannot start a transaction within a transaction'."""
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    store.create_job(job_id, {})
+    real, store._db = store._db, _CtrlCAfterBegin(store._db)
+    with pytest.raises(KeyboardInterrupt):
+        store.workers()
+    store._db = real
+    assert store.workers() == [] and store.progress(job_id).state == "queued"
