@@ -11,38 +11,19 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.model_spec import DEFAULT_MODEL
+from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.runtimes.choice import choose_engine
 from visionfleet.pipeline.sources import is_manifest, iter_source
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
 
 log = logging.getLogger(__name__)
-
-DEFAULT_SHARD_SIZE = 1000  # 50M images -> 50k messages
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    source: str
-    output: str
-    model: str = DEFAULT_MODEL
-    top_k: int = 5
-    shard_size: int = DEFAULT_SHARD_SIZE
-    all_files: bool = False
-    cache: bool = False  # look labels up by content first (dedup cache; needs Redis)
-    runtime: str = "auto"  # auto: each worker picks the fastest it has
-    precision: str = "auto"
-    calibration: str | None = None  # int8 calibration images; None: the job's own
-    allow_empty: bool = False  # else a source that matches nothing is a mistake (a typo in a prefix)
-    include: tuple[str, ...] = ()  # globs on the key: keep only matching URIs
-    exclude: tuple[str, ...] = ()  # globs on the key: drop matching URIs
 
 
 def new_job_id() -> str:
@@ -56,7 +37,7 @@ def check_access(spec: JobSpec, *, embedded: bool) -> None:
 
     A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
     choose_engine(spec.runtime, spec.precision, cuda=False)  # a pair no machine runs fails the same on a GPU
-    access = Access.from_env(asdict(spec) if embedded else None)
+    access = Access.from_env(spec if embedded else None)
     access.check_model(spec.model)
     workers_read = (spec.output, spec.calibration)
     if _read_here(spec.source, embedded):
@@ -128,11 +109,10 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
     job_id = job_id or new_job_id()
     uris = _listing(spec)
     root = layout.job_root(spec.output, job_id)
-    meta = {**asdict(spec), "job_id": job_id, "output": root, "created_at": time.time(),
-            shard_lists.FORMAT_KEY: shard_lists.FORMAT}
+    job = Job(job_id, replace(spec, output=root), time.time(), shard_lists.FORMAT)
     storage = storage_for(root)
-    storage.write(layout.job_file(root), json.dumps(meta, indent=1).encode())
-    store.create_job(job_id, meta)
+    storage.write(layout.job_file(root), json.dumps(job.to_dict(), indent=1).encode())
+    store.create_job(job_id, job.to_dict())
     total = shards = 0
     try:
         for index, chunk in enumerate(chunks(uris, spec.shard_size)):

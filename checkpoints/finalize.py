@@ -10,6 +10,7 @@ import time
 
 from visionfleet.checkpoints.state import FINAL_STATES, StateStore
 from visionfleet.pipeline import layout
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import storage_for
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,10 @@ def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
         store.set_state(job_id, "failed", reason)
         log.error("job failed", extra={"job_id": job_id, "reason": reason})
         return "failed"
-    meta = store.job_meta(job_id)
-    root = meta["output"]
+    job = Job.from_dict(store.job_meta(job_id))
+    root = job.root
     summary = {
-        "job_id": job_id, "model": meta["model"], "source": meta["source"], "total": progress.total,
+        "job_id": job_id, "model": job.spec.model, "source": job.spec.source, "total": progress.total,
         "ok": progress.ok, "errors": progress.errors, "parts": store.parts(job_id),
         "created_at": progress.created_at, "finished_at": time.time(), **_engines(root),
     }

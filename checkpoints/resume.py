@@ -20,6 +20,7 @@ from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.state import Checkpoint, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import is_oss, storage_for
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,10 @@ def _read_json(uri: str, missing: str) -> dict:
 
 def rebuild(store: StateStore, root: str, job_id: str) -> int:
     """Recreate a job the store has lost from its durable files; the number of shards restored."""
-    meta = _read_json(layout.job_file(root), f"no job {job_id} under {root}; check the job id and --output")
+    missing = f"no job {job_id} under {root}; check the job id and --output"
+    job = Job.from_dict(_read_json(layout.job_file(root), missing))
     plan = _read_json(layout.plan_file(root), f"listing of job {job_id} never finished; start the job again")
-    store.create_job(job_id, meta)
+    store.create_job(job_id, job.to_dict())
     store.set_planned(job_id, plan["total"], plan["shards"])
     storage = storage_for(root)
     files = list(storage.list(storage.join(root, layout.CHECKPOINT_DIR)))
@@ -68,7 +70,7 @@ def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable
     root = layout.job_root(output, job_id)
     if store.progress(job_id) is None:
         rebuild(store, root, job_id)
-    known = store.job_meta(job_id)["output"]
+    known = Job.from_dict(store.job_meta(job_id)).root
     if _same_place(known) != _same_place(root):
         raise ConfigError(f"job {job_id} writes to {known}, not {root}; give --output {layout.dest_of(known, job_id)}")
     progress = store.progress(job_id)

@@ -5,13 +5,14 @@ from collections.abc import Callable
 
 import click
 
-from visionfleet.broker.planner import DEFAULT_SHARD_SIZE, JobSpec, check_access, new_job_id, plan_job
+from visionfleet.broker.planner import check_access, new_job_id, plan_job
 from visionfleet.broker.settings import EMBEDDED_RUN_ENV, BrokerSettings
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.cli.embedded import INTERRUPTED
 from visionfleet.cli.progress import JobView, wait as wait_for
 from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.pipeline.envvars import env_str
+from visionfleet.pipeline.job import DEFAULT_SHARD_SIZE, JobSpec
 from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.storage import is_oss
 from visionfleet.pipeline.storage.local import absolute

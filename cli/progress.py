@@ -18,6 +18,7 @@ from tqdm import tqdm
 from visionfleet.checkpoints.state import FINAL_STATES, Progress, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import VisionfleetError
+from visionfleet.pipeline.job import Job
 
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"  # the job's rate, not the bar's
 WORKERS_EVERY_S = 1.0  # the list of live workers changes at beat pace, not at poll pace
@@ -100,13 +101,19 @@ def waiting_line(waiting: dict) -> str:
     return f"waiting: {waiting['reason']} on worker {waiting['owner']} since {since}"
 
 
+def _root(store: StateStore, job_id: str) -> str | None:
+    """Where the job writes; None when the store does not know it."""
+    stored = store.job_meta(job_id)
+    return Job.from_dict(stored).root if stored else None
+
+
 def look(store: StateStore, job_id: str, workers: list[dict] | None = None, root: str | None = None) -> JobView | None:
     """The job now; ``workers``: every live worker, and ``root``: its output, if already read."""
     progress = store.progress(job_id)
     if progress is None:
         return None
     if root is None:
-        root = (store.job_meta(job_id) or {}).get("output")
+        root = _root(store, job_id)
     on_job = [w for w in (store.workers() if workers is None else workers) if w.get("job_id") == job_id]
     return JobView(progress, on_job, time.time(), root)
 
@@ -135,7 +142,7 @@ def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.
                         bar_format=BAR_FORMAT)
     hint_at = None if hint_after_s is None else clock() + hint_after_s
     workers, workers_at = [], None
-    root = (store.job_meta(job_id) or {}).get("output")
+    root = _root(store, job_id)
     with store.state_changes(job_id) as pause, contextlib.closing(progress_bar):
         while True:
             if workers_at is None or clock() - workers_at >= WORKERS_EVERY_S:

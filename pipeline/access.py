@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.job import JobSpec
 from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.pipeline.storage import is_oss
 from visionfleet.pipeline.storage.local import absolute
@@ -35,13 +36,13 @@ class Access:
     oss_buckets: frozenset[str] | None  # None: any bucket
 
     @classmethod
-    def from_env(cls, job: dict | None = None) -> "Access":
+    def from_env(cls, job: JobSpec | None = None) -> "Access":
         """The worker's allowances; ``job``: the one job an embedded command runs, which fills the unset ones."""
         models = _listed("VISIONFLEET_MODELS", ",")
         roots = _listed("VISIONFLEET_LOCAL_ROOTS", os.pathsep)
         if job is not None:
-            models = models or {job["model"]}
-            roots = roots or {_folder(job[k]) for k in ("source", "output", "calibration") if job.get(k)}
+            models = models or {job.model}
+            roots = roots or {_folder(place) for place in (job.source, job.output, job.calibration) if place}
         models = (models or set()) | {DEFAULT_MODEL, env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)}
         buckets = _listed("VISIONFLEET_OSS_BUCKETS", ",")
         return cls(frozenset(models), tuple(sorted(os.path.realpath(r) for r in roots or () if not is_oss(r))),

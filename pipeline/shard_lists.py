@@ -7,18 +7,18 @@ any name a file system or OSS allows comes back exactly as listed, and no
 name can add a line, which would inject another URI into the shard.
 
 Jobs planned before this format kept one bare URI a line
-(``shard-SSSSSS.txt``); their job description lacks ``FORMAT_KEY`` and
-they are still read, as they were written.
+(``shard-SSSSSS.txt``); their job has no ``shard_lists`` format and they
+are still read, as they were written.
 """
 import json
 from collections.abc import Iterator
 from itertools import count
 
 from visionfleet.pipeline import layout
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import storage_for
 
-FORMAT_KEY = "shard_lists"  # in the job's description: absent for plans written before JSON Lines
-FORMAT = "jsonl"
+FORMAT = "jsonl"  # a job's ``shard_lists``
 
 
 def encode(uris: list[str]) -> bytes:
@@ -38,25 +38,25 @@ def _decode_legacy(data: bytes) -> list[str]:
     return data.decode("utf-8").split("\n")[:-1]
 
 
-def path(meta: dict, index: int) -> str:
-    """Where shard ``index`` of the job ``meta`` describes keeps its URIs."""
-    return layout.shard_list(meta["output"], index, legacy=meta.get(FORMAT_KEY) != FORMAT)
+def path(job: Job, index: int) -> str:
+    """Where shard ``index`` of ``job`` keeps its URIs."""
+    return layout.shard_list(job.root, index, legacy=job.shard_lists != FORMAT)
 
 
 def write(root: str, index: int, uris: list[str]) -> None:
     storage_for(root).write(layout.shard_list(root, index), encode(uris))
 
 
-def read(meta: dict, index: int) -> list[str]:
+def read(job: Job, index: int) -> list[str]:
     """The URIs of shard ``index``, exactly as they were planned."""
-    data = storage_for(meta["output"]).read(path(meta, index))
-    return decode(data) if meta.get(FORMAT_KEY) == FORMAT else _decode_legacy(data)
+    data = storage_for(job.root).read(path(job, index))
+    return decode(data) if job.shard_lists == FORMAT else _decode_legacy(data)
 
 
-def iter_planned(meta: dict) -> Iterator[str]:
+def iter_planned(job: Job) -> Iterator[str]:
     """The job's URIs in plan order, from the shard lists written so far."""
-    storage = storage_for(meta["output"])
+    storage = storage_for(job.root)
     for index in count():
-        if not storage.exists(path(meta, index)):
+        if not storage.exists(path(job, index)):
             return
-        yield from read(meta, index)
+        yield from read(job, index)

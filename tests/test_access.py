@@ -10,6 +10,7 @@ from tests.test_embedded import embedded_env
 from tests.test_fleet import wait_for_job
 from visionfleet.pipeline.access import MAX_URI_BYTES, Access
 from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.job import JobSpec
 from visionfleet.pipeline.storage.local import LocalStorage
 
 
@@ -61,8 +62,7 @@ def test_settings_widen_and_narrow_what_is_allowed(clean_access_env, tmp_path):
 def test_an_embedded_run_may_use_what_its_own_job_names(clean_access_env, tmp_path):
     (tmp_path / "photos").mkdir()
     (tmp_path / "list.txt").write_text("a.jpg\n")
-    job = {"model": "torchscript:/m.pt", "source": str(tmp_path / "list.txt"), "output": str(tmp_path / "out" / "j"),
-           "calibration": None}
+    job = JobSpec(model="torchscript:/m.pt", source=str(tmp_path / "list.txt"), output=str(tmp_path / "out" / "j"))
     access = Access.from_env(job)
     access.check_model("torchscript:/m.pt")
     access.check_uri(str(tmp_path / "a.jpg"))  # beside the manifest

@@ -1,8 +1,8 @@
 """What a bogus input may cost: a gzip'd manifest of nothing but newlines, a shard message that names a
 shard no plan has. Each is refused early, and leaves nothing behind."""
 import gzip
+import time
 import uuid
-from dataclasses import asdict
 
 import pytest
 import redis
@@ -10,11 +10,11 @@ import redis
 from tests.helpers import visionfleet, wait_until
 from tests.test_embedded import embedded_env
 from visionfleet.broker.celery_app import make_app
-from visionfleet.broker.planner import JobSpec
 from visionfleet.broker.routes import BULK_QUEUE, RELABEL_SHARD_TASK
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import open_store
 from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.sources import MAX_SKIPPED_BYTES, iter_source
 
 
@@ -50,9 +50,8 @@ def test_a_message_naming_a_shard_no_plan_has_leaves_no_key_behind(bucket, fleet
     client = redis.Redis.from_url(fleet_env["VISIONFLEET_BROKER_URL"], decode_responses=True)
     planned, planning = (f"bogus-{uuid.uuid4().hex[:8]}" for _ in range(2))
     for job_id in (planned, planning):
-        meta = {**asdict(JobSpec(f"oss://{bucket.bucket_name}/in/", f"oss://{bucket.bucket_name}/out/")),
-                "job_id": job_id, "output": f"oss://{bucket.bucket_name}/out/{job_id}"}
-        store.create_job(job_id, meta)
+        spec = JobSpec(f"oss://{bucket.bucket_name}/in/", f"oss://{bucket.bucket_name}/out/{job_id}")
+        store.create_job(job_id, Job(job_id, spec, time.time()).to_dict())  # bare-line lists: none written
     store.set_planned(planned, 3, 1)  # shard 0 only; its message is not sent: the job stays queued
     workers.start(1)
     for job_id, shard in ((planned, 999_999), (planned, 1), (planning, 999_999)):

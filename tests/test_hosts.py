@@ -17,8 +17,9 @@ from tests.helpers import REPO, free_port, read_output, stop_process, visionflee
 from tests.photos import KNOWN, photo_bytes
 from tests.test_fleet import oss_reader, wait_for_job
 from tests.test_operations import get
-from visionfleet.broker.planner import JobSpec, check_access
+from visionfleet.broker.planner import check_access
 from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.job import JobSpec
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 SHARDS = 12

@@ -1,15 +1,18 @@
 """Waiting on a job and showing it: the hint when no worker takes it (under an injected clock),
 live workers and their uncommitted labels, and a job that no worker is on."""
+import time
+
 import pytest
 
 from visionfleet.checkpoints import open_store
 from visionfleet.cli.progress import look, wait
 from visionfleet.pipeline.errors import VisionfleetError
+from visionfleet.pipeline.job import Job, JobSpec
 
 
 def queued_job(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    store.create_job("j1", {"job_id": "j1", "model": "m", "source": "s", "output": str(tmp_path / "j1")})
+    store.create_job("j1", Job("j1", JobSpec("s", str(tmp_path / "j1"), model="m"), time.time()).to_dict())
     store.set_planned("j1", 3, 1)
     return store
 

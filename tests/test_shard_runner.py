@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from visionfleet.broker.planner import JobSpec, plan_job
+from visionfleet.broker.planner import plan_job
 from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.resume import resume_job
 from visionfleet.pipeline import layout, shard_lists
+from visionfleet.pipeline.job import JobSpec
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from tests.photos import distinct_jpegs
 from tests.test_labeller import CountingModel
@@ -130,15 +131,16 @@ def test_commits_also_on_time_under_an_injected_clock(job):
 
 
 def test_a_job_planned_before_json_lines_still_resumes_from_its_bare_lines(job):
-    """Plans written by earlier versions (``shard-*.txt``, one bare URI a line) resume as they were."""
+    """Plans written by earlier versions (``shard-*.txt``, one bare URI a line; a job.json of the first
+    release's fields, no schema) resume as they were."""
     store, job_id, root = job
     plan = root / "_plan"
     uris = shard_lists.decode((plan / "shard-000000.jsonl").read_bytes())
     (plan / "shard-000000.jsonl").unlink()
     (plan / "shard-000000.txt").write_text("\n".join(uris) + "\n")
     meta = json.loads((plan / "job.json").read_text())
-    del meta[shard_lists.FORMAT_KEY]
-    (plan / "job.json").write_text(json.dumps(meta))
+    first_release = ("source", "output", "model", "top_k", "shard_size", "all_files", "job_id", "created_at")
+    (plan / "job.json").write_text(json.dumps({k: meta[k] for k in first_release}))
     store.purge(job_id)
     assert resume_job(store, str(root.parent), job_id, lambda j, s: None).shards == [0]  # rebuilt from old files
     assert runner(store).run(job_id, 0) is Outcome.DONE

@@ -18,6 +18,7 @@ from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.calibration import CalibrationSet, calibration_set
 from visionfleet.pipeline.decode import Geometry
 from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from visionfleet.pipeline.models import load_model
 from visionfleet.pipeline.sources import iter_source
@@ -42,17 +43,18 @@ class Labellers:
         return self._get(model_spec, self.runtime, source, lambda: iter_source(source),
                          f"VISIONFLEET_CALIBRATION ({source})")
 
-    def for_job(self, meta: dict) -> Labeller:
+    def for_job(self, job: Job) -> Labeller:
         """The labeller a job asks for, noted under the job's output."""
-        settings = self.runtime.for_job(meta.get("runtime", "auto"), meta.get("precision", "auto"))
-        source = meta.get("calibration") or settings.calibration
+        spec = job.spec
+        settings = self.runtime.for_job(spec.runtime, spec.precision)
+        source = spec.calibration or settings.calibration
         if source:
-            labeller = self._get(meta["model"], settings, source, lambda: iter_source(source),
+            labeller = self._get(spec.model, settings, source, lambda: iter_source(source),
                                  f"the calibration source {source}")
         else:
-            labeller = self._get(meta["model"], settings, "job:" + meta["job_id"], lambda: shard_lists.iter_planned(meta),
-                                 f"the job's own images ({meta['source']})", own_images=True)
-        self._note(meta, labeller)
+            labeller = self._get(spec.model, settings, "job:" + job.job_id, lambda: shard_lists.iter_planned(job),
+                                 f"the job's own images ({spec.source})", own_images=True)
+        self._note(job, labeller)
         return labeller
 
     def _get(self, spec: str, settings: RuntimeSettings, calibration_key: str | None,
@@ -83,12 +85,12 @@ class Labellers:
         self._loaded.move_to_end(key)
         return self._loaded[key]
 
-    def _note(self, meta: dict, labeller: Labeller) -> None:
+    def _note(self, job: Job, labeller: Labeller) -> None:
         info = labeller.model.info
         note = {"model": info.name, **(info.engine or {"runtime": "plugin"})}
         body = json.dumps(note, sort_keys=True)
         name = hashlib.sha256(body.encode()).hexdigest()[:12]
-        if (meta["job_id"], name) not in self._noted:
-            storage_for(meta["output"]).write(layout.engine_note(meta["output"], name), body.encode())
-            self._noted.add((meta["job_id"], name))
+        if (job.job_id, name) not in self._noted:
+            storage_for(job.root).write(layout.engine_note(job.root, name), body.encode())
+            self._noted.add((job.job_id, name))
 

@@ -20,6 +20,7 @@ from visionfleet.checkpoints import StateStore, open_store
 from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import LoadSettings
 from visionfleet.pipeline.models import DEFAULT_MODEL
 from visionfleet.pipeline.telemetry import PROCESSES_READY
@@ -69,9 +70,9 @@ class ProcessContext:
                                          check=self.access.check_uri)
         return self._online
 
-    def access_for(self, meta: dict) -> Access:
+    def access_for(self, job: Job) -> Access:
         """What this worker may touch for a job: its settings, and in an embedded run, what its own job names."""
-        return Access.from_env(meta) if meta["job_id"] == self.embedded_job else self.access
+        return Access.from_env(job.spec) if job.job_id == self.embedded_job else self.access
 
 
 def default_model() -> str:

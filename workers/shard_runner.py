@@ -24,6 +24,7 @@ from visionfleet.broker.routes import NAMESPACE
 from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore, Usage
 from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.faults import infrastructure
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import to_jsonl
 from visionfleet.pipeline.storage import storage_for
@@ -54,9 +55,9 @@ class _LeaseLost(Exception):
 class _Shard:
     """One leased run over one shard: its URIs, where it writes, what is committed."""
 
-    def __init__(self, job_id: str, index: int, lease: Lease, meta: dict, uris: list[str], committed: Checkpoint):
-        self.job_id, self.index, self.lease, self.meta, self.uris = job_id, index, lease, meta, uris
-        self.root = meta["output"]
+    def __init__(self, job_id: str, index: int, lease: Lease, job: Job, uris: list[str], committed: Checkpoint):
+        self.job_id, self.index, self.lease, self.job, self.uris = job_id, index, lease, job, uris
+        self.root = job.root
         self.committed = committed
 
 
@@ -75,9 +76,10 @@ class ShardRun:
         self._metrics = metrics or Metrics(None, NAMESPACE)  # the fleet's counters (`visionfleet stats`)
 
     def run(self, job_id: str, index: int) -> Outcome:
-        meta = self.store.job_meta(job_id)
-        if meta is None:
+        stored = self.store.job_meta(job_id)
+        if stored is None:
             return Outcome.UNKNOWN_JOB
+        job = Job.from_dict(stored)
         if self._cancelled(job_id):
             return Outcome.CANCELLED
         lease = self.store.acquire(job_id, index, self.owner, self.settings.lease_ttl_s)
@@ -88,7 +90,7 @@ class ShardRun:
             self.store.release(job_id, index, lease.token)
             finalize_if_complete(self.store, job_id)  # the last shard's own try may have met a fault
             return Outcome.DONE
-        shard = _Shard(job_id, index, lease, meta, shard_lists.read(meta, index), committed)
+        shard = _Shard(job_id, index, lease, job, shard_lists.read(job, index), committed)
         if lease.takeovers:
             self._metrics.count("bulk_shard_takeovers")
             SHARD_TAKEOVERS.inc()
@@ -127,11 +129,11 @@ class ShardRun:
             self.store.release(shard.job_id, shard.index, shard.lease.token)
             return Outcome.HANDED_BACK
         records, since = [], self._clock()
-        cache = self._cache if shard.meta.get("cache") else None
+        cache = self._cache if shard.job.spec.cache else None
         # The first commit comes after one model batch, so labels and progress show at once;
         # later ones on the cadence.
         every = min(self.settings.commit_every, self.labeller.model.info.max_batch_size)
-        for record in self.labeller.label(shard.uris[start:], shard.meta["top_k"], cache, self._check):
+        for record in self.labeller.label(shard.uris[start:], shard.job.spec.top_k, cache, self._check):
             records.append(record)
             self.activity.labelled = len(records)
             end = start + len(records)

@@ -15,6 +15,7 @@ from visionfleet.checkpoints.state import FINAL_STATES
 from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.faults import infrastructure
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.storage import storage_for
 from visionfleet.workers import drain
@@ -46,8 +47,8 @@ def relabel_shard(self, job_id: str, shard: int) -> str:
 
 def _relabel(task, ctx, job_id: str, shard: int) -> str:
     """One try at the shard; an infrastructure fault leaves it, to be waited out and tried again."""
-    meta = ctx.store.job_meta(job_id)
-    if meta is None:
+    stored = ctx.store.job_meta(job_id)
+    if stored is None:
         log.error("unknown job: message dropped", extra={"job_id": job_id, "shard": shard})
         return Outcome.UNKNOWN_JOB.value
     progress = ctx.store.progress(job_id)
@@ -55,26 +56,31 @@ def _relabel(task, ctx, job_id: str, shard: int) -> str:
     if state in FINAL_STATES:  # e.g. failed by another shard's model check: do not load it again
         log.info("job has ended: message dropped", extra={"job_id": job_id, "shard": shard, "state": state})
         return Outcome.DONE.value
+    try:
+        job = Job.from_dict(stored)
+    except ConfigError as exc:  # every worker would read the same record: the job cannot run
+        _fail_job(ctx, job_id, str(exc), "its stored description cannot be read")
+        return Outcome.FAILED.value
     # Where the job writes is known now: a full disk there reads "output disk full".
-    return ctx.faults.ride_out(lambda: _run(task, ctx, meta, progress, shard), job_id=job_id, shard=shard,
-                               output=meta["output"])
+    return ctx.faults.ride_out(lambda: _run(task, ctx, job, progress, shard), job_id=job_id, shard=shard,
+                               output=job.root)
 
 
-def _run(task, ctx, meta: dict, progress, shard: int) -> str:
+def _run(task, ctx, job: Job, progress, shard: int) -> str:
     """Check what the job may touch, get its labeller, run the shard, and map the outcome to messages."""
-    job_id = meta["job_id"]
-    access = ctx.access_for(meta)
+    job_id = job.job_id
+    access = ctx.access_for(job)
     try:  # before anything is imported, read or written for this job
-        access.check_model(meta["model"])
-        for place in filter(None, (meta["output"], meta.get("calibration"))):
+        access.check_model(job.spec.model)
+        for place in filter(None, (job.root, job.spec.calibration)):
             access.check_place(place)
     except ConfigError as exc:
-        _fail_job(ctx, meta, str(exc))
+        _fail_job(ctx, job_id, str(exc))
         return Outcome.FAILED.value
-    if not _planned_shard(progress, meta, shard):
+    if not _planned_shard(progress, job, shard):
         log.error("no such shard in the job's plan: message dropped", extra={"job_id": job_id, "shard": shard})
         return Outcome.UNKNOWN_JOB.value
-    labeller = _labeller(task, ctx, meta)
+    labeller = _labeller(task, ctx, job)
     if labeller is None:
         return Outcome.FAILED.value
     run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
@@ -93,15 +99,15 @@ def _run(task, ctx, meta: dict, progress, shard: int) -> str:
     return outcome.value
 
 
-def _planned_shard(progress, meta: dict, shard: int) -> bool:
+def _planned_shard(progress, job: Job, shard: int) -> bool:
     """Whether the plan has this shard, before any state is kept for it: a shard the plan does not have
     would leave keys that no end of the job expires. While planning goes on, its list is written first."""
     if progress.planned:
         return shard < progress.shards
-    return storage_for(meta["output"]).exists(shard_lists.path(meta, shard))
+    return storage_for(job.root).exists(shard_lists.path(job, shard))
 
 
-def _labeller(task, ctx, meta: dict):
+def _labeller(task, ctx, job: Job):
     """The job's labeller; None once the job is failed because its model cannot run.
 
     The spec itself wrong (ConfigError: unknown model, missing file, int8 gate)
@@ -114,25 +120,25 @@ def _labeller(task, ctx, meta: dict):
     """
     tries = task.request.retries + 1
     try:
-        return ctx.labellers.for_job(meta)
+        return ctx.labellers.for_job(job)
     except ConfigError as exc:
-        _fail_job(ctx, meta, f"model {meta['model']} cannot run: {exc}")
+        _fail_job(ctx, job.job_id, f"model {job.spec.model} cannot run: {exc}")
         return None
     except Exception as exc:
         if infrastructure(exc) is not None:
             raise
         reason = f"{type(exc).__name__}: {exc}"
         if tries >= MAX_LOAD_TRIES:
-            _fail_job(ctx, meta, f"model {meta['model']} failed to load {tries} times: {reason}")
+            _fail_job(ctx, job.job_id, f"model {job.spec.model} failed to load {tries} times: {reason}")
             return None
-        log.warning("model failed to load: trying again", extra={"job_id": meta["job_id"], "try": tries,
+        log.warning("model failed to load: trying again", extra={"job_id": job.job_id, "try": tries,
                                                                    "error": reason})
         raise task.retry(countdown=_backoff(tries - 1)) from exc
 
 
-def _fail_job(ctx, meta: dict, reason: str) -> None:
-    ctx.store.set_state(meta["job_id"], "failed", reason)
-    log.error("job failed: its model cannot run", extra={"job_id": meta["job_id"], "error": reason})
+def _fail_job(ctx, job_id: str, reason: str, why: str = "its model cannot run") -> None:
+    ctx.store.set_state(job_id, "failed", reason)
+    log.error(f"job failed: {why}", extra={"job_id": job_id, "error": reason})
 
 
 def _backoff(retries: int) -> float:
