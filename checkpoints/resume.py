@@ -39,7 +39,7 @@ def rebuild(store: StateStore, root: str, job_id: str) -> int:
     store.create_job(job_id, meta)
     store.set_planned(job_id, plan["total"], plan["shards"])
     storage = storage_for(root)
-    files = list(storage.list(storage.join(root, layout.CHECKPOINT_DIR)))
+    files = list(storage.list(layout.child(root, layout.CHECKPOINT_DIR)))
     with ThreadPoolExecutor(16) as pool:  # 50k small reads: overlap their latency
         copies = list(pool.map(lambda uri: (uri, json.loads(storage.read(uri))), files))
     for uri, data in copies:
