@@ -1,9 +1,10 @@
 """Every name the product writes under ``DEST/<job_id>/``, in one place.
 
-- ``part-SSSSSS-AAAAAAA-BBBBBBB-tT.jsonl``: records of URIs ``[A, B)`` of
-  shard ``S``, written by the worker holding lease token ``T``. Only parts
-  listed in ``_SUCCESS.json`` are output; any other is an orphan of a
-  refused commit and is never read.
+- ``part-SSSSSS-AAAAAAA-BBBBBBB-tT.EXT``: records of URIs ``[A, B)`` of
+  shard ``S``, written by the worker holding lease token ``T``; ``EXT`` is
+  the output format's (``.jsonl``), so the output sink (``pipeline.sink``)
+  adds it. Only parts listed in ``_SUCCESS.json`` are output; any other is
+  an orphan of a refused commit and is never read.
 - ``_plan/shard-SSSSSS.jsonl``: the URIs of shard ``S``, one JSON string a line
   (``pipeline/shard_lists.py``; jobs planned before it: ``shard-SSSSSS.txt``).
 - ``_plan/job.json``, ``_plan/plan.json``: the job's description, and its
@@ -44,8 +45,9 @@ def shard_list(root: str | Location, shard: int, *, legacy: bool = False) -> str
     return _under(root, PLAN_DIR, f"shard-{shard:06d}.{'txt' if legacy else 'jsonl'}")
 
 
-def part_name(shard: int, start: int, end: int, token: int) -> str:
-    return f"part-{shard:06d}-{start:07d}-{end:07d}-t{token}.jsonl"
+def part_stem(shard: int, start: int, end: int, token: int) -> str:
+    """A part's name without its extension, which is the output format's."""
+    return f"part-{shard:06d}-{start:07d}-{end:07d}-t{token}"
 
 
 def child(root: str | Location, name: str) -> str:
@@ -65,6 +67,10 @@ def plan_file(root: str | Location) -> str:
 def checkpoint_file(root: str | Location, shard: int) -> str:
     return _under(root, CHECKPOINT_DIR, f"shard-{shard:06d}.json")
 
+
+def checkpoint_shard(uri: str) -> int:
+    """The shard a durable checkpoint copy (``checkpoint_file``) is of."""
+    return int(uri.rsplit("shard-", 1)[1].split(".", 1)[0])
 
 
 def engine_note(root: str | Location, name: str) -> str:
