@@ -11,6 +11,7 @@ import time
 from visionfleet.checkpoints.state import FINAL_STATES, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.job import Job
+from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.storage import storage_for
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
         "ok": progress.ok, "errors": progress.errors, "parts": store.parts(job_id),
         "created_at": progress.created_at, "finished_at": time.time(), **_engines(root),
     }
-    storage_for(root).write(layout.child(root, layout.SUCCESS), json.dumps(summary, indent=1).encode())
+    sink_for(root).finalise(summary)
     store.set_state(job_id, "succeeded")
     _write_report(store, job_id, root)
     log.info("job succeeded", extra={"job_id": job_id, "total": progress.total, "errors": progress.errors})

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
@@ -21,6 +20,7 @@ from visionfleet.checkpoints.state import Checkpoint, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.job import Job
+from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.storage import is_oss, storage_for
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,8 @@ def rebuild(store: StateStore, root: str, job_id: str) -> int:
     plan = _read_json(layout.plan_file(root), f"listing of job {job_id} never finished; start the job again")
     store.create_job(job_id, job.to_dict())
     store.set_planned(job_id, plan["total"], plan["shards"])
-    storage = storage_for(root)
-    files = list(storage.list(storage.join(root, layout.CHECKPOINT_DIR)))
-    with ThreadPoolExecutor(16) as pool:  # 50k small reads: overlap their latency
-        copies = list(pool.map(lambda uri: (uri, json.loads(storage.read(uri))), files))
-    for uri, data in copies:
-        shard = int(uri.rsplit("shard-", 1)[1].split(".", 1)[0])
+    copies = sink_for(root).checkpoints()
+    for shard, data in copies:
         store.restore_shard(job_id, shard, Checkpoint.from_dict(data))
     log.info("job rebuilt from durable checkpoints", extra={"job_id": job_id, "shards_restored": len(copies)})
     return len(copies)

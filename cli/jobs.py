@@ -13,9 +13,8 @@ from visionfleet.cli.progress import JobView, wait as wait_for
 from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.job import DEFAULT_SHARD_SIZE, JobSpec
+from visionfleet.pipeline.location import Location
 from visionfleet.pipeline.model_spec import DEFAULT_MODEL
-from visionfleet.pipeline.storage import is_oss
-from visionfleet.pipeline.storage.local import absolute
 
 Send = Callable[[str, int], None]
 Start = Callable[[StateStore, Send], None]
@@ -67,12 +66,9 @@ def _report(final: JobView) -> int:
 def run_relabel(source: str, output: str, *, model: str | None, shard_size: int | None, wait: bool, workers: int,
                 **options) -> int:
     # Workers (and a later `resume`) do not share the folder this was typed in.
-    if options["calibration"] and not is_oss(options["calibration"]):
-        options["calibration"] = absolute(options["calibration"])
-    if not is_oss(output):
-        output = absolute(output)
-    if not is_oss(source):
-        source = absolute(source)
+    if options["calibration"]:
+        options["calibration"] = _absolute(options["calibration"])
+    source, output = _absolute(source), _absolute(output)
     spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
                    shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)
     check_access(spec, embedded=BrokerSettings.from_env().embedded)
@@ -88,8 +84,7 @@ def run_relabel(source: str, output: str, *, model: str | None, shard_size: int 
 def run_resume(job_id: str, output: str, *, wait: bool, only_unfinished: bool = False) -> int:
     from visionfleet.checkpoints.resume import resume_job
 
-    if not is_oss(output):
-        output = absolute(output)
+    output = _absolute(output)
 
     def start(store: StateStore, send: Send) -> None:
         resumed = resume_job(store, output, job_id, send, failed_too=not only_unfinished)
@@ -100,3 +95,7 @@ def run_resume(job_id: str, output: str, *, wait: bool, only_unfinished: bool = 
                        "--only-unfinished retries them", err=True)
 
     return _drive(job_id, start, wait=wait, workers=1)
+
+
+def _absolute(uri: str) -> str:
+    return str(Location.parse(uri).absolute())

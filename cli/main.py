@@ -201,11 +201,10 @@ def drain(names, everyone) -> None:
 def classify(uris, timeout) -> None:
     """Label images through the online queue; one JSON record per URI (embedded: in this process)."""
     from visionfleet.cli.online import classify_uris
-    from visionfleet.pipeline.storage import is_oss
-    from visionfleet.pipeline.storage.local import absolute
+    from visionfleet.pipeline.location import Location
 
     # A relative path means the folder it was typed in, not the worker's.
-    uris = [uri if is_oss(uri) else absolute(uri) for uri in uris]
+    uris = [str(Location.parse(uri).absolute()) for uri in uris]
     for record in classify_uris(uris, timeout=timeout):
         click.echo(json.dumps(record, ensure_ascii=False))
 

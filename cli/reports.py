@@ -3,12 +3,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from visionfleet.pipeline.storage import is_oss, storage_for
+from visionfleet.pipeline.location import Location
 
 
 def into(report: str, build: Callable[[Path], object]):
     """Run ``build`` on a local folder that ends up as ``report``: itself, or uploaded to OSS."""
-    if not is_oss(report):
+    place = Location.parse(report)
+    if not place.oss:
         folder = Path(report)
         if folder.exists() and not folder.is_dir():
             from visionfleet.pipeline.errors import VisionfleetError
@@ -17,9 +18,8 @@ def into(report: str, build: Callable[[Path], object]):
         return build(folder)
     with tempfile.TemporaryDirectory(prefix="visionfleet-report-") as tmp:
         result = build(Path(tmp))
-        storage = storage_for(report)
         for path in sorted(Path(tmp).iterdir()):
-            storage.write(storage.join(report, path.name), path.read_bytes())
+            place.storage.write(str(place.child(path.name)), path.read_bytes())
         return result
 
 
@@ -79,4 +79,4 @@ def run_report(store, progress, report: str, *, price_per_hour: float | None, pr
 
 
 def _join(report: str, name: str) -> str:
-    return storage_for(report).join(report, name) if is_oss(report) else str(Path(report) / name)
+    return str(Location.parse(report).child(name))

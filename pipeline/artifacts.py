@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from visionfleet.pipeline.errors import InputError
-from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,13 @@ def sha256(data: bytes) -> str:
 
 class ArtifactCache:
     def __init__(self, root: str) -> None:
-        self.root = root
-        self._storage = storage_for(root)
+        self.root = Location.parse(root)
+        self._storage = self.root.storage
 
     def get_or_build(self, name: str, fields: dict, build: Build) -> tuple[bytes, dict]:
         """The artifact ``name`` for ``fields`` and its manifest: fetched and verified, else built and stored."""
         key = sha256(json.dumps(fields, sort_keys=True).encode())[:24]
-        base = self._storage.join(self.root, f"{name}-{key}")
+        base = str(self.root.child(f"{name}-{key}"))
         started = time.monotonic()
         found = self._load(base)
         if found is not None:

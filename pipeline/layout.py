@@ -1,9 +1,10 @@
 """Every name the product writes under ``DEST/<job_id>/``, in one place.
 
-- ``part-SSSSSS-AAAAAAA-BBBBBBB-tT.jsonl``: records of URIs ``[A, B)`` of
-  shard ``S``, written by the worker holding lease token ``T``. Only parts
-  listed in ``_SUCCESS.json`` are output; any other is an orphan of a
-  refused commit and is never read.
+- ``part-SSSSSS-AAAAAAA-BBBBBBB-tT.EXT``: records of URIs ``[A, B)`` of
+  shard ``S``, written by the worker holding lease token ``T``; ``EXT`` is
+  the output format's (``.jsonl``), so the output sink (``pipeline.sink``)
+  adds it. Only parts listed in ``_SUCCESS.json`` are output; any other is
+  an orphan of a refused commit and is never read.
 - ``_plan/shard-SSSSSS.jsonl``: the URIs of shard ``S``, one JSON string a line
   (``pipeline/shard_lists.py``; jobs planned before it: ``shard-SSSSSS.txt``).
 - ``_plan/job.json``, ``_plan/plan.json``: the job's description, and its
@@ -14,8 +15,10 @@
   agreement), one note per distinct engine, written by the workers.
 - ``_SUCCESS.json``: the summary, written when the last shard commits.
 - ``_REPORT.json``: what the run took and cost (``visionfleet report``), written just after.
+
+Each name is given as the URI under a job's ``root`` (a ``Location``, or its string).
 """
-from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.location import Location
 
 SUCCESS = "_SUCCESS.json"
 REPORT = "_REPORT.json"
@@ -24,8 +27,12 @@ CHECKPOINT_DIR = "_checkpoints"
 ENGINE_DIR = "_engines"
 
 
-def job_root(output: str, job_id: str) -> str:
-    return storage_for(output).join(output, job_id)
+def _under(root: str | Location, *parts: str) -> str:
+    return str(Location.parse(root).child(*parts))
+
+
+def job_root(output: str | Location, job_id: str) -> str:
+    return _under(output, job_id)
 
 
 def dest_of(root: str, job_id: str) -> str:
@@ -33,32 +40,38 @@ def dest_of(root: str, job_id: str) -> str:
     return root.removesuffix(job_id).rstrip("/") or "/"
 
 
-def shard_list(root: str, shard: int, *, legacy: bool = False) -> str:
+def shard_list(root: str | Location, shard: int, *, legacy: bool = False) -> str:
     """``legacy``: the bare-lines list of a job planned before JSON Lines."""
-    return storage_for(root).join(root, PLAN_DIR, f"shard-{shard:06d}.{'txt' if legacy else 'jsonl'}")
+    return _under(root, PLAN_DIR, f"shard-{shard:06d}.{'txt' if legacy else 'jsonl'}")
 
 
-def part_name(shard: int, start: int, end: int, token: int) -> str:
-    return f"part-{shard:06d}-{start:07d}-{end:07d}-t{token}.jsonl"
+def part_stem(shard: int, start: int, end: int, token: int) -> str:
+    """A part's name without its extension, which is the output format's."""
+    return f"part-{shard:06d}-{start:07d}-{end:07d}-t{token}"
 
 
-def child(root: str, name: str) -> str:
-    return storage_for(root).join(root, name)
+def child(root: str | Location, name: str) -> str:
+    return _under(root, name)
 
 
-def job_file(root: str) -> str:
+def job_file(root: str | Location) -> str:
     """The job's description, kept beside its plan so it outlives the state store."""
-    return storage_for(root).join(root, PLAN_DIR, "job.json")
+    return _under(root, PLAN_DIR, "job.json")
 
 
-def plan_file(root: str) -> str:
+def plan_file(root: str | Location) -> str:
     """Totals of a finished listing: ``{"total": N, "shards": M}``."""
-    return storage_for(root).join(root, PLAN_DIR, "plan.json")
+    return _under(root, PLAN_DIR, "plan.json")
 
 
-def checkpoint_file(root: str, shard: int) -> str:
-    return storage_for(root).join(root, CHECKPOINT_DIR, f"shard-{shard:06d}.json")
+def checkpoint_file(root: str | Location, shard: int) -> str:
+    return _under(root, CHECKPOINT_DIR, f"shard-{shard:06d}.json")
 
 
-def engine_note(root: str, name: str) -> str:
-    return storage_for(root).join(root, ENGINE_DIR, f"{name}.json")
+def checkpoint_shard(uri: str) -> int:
+    """The shard a durable checkpoint copy (``checkpoint_file``) is of."""
+    return int(uri.rsplit("shard-", 1)[1].split(".", 1)[0])
+
+
+def engine_note(root: str | Location, name: str) -> str:
+    return _under(root, ENGINE_DIR, f"{name}.json")

@@ -8,7 +8,8 @@ from tests.helpers import visionfleet
 from tests.photos import distinct_jpegs
 from tests.test_embedded import embedded_env
 from visionfleet.pipeline import shard_lists
-from visionfleet.pipeline.records import error_record, to_jsonl
+from visionfleet.pipeline.records import error_record
+from visionfleet.pipeline.sink.jsonl import to_jsonl
 from visionfleet.pipeline.sources import iter_source
 
 # Each breaks a list of bare lines read back with str.splitlines(); the last is not UTF-8 (os.fsdecode).

@@ -8,9 +8,10 @@ import pytest
 from visionfleet.broker.planner import plan_job
 from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.resume import resume_job
-from visionfleet.pipeline import layout, shard_lists
+from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.job import JobSpec
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
+from visionfleet.pipeline.sink import sink_for
 from tests.photos import distinct_jpegs
 from tests.test_labeller import CountingModel
 from visionfleet.workers.settings import WorkerSettings
@@ -96,7 +97,7 @@ def test_plan_files_describe_the_job(job):
     meta = json.loads((root / "_plan" / "job.json").read_text())
     assert meta["job_id"] == job_id and meta["output"] == str(root)
     assert len((root / "_plan" / "shard-000000.jsonl").read_text().splitlines()) == 20
-    assert layout.part_name(3, 0, 10, "ab") == "part-000003-0000000-0000010-tab.jsonl"
+    assert sink_for(str(root)).part_name(3, 0, 10, "ab") == "part-000003-0000000-0000010-tab.jsonl"
 
 
 def test_cancelled_job_stops_at_the_next_commit(job):

@@ -3,6 +3,7 @@ import oss2
 import pytest
 
 from visionfleet.pipeline.errors import ConfigError, InputError, RetryableError
+from visionfleet.pipeline.location import Location
 from visionfleet.pipeline.storage.local import LocalStorage
 from visionfleet.pipeline.storage.oss import OssSettings, OssStorage
 
@@ -11,6 +12,10 @@ def oss_storage(server, **overrides) -> OssStorage:
     settings = dict(endpoint=server.endpoint, access_key_id=server.access_key_id,
                     access_key_secret=server.access_key_secret, max_attempts=3)
     return OssStorage(OssSettings(**{**settings, **overrides}))
+
+
+def _under(root: str, *parts: str) -> str:
+    return str(Location.parse(root).child(*parts))
 
 
 @pytest.fixture(params=["local", "oss"])
@@ -24,7 +29,7 @@ def backend(request, tmp_path):
 
 def test_write_read_exists_delete(backend):
     storage, root = backend
-    uri = storage.join(root, "a", "b.bin")
+    uri = _under(root, "a", "b.bin")
     assert not storage.exists(uri)
     storage.write(uri, b"\x00payload")
     assert storage.exists(uri)
@@ -37,12 +42,12 @@ def test_write_read_exists_delete(backend):
 def test_missing_object_is_an_input_error(backend):
     storage, root = backend
     with pytest.raises(InputError):
-        storage.read(storage.join(root, "nope.jpg"))
+        storage.read(_under(root, "nope.jpg"))
 
 
 def test_too_large_is_an_input_error_naming_the_setting(backend):
     storage, root = backend
-    uri = storage.join(root, "big.bin")
+    uri = _under(root, "big.bin")
     storage.write(uri, b"x" * 100)
     with pytest.raises(InputError, match="VISIONFLEET_MAX_FILE_BYTES"):
         storage.read(uri, max_bytes=99)
@@ -54,15 +59,15 @@ def test_listing_streams_every_object_once(backend, monkeypatch):
     monkeypatch.setattr("visionfleet.pipeline.storage.oss.LIST_PAGE_SIZE", 7)  # several pages
     names = [f"d{i % 3}/img{i:03d}.jpg" for i in range(25)]
     for name in names:
-        storage.write(storage.join(root, name), b"x")
+        storage.write(_under(root, name), b"x")
     listed = list(storage.list(root))
     assert len(listed) == 25
-    assert sorted(listed) == sorted(storage.join(root, n) for n in names)
+    assert sorted(listed) == sorted(_under(root, n) for n in names)
 
 
 def test_iter_lines_streams_a_manifest(backend):
     storage, root = backend
-    uri = storage.join(root, "list.txt")
+    uri = _under(root, "list.txt")
     storage.write(uri, b"one\ntwo\n\nthree")
     assert [line.strip() for line in storage.iter_lines(uri, max_chars=100)] == ["one", "two", "", "three"]
 

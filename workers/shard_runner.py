@@ -12,7 +12,6 @@ Free of Celery: the task module maps outcomes to acks and messages.
 """
 import contextlib
 import enum
-import json
 import logging
 import socket
 import time
@@ -22,12 +21,11 @@ from visionfleet.broker.metrics import Metrics
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.broker.routes import NAMESPACE
 from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore, Usage
-from visionfleet.pipeline import layout, shard_lists
+from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
-from visionfleet.pipeline.records import to_jsonl
-from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.telemetry import COMMITS, IMAGES, SHARD_TAKEOVERS, stage
 from visionfleet.workers.fault_wait import FaultWait, Interrupted
 from visionfleet.workers.heartbeat import Activity
@@ -58,6 +56,7 @@ class _Shard:
     def __init__(self, job_id: str, index: int, lease: Lease, job: Job, uris: list[str], committed: Checkpoint):
         self.job_id, self.index, self.lease, self.job, self.uris = job_id, index, lease, job, uris
         self.root = job.root
+        self.sink = sink_for(self.root)
         self.committed = committed
 
 
@@ -158,12 +157,11 @@ class ShardRun:
     def _commit(self, shard: _Shard, records: list[dict], *, done: bool, busy_s: float = 0.0) -> bool:
         start = shard.committed.offset
         end = start + len(records)
-        part = layout.part_name(shard.index, start, end, shard.lease.token) if records else None
-        storage = storage_for(shard.root)
-        if part:
+        part = None
+        if records:
             try:
-                self._ride_out(shard, lambda: self._write_part(storage, shard, part, records),
-                               between=lambda: self._renew(shard))
+                part = self._ride_out(shard, lambda: self._write_part(shard, start, end, records),
+                                      between=lambda: self._renew(shard))
             except _LeaseLost:
                 log.warning("lease lost while waiting out a fault", extra={"job_id": shard.job_id,
                                                                            "shard": shard.index})
@@ -174,7 +172,7 @@ class ShardRun:
         if not committed:
             log.warning("commit refused: lease lost", extra={"job_id": shard.job_id, "shard": shard.index})
             if part:
-                storage.delete(layout.child(shard.root, part))
+                shard.sink.delete_part(part)
             return False
         self._metrics.counts(bulk_images_ok=len(records) - errors, bulk_images_error=errors, bulk_commits=1,
                              bulk_shards_done=int(done))
@@ -197,9 +195,9 @@ class ShardRun:
                                     between=between)
 
     @staticmethod
-    def _write_part(storage, shard: _Shard, part: str, records: list[dict]) -> None:
+    def _write_part(shard: _Shard, start: int, end: int, records: list[dict]) -> str:
         with stage("write"):
-            storage.write(layout.child(shard.root, part), to_jsonl(records))
+            return shard.sink.write_part(shard.index, start, end, shard.lease.token, records)
 
     def _commit_step(self, shard: _Shard, end: int, ok: int, errors: int, part: str | None, done: bool,
                      busy_s: float) -> bool:
@@ -224,8 +222,7 @@ class ShardRun:
     def _write_durable(self, shard: _Shard) -> None:
         # After the fenced commit: a copy may lag the store by one commit
         # (the range is then redone on a rebuild), never run ahead of it.
-        body = json.dumps({**shard.committed.as_dict(), "token": shard.lease.token}).encode()
-        storage_for(shard.root).write(layout.checkpoint_file(shard.root, shard.index), body)
+        shard.sink.write_checkpoint(shard.index, {**shard.committed.as_dict(), "token": shard.lease.token})
 
     def _fail(self, shard: _Shard, reason: str) -> Outcome:
         failed = self.store.fail_shard(shard.job_id, shard.index, shard.lease.token, reason)

@@ -59,10 +59,6 @@ class Storage(ABC):
     def delete(self, uri: str) -> None:
         """Remove the object; no error if it is already gone."""
 
-    @abstractmethod
-    def join(self, base: str, *parts: str) -> str:
-        """The URI of ``parts`` under ``base``."""
-
 
 def too_large(uri: str, size: int, max_bytes: int) -> str:
     return (

@@ -108,6 +108,3 @@ class LocalStorage(Storage):
             os.unlink(uri)
         except FileNotFoundError:
             pass
-
-    def join(self, base: str, *parts: str) -> str:
-        return str(Path(base, *parts))

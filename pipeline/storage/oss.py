@@ -189,9 +189,6 @@ class OssStorage(Storage):
         bucket, key = parse_oss_uri(uri)
         self._call(self.bucket(bucket).delete_object, key)
 
-    def join(self, base: str, *parts: str) -> str:
-        return "/".join([base.rstrip("/"), *parts])
-
     def check_access(self, uri: str) -> None:
         """Fail at start, with the fix, if the bucket or credentials are wrong."""
         bucket, key = parse_oss_uri(uri)

@@ -1,0 +1,58 @@
+"""The one owner of what a job writes under ``DEST/<job_id>/``: its parts, the
+durable copies of its shards' checkpoints, and the summary that ends it.
+
+Shaped after Ray Data's ``Datasink``: ``write_part`` is its ``write`` (once
+per commit, from any worker), ``finalise`` its ``on_write_complete`` (once,
+when every shard has ended); nothing needs preparing before the first part,
+so there is no ``on_write_start``. A format is a subclass that gives the
+parts' extension and bytes. Where files go (``pipeline.layout``), what is
+atomic, and the files that are JSON whatever the format (checkpoint copies,
+``_SUCCESS.json``) are the same for every format, so they live here.
+"""
+import json
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+
+from visionfleet.pipeline import layout
+from visionfleet.pipeline.location import Location
+
+
+class OutputSink(ABC):
+    extension: str  # the parts' file extension, with its dot
+
+    def __init__(self, root: str | Location) -> None:
+        self.root = Location.parse(root)
+
+    @abstractmethod
+    def encode(self, records: list[dict]) -> bytes:
+        """One part's bytes: ``records`` in input order."""
+
+    def part_name(self, shard: int, start: int, end: int, token: int) -> str:
+        return layout.part_stem(shard, start, end, token) + self.extension
+
+    def write_part(self, shard: int, start: int, end: int, token: int, records: list[dict]) -> str:
+        """The records of URIs ``[start, end)`` of ``shard``, written by the holder of lease ``token``, as
+        one part: whole or not at all, so a reader never meets half of one. Its name, for the commit."""
+        name = self.part_name(shard, start, end, token)
+        self.root.storage.write(layout.child(self.root, name), self.encode(records))
+        return name
+
+    def delete_part(self, name: str) -> None:
+        """Remove a part whose commit was refused: an orphan no summary lists. Gone already is fine."""
+        self.root.storage.delete(layout.child(self.root, name))
+
+    def write_checkpoint(self, shard: int, checkpoint: dict) -> None:
+        """The durable copy of ``shard``'s checkpoint, so its progress outlives the state store."""
+        self.root.storage.write(layout.checkpoint_file(self.root, shard), json.dumps(checkpoint).encode())
+
+    def checkpoints(self) -> list[tuple[int, dict]]:
+        """Every durable checkpoint copy as ``(shard, checkpoint)``: what a lost job is rebuilt from."""
+        storage = self.root.storage
+        files = list(storage.list(layout.child(self.root, layout.CHECKPOINT_DIR)))
+        with ThreadPoolExecutor(16) as pool:  # 50k small reads: overlap their latency
+            return list(pool.map(lambda uri: (layout.checkpoint_shard(uri), json.loads(storage.read(uri))), files))
+
+    def finalise(self, summary: dict) -> None:
+        """``_SUCCESS.json``, the job's summary: it lists the parts that are output, and its presence says
+        the output is finished."""
+        self.root.storage.write(layout.child(self.root, layout.SUCCESS), json.dumps(summary, indent=1).encode())
