@@ -1,10 +1,14 @@
 """The hooks' fan-out: every hook hears every event, in the order given; one that fails is logged
 and stops neither the others nor the caller. (The worker's plug-ins at work on a shard: test_shard_runner.py.)"""
+import json
 import logging
 
 import pytest
 
+from visionfleet.broker.planner import JobSpec, plan_job
+from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.hooks import Commit, Hook, Hooks, Usage
+from visionfleet.reports.run import RunReport
 
 COMMIT = Commit("j1", 3, ok=5, errors=1, done=True, busy_s=2.5)
 
@@ -82,3 +86,14 @@ def test_a_timed_step_is_heard_of_when_it_fails_and_its_error_goes_on():
             raise OSError("disk full")
     assert heard == [("a", "stage", "write")]
 
+
+def test_an_empty_job_ends_with_the_planner_and_its_hooks_hear_of_it(tmp_path):
+    """The planner ends an empty job itself; the command that runs it registers the report there."""
+    (tmp_path / "in").mkdir()
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    heard = []
+    spec = JobSpec(source=str(tmp_path / "in"), output=str(tmp_path / "out"), allow_empty=True)
+    job_id = plan_job(spec, store, lambda j, s: None, hooks=Hooks([Recorder("cli", heard), RunReport()]))
+    assert heard == [("cli", "end", job_id, "succeeded")]
+    report = json.loads((tmp_path / "out" / job_id / "_REPORT.json").read_text())
+    assert (report["state"], report["images"], report["workers"]) == ("succeeded", 0, [])
