@@ -109,9 +109,9 @@ class Hooks:
     def _call(hook: Hook, event: str, *args):
         try:
             return getattr(hook, event)(*args)
-        except Exception as exc:
-            log.exception("hook failed", extra={"hook": type(hook).__name__, "event": event,
-                                                "error": f"{type(exc).__name__}: {exc}"})
+        except Exception as exc:  # a warning: the run goes on, only what this hook keeps lacks it
+            log.warning("hook failed", exc_info=True, extra={"hook": type(hook).__name__, "event": event,
+                                                             "error": f"{type(exc).__name__}: {exc}"})
             return None
 
 

@@ -9,6 +9,8 @@ took its shard over), takeovers, drains and spot notices.
 Cost counts each machine for the span it worked on the job (first shard
 started to last commit), at the price of an hour of it: what a fleet
 started for the job and stopped after it pays, idle gaps included.
+
+``RunReport`` is the hook that writes it as ``_REPORT.json`` when a job succeeds.
 """
 import json
 from dataclasses import dataclass
