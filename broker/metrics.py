@@ -2,6 +2,7 @@
 import redis
 
 from visionfleet.checkpoints.keys import Keys
+from visionfleet.checkpoints.hooks import Commit, Hook
 
 
 class Metrics:
@@ -35,3 +36,18 @@ class Metrics:
             "counters": {k: int(v) for k, v in self._r.hgetall(self._keys.METRICS).items()},
             "online_batch_sizes": {int(k): int(v) for k, v in self._r.hgetall(self._keys.ONLINE_BATCH_SIZES).items()},
         }
+
+
+class FleetCounters(Hook):
+    """The bulk path's counters: images, commits, shards done, takeovers."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def on_shard_start(self, job_id: str, shard: int, takeovers: int) -> None:
+        if takeovers:
+            self._metrics.count("bulk_shard_takeovers")
+
+    def on_commit(self, commit: Commit) -> None:
+        self._metrics.counts(bulk_images_ok=commit.ok, bulk_images_error=commit.errors, bulk_commits=1,
+                             bulk_shards_done=int(commit.done))

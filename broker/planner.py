@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
+from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.access import Access
@@ -104,8 +105,9 @@ def _listing(spec: JobSpec) -> Iterator[str]:
 
 
 def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], None],
-             job_id: str | None = None) -> str:
-    """Create the job, write and enqueue its shards as the listing streams; return its id."""
+             job_id: str | None = None, *, hooks: Hooks = NO_HOOKS) -> str:
+    """Create the job, write and enqueue its shards as the listing streams; return its id.
+    ``hooks`` hear of the job's end when it ends here (an empty one)."""
     job_id = job_id or new_job_id()
     uris = _listing(spec)
     root = layout.job_root(spec.output, job_id)
@@ -126,5 +128,5 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
     storage.write(layout.plan_file(root), json.dumps({"total": total, "shards": shards}).encode())
     store.set_planned(job_id, total, shards)
     log.info("job planned", extra={"job_id": job_id, "total": total, "shards": shards})
-    finalize_if_complete(store, job_id)  # an empty source (--allow-empty) is done at once
+    finalize_if_complete(store, job_id, hooks)  # an empty source (--allow-empty) is done at once
     return job_id

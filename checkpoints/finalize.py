@@ -1,4 +1,5 @@
-"""Ending a job: once every shard has ended, write the summary and the state.
+"""Ending a job: once every shard has ended, write the summary and the state, and tell the hooks
+(the run report is one: ``reports.run.RunReport``).
 
 Any worker that ends a shard (and the planner, when it finishes) calls
 ``finalize_if_complete``. It is idempotent: two callers racing write the
@@ -8,6 +9,7 @@ import json
 import logging
 import time
 
+from visionfleet.checkpoints.hooks import Hooks
 from visionfleet.checkpoints.state import FINAL_STATES, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.job import Job
@@ -17,8 +19,8 @@ from visionfleet.pipeline.storage import storage_for
 log = logging.getLogger(__name__)
 
 
-def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
-    """The job's final state if it just ended (or had), else None."""
+def finalize_if_complete(store: StateStore, job_id: str, hooks: Hooks) -> str | None:
+    """The job's final state if it just ended (or had), else None; ``hooks`` hear of it when it just ended."""
     progress = store.progress(job_id)
     if progress is None or not progress.complete:
         return None
@@ -32,6 +34,7 @@ def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
     if reason is not None:
         store.set_state(job_id, "failed", reason)
         log.error("job failed", extra={"job_id": job_id, "reason": reason})
+        hooks.on_job_end(store, job_id, "failed")
         return "failed"
     job = Job.from_dict(store.job_meta(job_id))
     root = job.root
@@ -42,21 +45,9 @@ def finalize_if_complete(store: StateStore, job_id: str) -> str | None:
     }
     sink_for(root).finalise(summary)
     store.set_state(job_id, "succeeded")
-    _write_report(store, job_id, root)
+    hooks.on_job_end(store, job_id, "succeeded")
     log.info("job succeeded", extra={"job_id": job_id, "total": progress.total, "errors": progress.errors})
     return "succeeded"
-
-
-def _write_report(store: StateStore, job_id: str, root: str) -> None:
-    """``_REPORT.json`` beside the summary; `visionfleet report` writes the same with other prices, and a page."""
-    from visionfleet.reports.run import prices_from_env, run_report
-
-    try:
-        report = run_report(store.progress(job_id), store.ledger(job_id), prices_from_env())
-        storage_for(root).write(layout.child(root, layout.REPORT), json.dumps(report, indent=1).encode())
-    except Exception as exc:  # the job has succeeded: a report it lacks is not worth failing it for
-        log.warning("run report not written; `visionfleet report` makes it", extra={
-            "job_id": job_id, "error": f"{type(exc).__name__}: {exc}"})
 
 
 def _engines(root: str) -> dict:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
+from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks
 from visionfleet.checkpoints.state import Checkpoint, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import ConfigError, InputError
@@ -60,9 +61,9 @@ class Resumed:
 
 
 def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable[[str, int], None], *,
-               failed_too: bool = True) -> Resumed:
+               failed_too: bool = True, hooks: Hooks = NO_HOOKS) -> Resumed:
     """Enqueue every shard of the job that has not ended, and with ``failed_too`` every failed one
-    (its failure cleared first, and the job's); the job's final state is set if nothing is left."""
+    (its failure cleared first, and the job's); the job's final state is set (``hooks`` told) if nothing is left."""
     root = layout.job_root(output, job_id)
     if store.progress(job_id) is None:
         rebuild(store, root, job_id)
@@ -81,5 +82,5 @@ def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable
         if not checkpoint.done and not checkpoint.failed:
             send_shard(job_id, shard)
             resumed.shards.append(shard)
-    finalize_if_complete(store, job_id)  # every shard may have ended before the summary was written
+    finalize_if_complete(store, job_id, hooks)  # every shard may have ended before the summary was written
     return resumed

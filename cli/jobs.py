@@ -7,6 +7,7 @@ import click
 
 from visionfleet.broker.planner import check_access, new_job_id, plan_job
 from visionfleet.broker.settings import EMBEDDED_RUN_ENV, BrokerSettings
+from visionfleet.checkpoints.hooks import Hooks
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.cli.embedded import INTERRUPTED
 from visionfleet.cli.progress import JobView, wait as wait_for
@@ -15,11 +16,13 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.job import DEFAULT_SHARD_SIZE, JobSpec
 from visionfleet.pipeline.location import Location
 from visionfleet.pipeline.model_spec import DEFAULT_MODEL
+from visionfleet.reports.run import RunReport
 
 Send = Callable[[str, int], None]
 Start = Callable[[StateStore, Send], None]
 
 NO_WORKER_HINT_S = 30  # a worker that is up takes a shard within seconds
+HOOKS = Hooks([RunReport()])  # a job that ends here (empty, or every shard ended before a resume) has its report
 
 
 def _drive(job_id: str, start: Start, *, wait: bool, workers: int) -> int:
@@ -75,7 +78,7 @@ def run_relabel(source: str, output: str, *, model: str | None, shard_size: int 
     job_id = new_job_id()
 
     def start(store: StateStore, send: Send) -> None:
-        plan_job(spec, store, send, job_id)
+        plan_job(spec, store, send, job_id, hooks=HOOKS)
         click.echo(f"job {job_id}: planned", err=True)
 
     return _drive(job_id, start, wait=wait, workers=workers)
@@ -87,7 +90,7 @@ def run_resume(job_id: str, output: str, *, wait: bool, only_unfinished: bool = 
     output = _absolute(output)
 
     def start(store: StateStore, send: Send) -> None:
-        resumed = resume_job(store, output, job_id, send, failed_too=not only_unfinished)
+        resumed = resume_job(store, output, job_id, send, failed_too=not only_unfinished, hooks=HOOKS)
         click.echo(f"job {job_id}: {len(resumed.shards)} shard(s) enqueued again, "
                    f"{len(resumed.failed)} of them failed before", err=True)
         if only_unfinished and (failed := store.progress(job_id).failed_shards):

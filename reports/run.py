@@ -9,13 +9,19 @@ took its shard over), takeovers, drains and spot notices.
 Cost counts each machine for the span it worked on the job (first shard
 started to last commit), at the price of an hour of it: what a fleet
 started for the job and stopped after it pays, idle gaps included.
+
+``RunReport`` is the hook that writes it as ``_REPORT.json`` when a job succeeds.
 """
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from visionfleet.checkpoints.hooks import Hook
+from visionfleet.checkpoints.state import StateStore
+from visionfleet.pipeline import layout
 from visionfleet.pipeline.envvars import env_float, env_str
 from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.storage import storage_for
 
 
 @dataclass(frozen=True)
@@ -100,3 +106,15 @@ def _cost(price: Price, machine_s: float, images: int) -> dict:
             "on_demand_total": round(hours * price.on_demand, 4) if price.on_demand is not None else None,
             "spot_per_million_images": per_million(price.spot),
             "on_demand_per_million_images": per_million(price.on_demand)}
+
+
+class RunReport(Hook):
+    """``_REPORT.json`` beside ``_SUCCESS.json`` when a job succeeds, priced by ``VISIONFLEET_PRICE_PER_HOUR``;
+    `visionfleet report` writes the same with other prices, and a page (and again if this one failed)."""
+
+    def on_job_end(self, store: StateStore, job_id: str, state: str) -> None:
+        if state != "succeeded":
+            return
+        root = store.job_meta(job_id)["output"]
+        report = run_report(store.progress(job_id), store.ledger(job_id), prices_from_env())
+        storage_for(root).write(layout.child(root, layout.REPORT), json.dumps(report, indent=1).encode())

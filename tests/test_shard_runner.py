@@ -4,16 +4,24 @@ durable copies. Real SQLite store, real local storage, the counting model
 import json
 
 import pytest
+import redis
+from prometheus_client import REGISTRY
 
+from visionfleet.broker.metrics import FleetCounters, Metrics
 from visionfleet.broker.planner import plan_job
 from visionfleet.checkpoints import open_store
+from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE, Keys
+from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks
 from visionfleet.checkpoints.resume import resume_job
 from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.job import JobSpec
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from visionfleet.pipeline.sink import sink_for
+from visionfleet.reports.run import RunReport
 from tests.photos import distinct_jpegs
+from tests.test_hooks import Failing, Recorder
 from tests.test_labeller import CountingModel
+from visionfleet.workers.hooks import MACHINE, Ledger, Prometheus
 from visionfleet.workers.settings import WorkerSettings
 from visionfleet.workers.shard_runner import Outcome, ShardRun
 
@@ -31,10 +39,12 @@ def job(tmp_path):
     return store, job_id, tmp_path / "out" / job_id
 
 
-def runner(store, owner="w1", commit_every=6, stop=lambda: False, interval_s=3600.0, clock=None) -> ShardRun:
+def runner(store, owner="w1", commit_every=6, stop=lambda: False, interval_s=3600.0, clock=None,
+           hooks=NO_HOOKS) -> ShardRun:
     labeller = Labeller(CountingModel(max_batch_size=4), LoadSettings(io_threads=2))
     settings = WorkerSettings(commit_every=commit_every, commit_interval_s=interval_s, lease_ttl_s=60)
-    return ShardRun(store, labeller, settings, owner, should_stop=stop, **({"clock": clock} if clock else {}))
+    return ShardRun(store, labeller, settings, owner, should_stop=stop, hooks=hooks,
+                    **({"clock": clock} if clock else {}))
 
 
 def test_commits_every_n_and_finalises(job):
@@ -148,3 +158,53 @@ def test_a_job_planned_before_json_lines_still_resumes_from_its_bare_lines(job):
     assert store.progress(job_id).state == "succeeded" and store.progress(job_id).ok == 20
     records = [json.loads(line) for p in root.glob("part-*.jsonl") for line in p.read_text().splitlines()]
     assert sorted(r["uri"] for r in records) == sorted(uris)
+
+
+@pytest.fixture
+def counters(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.delete(Keys(DEFAULT_NAMESPACE).METRICS)
+    yield client
+    client.delete(Keys(DEFAULT_NAMESPACE).METRICS)
+    client.close()
+
+
+def test_the_worker_hooks_count_the_commits_keep_the_ledger_and_write_the_report(job, counters):
+    store, job_id, root = job
+    samples = {("visionfleet_commits_total", ()): 4,
+               ("visionfleet_images_total", (("queue", "bulk"), ("status", "ok"))): 20,
+               ("visionfleet_stage_seconds_count", (("stage", "write"),)): 4,
+               ("visionfleet_stage_seconds_count", (("stage", "commit"),)): 4}
+
+    def now() -> dict:  # this process's Prometheus samples (no multiprocess folder in a test)
+        return {(name, labels): REGISTRY.get_sample_value(name, dict(labels)) or 0.0 for name, labels in samples}
+
+    before = now()
+    hooks = Hooks([Ledger(), Prometheus(), FleetCounters(Metrics(counters, DEFAULT_NAMESPACE)), RunReport()])
+    assert runner(store, hooks=hooks).run(job_id, 0) is Outcome.DONE
+    assert {key: value - before[key] for key, value in now().items()} == samples
+    assert counters.hgetall(Keys(DEFAULT_NAMESPACE).METRICS) == {"bulk_images_ok": "20", "bulk_images_error": "0", "bulk_commits": "4",
+                                              "bulk_shards_done": "1"}
+    machine = store.ledger(job_id)["workers"][MACHINE]
+    assert machine["images"] == 20 and machine["busy_s"] > 0  # kept by the store with each commit
+    report = json.loads((root / "_REPORT.json").read_text())
+    assert (report["images"], [w["worker"] for w in report["workers"]]) == (20, [MACHINE])
+    takeovers = REGISTRY.get_sample_value("visionfleet_shard_takeovers_total")
+    for hook in (Prometheus(), FleetCounters(Metrics(counters, DEFAULT_NAMESPACE))):
+        hook.on_shard_start(job_id, 0, 0)  # a first try is no takeover
+        hook.on_shard_start(job_id, 0, 2)
+    assert REGISTRY.get_sample_value("visionfleet_shard_takeovers_total") - takeovers == 1
+    assert counters.hget(Keys(DEFAULT_NAMESPACE).METRICS, "bulk_shard_takeovers") == "1"
+
+
+def test_a_failing_hook_fails_no_shard_and_the_others_still_hear(job):
+    store, job_id, root = job
+    heard = []
+    hooks = Hooks([Failing(), Recorder("after", heard), Ledger(), RunReport()])
+    assert runner(store, hooks=hooks).run(job_id, 0) is Outcome.DONE
+    assert store.progress(job_id).state == "succeeded"
+    commits = [h[2] for h in heard if h[1] == "commit"]
+    assert [(c.ok, c.done) for c in commits] == [(4, False), (6, False), (6, False), (4, True)]
+    assert heard[0] == ("after", "start", job_id, 0, 0) and heard[-1] == ("after", "end", job_id, "succeeded")
+    assert store.ledger(job_id)["workers"][MACHINE]["images"] == 20  # the usage came from the next hook
+    assert json.loads((root / "_REPORT.json").read_text())["images"] == 20

@@ -28,6 +28,7 @@ from visionfleet.workers import allocator, drain
 from visionfleet.workers.cache import RedisLabelCache
 from visionfleet.workers.fault_wait import FaultWait
 from visionfleet.workers.heartbeat import Activity, Heartbeat, beat_every_s, reap_dead_here
+from visionfleet.workers.hooks import worker_hooks
 from visionfleet.workers.labellers import Labellers
 from visionfleet.broker.metrics import Metrics
 from visionfleet.workers.online import OnlineService, OnlineSettings
@@ -52,6 +53,7 @@ class ProcessContext:
         shared = state_url.startswith(("redis", "unix"))
         self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
         self.metrics = Metrics(self.redis, NAMESPACE)
+        self.hooks = worker_hooks(self.metrics)  # what watches the shards this process runs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.labellers = Labellers(self.runtime, self.load, self.owner)
         self.activity = Activity()

@@ -13,27 +13,22 @@ Free of Celery: the task module maps outcomes to acks and messages.
 import contextlib
 import enum
 import logging
-import socket
 import time
 from collections.abc import Callable
 
-from visionfleet.broker.metrics import Metrics
 from visionfleet.checkpoints.finalize import finalize_if_complete
-from visionfleet.broker.routes import NAMESPACE
-from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore, Usage
+from visionfleet.checkpoints.hooks import NO_HOOKS, Commit, Hooks
+from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore
 from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.sink import sink_for
-from visionfleet.pipeline.telemetry import COMMITS, IMAGES, SHARD_TAKEOVERS, stage
 from visionfleet.workers.fault_wait import FaultWait, Interrupted
 from visionfleet.workers.heartbeat import Activity
 from visionfleet.workers.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
-
-MACHINE = socket.gethostname()  # whose work a commit is, in the job's ledger (the run report)
 
 
 class Outcome(enum.Enum):
@@ -64,7 +59,7 @@ class ShardRun:
     def __init__(self, store: StateStore, labeller: Labeller, settings: WorkerSettings, owner: str,
                  *, should_stop: Callable[[], bool] = lambda: False, cache: LabelCache | None = None,
                  clock: Callable[[], float] = time.monotonic, activity: Activity | None = None,
-                 check: Check | None = None, metrics: Metrics | None = None, faults: FaultWait | None = None) -> None:
+                 check: Check | None = None, hooks: Hooks = NO_HOOKS, faults: FaultWait | None = None) -> None:
         self.store, self.labeller, self.settings, self.owner = store, labeller, settings, owner
         self.activity = activity or Activity()  # what the heartbeat reports
         self.faults = faults or FaultWait(self.activity, settings, should_stop=should_stop)
@@ -72,7 +67,7 @@ class ShardRun:
         self._cache = cache
         self._clock = clock
         self._check = check  # the inputs this worker may read
-        self._metrics = metrics or Metrics(None, NAMESPACE)  # the fleet's counters (`visionfleet stats`)
+        self._hooks = hooks  # what watches the run: metrics, counters, the ledger, the report
 
     def run(self, job_id: str, index: int) -> Outcome:
         stored = self.store.job_meta(job_id)
@@ -87,12 +82,10 @@ class ShardRun:
         committed = self.store.checkpoint(job_id, index)
         if committed.done or committed.failed:
             self.store.release(job_id, index, lease.token)
-            finalize_if_complete(self.store, job_id)  # the last shard's own try may have met a fault
+            finalize_if_complete(self.store, job_id, self._hooks)  # the last shard's own try may have met a fault
             return Outcome.DONE
         shard = _Shard(job_id, index, lease, job, shard_lists.read(job, index), committed)
-        if lease.takeovers:
-            self._metrics.count("bulk_shard_takeovers")
-            SHARD_TAKEOVERS.inc()
+        self._hooks.on_shard_start(job_id, index, lease.takeovers)
         if lease.takeovers >= self.settings.max_takeovers:
             return self._fail(shard, self._poison_reason(shard))
         self.activity.start(job_id, index, lease.token)
@@ -108,7 +101,7 @@ class ShardRun:
         finally:
             self.activity.stop()
         if outcome is Outcome.DONE:
-            finalize_if_complete(self.store, job_id)
+            finalize_if_complete(self.store, job_id, self._hooks)
         return outcome
 
     def _cancelled(self, job_id: str) -> bool:
@@ -167,18 +160,14 @@ class ShardRun:
                                                                            "shard": shard.index})
                 return False
         errors = sum(r["status"] == "error" for r in records)
-        committed = self._ride_out(shard, lambda: self._commit_step(shard, end, len(records) - errors, errors,
-                                                                    part, done, busy_s))
+        commit = Commit(shard.job_id, shard.index, ok=len(records) - errors, errors=errors, done=done, busy_s=busy_s)
+        committed = self._ride_out(shard, lambda: self._commit_step(shard, end, commit, part))
         if not committed:
             log.warning("commit refused: lease lost", extra={"job_id": shard.job_id, "shard": shard.index})
             if part:
                 shard.sink.delete_part(part)
             return False
-        self._metrics.counts(bulk_images_ok=len(records) - errors, bulk_images_error=errors, bulk_commits=1,
-                             bulk_shards_done=int(done))
-        IMAGES.labels("bulk", "ok").inc(len(records) - errors)
-        IMAGES.labels("bulk", "error").inc(errors)
-        COMMITS.inc()
+        self._hooks.on_commit(commit)
         c = shard.committed
         shard.committed = Checkpoint(offset=end, ok=c.ok + len(records) - errors, errors=c.errors + errors,
                                      parts=c.parts + ([part] if part else []), done=done)
@@ -194,17 +183,16 @@ class ShardRun:
         return self.faults.ride_out(step, job_id=shard.job_id, shard=shard.index, output=shard.root,
                                     between=between)
 
-    @staticmethod
-    def _write_part(shard: _Shard, start: int, end: int, records: list[dict]) -> str:
-        with stage("write"):
+    def _write_part(self, shard: _Shard, start: int, end: int, records: list[dict]) -> str:
+        with self._hooks.timed("write"):
             return shard.sink.write_part(shard.index, start, end, shard.lease.token, records)
 
-    def _commit_step(self, shard: _Shard, end: int, ok: int, errors: int, part: str | None, done: bool,
-                     busy_s: float) -> bool:
-        with stage("commit"):
-            return self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end, ok=ok, errors=errors,
-                                     part=part, done=done, ttl_s=self.settings.lease_ttl_s,
-                                     usage=Usage(MACHINE, busy_s))
+    def _commit_step(self, shard: _Shard, end: int, commit: Commit, part: str | None) -> bool:
+        usage = self._hooks.usage(commit)  # the ledger's row, in the commit's own transaction
+        with self._hooks.timed("commit"):
+            return self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end, ok=commit.ok,
+                                     errors=commit.errors, part=part, done=commit.done,
+                                     ttl_s=self.settings.lease_ttl_s, usage=usage)
 
     def _renew(self, shard: _Shard) -> None:
         """Between pauses of a wait that holds the lease: keep it, so no one takes the shard over (and
@@ -229,7 +217,7 @@ class ShardRun:
         if failed:
             log.error("shard failed", extra={"job_id": shard.job_id, "shard": shard.index, "reason": reason})
         # Recorded and finalised before anything is written: the output may be what failed.
-        finalize_if_complete(self.store, shard.job_id)
+        finalize_if_complete(self.store, shard.job_id, self._hooks)
         if failed:
             shard.committed.failed = reason
             try:

@@ -84,7 +84,7 @@ def _run(task, ctx, job: Job, progress, shard: int) -> str:
     if labeller is None:
         return Outcome.FAILED.value
     run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
-                   activity=ctx.activity, check=access.check_uri, metrics=ctx.metrics, faults=ctx.faults)
+                   activity=ctx.activity, check=access.check_uri, hooks=ctx.hooks, faults=ctx.faults)
     outcome = run.run(job_id, shard)
     if outcome is Outcome.HANDED_BACK:
         # Published before this message is acked: a crash in between leaves

@@ -1,0 +1,38 @@
+"""The hooks a worker process registers at start: what watches the shards it runs."""
+import socket
+
+from visionfleet.broker.metrics import FleetCounters, Metrics
+from visionfleet.checkpoints.hooks import Commit, Hook, Hooks
+from visionfleet.checkpoints.run_ledger import Usage
+from visionfleet.pipeline.telemetry import COMMITS, IMAGES, SHARD_TAKEOVERS, STAGE_SECONDS
+from visionfleet.reports.run import RunReport
+
+MACHINE = socket.gethostname()  # whose work a commit is, in the job's ledger (the run report)
+
+
+class Prometheus(Hook):
+    """The bulk path's Prometheus metrics (``pipeline.telemetry``), which the worker's ``/metrics`` sums."""
+
+    def on_shard_start(self, job_id: str, shard: int, takeovers: int) -> None:
+        if takeovers:
+            SHARD_TAKEOVERS.inc()
+
+    def on_stage(self, stage: str, seconds: float) -> None:
+        STAGE_SECONDS.labels(stage).observe(seconds)
+
+    def on_commit(self, commit: Commit) -> None:
+        IMAGES.labels("bulk", "ok").inc(commit.ok)
+        IMAGES.labels("bulk", "error").inc(commit.errors)
+        COMMITS.inc()
+
+
+class Ledger(Hook):
+    """Each commit's work, on this machine: the job's ledger, which the store keeps with the commit."""
+
+    def usage(self, commit: Commit) -> Usage:
+        return Usage(machine=MACHINE, busy_s=commit.busy_s)
+
+
+def worker_hooks(metrics: Metrics) -> Hooks:
+    """Every hook a worker runs its shards with."""
+    return Hooks([Ledger(), Prometheus(), FleetCounters(metrics), RunReport()])
