@@ -18,6 +18,7 @@ from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.sources import MAX_SKIPPED_BYTES, iter_source
 
 
+@pytest.mark.slow
 def test_a_gzipped_manifest_of_newlines_is_refused_at_once_with_its_line(tmp_path):
     bomb = tmp_path / "list.txt.gz"
     with gzip.open(bomb, "wb", compresslevel=9) as out:  # 30 MB of newlines in 30 KB: 6 s of CPU to read through

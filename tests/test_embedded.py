@@ -4,6 +4,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bench.e2e_bench import make_photos
@@ -11,6 +12,8 @@ from bench.samples import PHOTOS, bundled, export
 from tests.helpers import REPO, visionfleet
 from tests.photos import KNOWN
 from visionfleet.checkpoints import open_store
+
+pytestmark = pytest.mark.slow  # every test runs the CLI, most with its embedded workers
 
 
 def embedded_env(tmp_path, *, shared_model_cache: bool = True) -> dict:

@@ -12,6 +12,8 @@ from visionfleet.checkpoints import open_store
 from tests.helpers import read_output, visionfleet, wait_until
 from tests.photos import KNOWN, bad_inputs, distinct_jpegs, photo_bytes
 
+pytestmark = pytest.mark.slow  # every test runs the CLI and real worker processes
+
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 
 

@@ -100,6 +100,7 @@ def test_two_default_workers_on_one_host_both_serve(broker, namespace, bucket, f
     assert [p.returncode for p in procs] == [0, 0], "".join(log.read_text()[-3000:] for log in logs)
 
 
+@pytest.mark.slow
 def test_a_range_of_taken_ports_stops_the_worker_and_the_default_is_a_range(fleet_env, monkeypatch):
     from visionfleet.workers.exporter import ExporterSettings
 

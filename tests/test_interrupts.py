@@ -16,6 +16,8 @@ from bench.samples import export
 from tests.helpers import REPO, visionfleet, wait_until
 from tests.test_embedded import embedded_env
 
+pytestmark = pytest.mark.slow  # the CLI and its workers, interrupted
+
 IMAGES = 2400
 
 

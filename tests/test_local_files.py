@@ -45,6 +45,7 @@ def test_a_symlink_is_listed_as_the_link(tmp_path):
     assert list(LocalStorage().list(str(tmp_path / "in"))) == [str(tmp_path / "in" / "link.jpg")]
 
 
+@pytest.mark.slow
 def test_embedded_job_over_a_fifo_and_a_link_ends_with_their_records(tmp_path):
     export(tmp_path / "photos")
     os.mkfifo(tmp_path / "photos" / "pipe.jpg")
@@ -60,6 +61,7 @@ def test_embedded_job_over_a_fifo_and_a_link_ends_with_their_records(tmp_path):
     assert records[str(tmp_path / "photos" / "link.png")]["labels"][0]["class_id"] in (967, 968)
 
 
+@pytest.mark.slow
 def test_classify_reads_a_relative_path_where_it_was_typed(tmp_path):
     export(tmp_path / "photos")
     result = visionfleet("classify", "chelsea.png", env=embedded_env(tmp_path), cwd=tmp_path / "photos")
@@ -68,6 +70,7 @@ def test_classify_reads_a_relative_path_where_it_was_typed(tmp_path):
     assert record["uri"] == str(tmp_path / "photos" / "chelsea.png") and record["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_version():
     result = visionfleet("--version", env=dict(os.environ))
     assert result.returncode == 0 and result.stdout.startswith("visionfleet, version 0.1.0")

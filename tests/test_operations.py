@@ -7,11 +7,14 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.e2e_bench import make_photos
 from tests.helpers import free_port, visionfleet, wait_until
 from visionfleet.checkpoints import open_store
+
+pytestmark = pytest.mark.slow  # real worker processes and CLI subprocesses
 
 SLOW = "tests.slow_model:build"
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))

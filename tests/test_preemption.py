@@ -19,6 +19,8 @@ from visionfleet.checkpoints import open_store
 from tests.helpers import RedisServer, Workers, read_output, visionfleet, wait_until
 from tests.photos import distinct_jpegs, jpeg
 
+pytestmark = pytest.mark.slow  # real worker processes, killed and restarted
+
 # Small commits and batches, short leases: interruptions land mid-shard and
 # recovery takes seconds, not the production minutes.
 FAST = {"VISIONFLEET_COMMIT_EVERY": "16", "VISIONFLEET_MAX_BATCH_SIZE": "8", "VISIONFLEET_LEASE_TTL_S": "3",

@@ -47,6 +47,7 @@ def assert_page_shows_the_json(page, data) -> None:
         assert text == number(value_at(data, key), key), (key, text)
 
 
+@pytest.mark.slow
 def test_diff_of_two_real_runs_adds_up_and_puts_the_planted_change_first(tmp_path):
     photos = tmp_path / "photos"
     export(photos)
@@ -105,6 +106,7 @@ def test_partitions_join_the_same_as_one_and_a_sample_keeps_the_most_confident(t
         sorted((min(r["old"]["score"], r["new"]["score"]) for r in everything), reverse=True)
 
 
+@pytest.mark.slow
 def test_diff_refuses_a_folder_that_is_not_a_finished_job(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(VisionfleetError, match="has no _SUCCESS.json"):
@@ -114,6 +116,7 @@ def test_diff_refuses_a_folder_that_is_not_a_finished_job(tmp_path):
     assert result.returncode == 2 and "is not a finished job's output" in result.stderr
 
 
+@pytest.mark.slow
 def test_report_of_a_run_with_a_killed_worker_counts_the_redone_images(bucket, fleet_env, workers, tmp_path):
     # A steady pace (a batch of 8 every 0.25 s, a commit every 64 images, 2 s apart): the kill below
     # lands well before the next commit, with labelled images that no commit will save.
@@ -147,6 +150,7 @@ def test_report_of_a_run_with_a_killed_worker_counts_the_redone_images(bucket, f
     assert_page_shows_the_json(tmp_path / "run" / "report.html", report)
 
 
+@pytest.mark.slow
 def test_diff_reads_and_writes_oss(bucket, fleet_env):
     name = bucket.bucket_name
     for side, label in (("old", "tabby"), ("new", "tiger cat")):
