@@ -4,10 +4,8 @@ import os
 
 import pytest
 
-from tests.helpers import visionfleet
+from tests.helpers import embedded_env, visionfleet, wait_for_job
 from tests.photos import photo_bytes
-from tests.test_embedded import embedded_env
-from tests.test_fleet import wait_for_job
 from visionfleet.pipeline.access import MAX_URI_BYTES, Access
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.storage.local import LocalStorage

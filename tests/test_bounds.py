@@ -7,8 +7,7 @@ from dataclasses import asdict
 import pytest
 import redis
 
-from tests.helpers import visionfleet, wait_until
-from tests.test_embedded import embedded_env
+from tests.helpers import embedded_env, visionfleet, wait_until
 from visionfleet.broker.celery_app import make_app
 from visionfleet.broker.planner import JobSpec
 from visionfleet.broker.routes import BULK_QUEUE, RELABEL_SHARD_TASK

@@ -2,8 +2,7 @@
 import pytest
 import redis
 
-from tests.helpers import free_port, visionfleet
-from tests.test_embedded import embedded_env
+from tests.helpers import embedded_env, free_port, visionfleet
 
 pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
 

@@ -13,9 +13,9 @@ import kombu
 import pytest
 
 from bench.e2e_bench import make_photos
-from tests.helpers import REPO, free_port, read_output, stop_process, visionfleet, wait_until
+from tests.helpers import REPO, free_port, read_output, stop_process, visionfleet, wait_for_job, wait_until
 from tests.photos import KNOWN, photo_bytes
-from tests.test_fleet import oss_reader, wait_for_job
+from tests.test_fleet import oss_reader
 from tests.test_operations import get
 from visionfleet.broker.planner import JobSpec, check_access
 from visionfleet.pipeline.errors import ConfigError

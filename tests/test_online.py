@@ -11,7 +11,7 @@ from visionfleet.broker.celery_app import make_app
 from visionfleet.broker.client import ClientSettings, VisionClient
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError
-from tests.helpers import free_port, visionfleet, wait_until
+from tests.helpers import clean_env, free_port, visionfleet, wait_until
 from tests.photos import KNOWN, distinct_jpegs, photo_bytes
 
 ONLINE = {"VISIONFLEET_ONLINE_MAX_WAIT_MS": "50", "VISIONFLEET_MAX_BATCH_SIZE": "16"}
@@ -113,11 +113,9 @@ def test_unreachable_broker_is_a_clear_error_not_a_hang(monkeypatch):
 
 @pytest.mark.slow
 def test_embedded_classify_runs_here(tmp_path):
-    import os
-
     (tmp_path / "coffee.png").write_bytes(photo_bytes("coffee.png"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
-    result = visionfleet("classify", str(tmp_path / "coffee.png"), env={**env, "VISIONFLEET_HOME": str(tmp_path)})
+    env = {**clean_env(), "VISIONFLEET_HOME": str(tmp_path)}
+    result = visionfleet("classify", str(tmp_path / "coffee.png"), env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["labels"][0]["class_id"] in KNOWN["coffee.png"]
 
