@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install
+.PHONY: demo test test-fast install
 
 $(BIN)/visionfleet: setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,3 +20,7 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: every test but those marked slow (about a minute).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"

@@ -6,7 +6,8 @@ import oss2
 import pytest
 import redis
 
-from tests.helpers import REPO, RedisServer, Workers
+from bench.samples import export
+from tests.helpers import REPO, RedisServer, Workers, clean_env
 from tests.oss_server import start_oss_server
 
 REDIS_URL = os.environ.get("VISIONFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -88,7 +89,7 @@ def bucket(oss_server) -> oss2.Bucket:
 def fleet_env(private_redis, oss_server, tmp_path) -> dict:
     """Environment of a fleet process: private Redis broker (emptied), local OSS."""
     redis.Redis.from_url(private_redis.url).flushdb()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
+    env = clean_env()
     env.update(oss_env(oss_server))
     env.update({"VISIONFLEET_BROKER_URL": private_redis.url, "VISIONFLEET_HOME": str(tmp_path / "home"),
                 "VISIONFLEET_SPOT_NOTICE_URL": "off", "VISIONFLEET_METRICS_PORT": "off", "PYTHONPATH": str(REPO),
@@ -120,3 +121,10 @@ def workers(fleet_env, tmp_path):
 @pytest.fixture
 def job_id() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """``tmp_path/photos``: scikit-image's bundled photos, the folder the README's demo labels."""
+    export(tmp_path / "photos")
+    return tmp_path / "photos"

@@ -10,18 +10,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.samples import export
+from visionfleet.checkpoints import open_store
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-def wait_until(condition: Callable[[], object], timeout: float, what: str, *, every: float = 0.1):
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(condition: Callable[[], object], timeout: float, what: str | Callable[[], str], *,
+               every: float = 0.1):
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    ``what`` may be a function: it is called at the timeout, so what it says (worker logs) is as of then."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what() if callable(what) else what}")
         time.sleep(every)
 
 
@@ -102,6 +108,58 @@ def visionfleet(*args: str, env: dict, timeout: float = 300, cwd: Path | None = 
     """Run the real CLI in a subprocess."""
     return subprocess.run([sys.executable, "-m", "visionfleet.cli", *args], env=env, cwd=cwd or REPO, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def relabel(env: dict, *args: str, cwd: Path | None = None) -> str:
+    """``visionfleet relabel ARGS``, which must succeed; the job id it prints alone on its last line."""
+    result = visionfleet("relabel", *args, env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def wait_for_job(env: dict, workers: "Workers", job_id: str, timeout: float = 240, *,
+                 workers_stay_up: bool = True) -> dict:
+    """Wait for the job to end (succeeded or failed); then its ``visionfleet status --json``.
+
+    With ``workers_stay_up`` a worker that exits fails the wait at once (a test that kills one says
+    False); either way a timeout shows the workers' logs."""
+    store = open_store(env.get("VISIONFLEET_STATE_URL") or env["VISIONFLEET_BROKER_URL"])
+
+    def ended() -> bool:
+        if workers_stay_up:
+            assert all(w.poll() is None for w in workers.procs), workers.logs()
+        return store.progress(job_id).state in ("succeeded", "failed")
+
+    wait_until(ended, timeout, lambda: f"job {job_id} to end; worker logs:\n{workers.logs()}")
+    status = visionfleet("status", job_id, "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    return json.loads(status.stdout)
+
+
+def clean_env() -> dict:
+    """This process's environment without any VISIONFLEET_ or OSS_ variable: a command started with it
+    sees only the settings its test gives it, not those of the shell that ran pytest."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
+
+
+def embedded_env(tmp_path: Path, *, shared_model_cache: bool = True) -> dict:
+    """Environment of an embedded-default command: no broker, its home under ``tmp_path``."""
+    env = clean_env()
+    if shared_model_cache:  # else the default, under VISIONFLEET_HOME, as on a new machine
+        env["VISIONFLEET_MODEL_CACHE"] = os.environ["VISIONFLEET_MODEL_CACHE"]
+    return {**env, "VISIONFLEET_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+
+
+def linked_photos(tmp_path: Path, count: int) -> Path:
+    """``tmp_path/photos`` of ``count`` hard links to the bundled photos (exported to ``tmp_path/originals``):
+    a job that takes a while, at no disk cost."""
+    originals = export(tmp_path / "originals")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(count):
+        source = originals[i % len(originals)]
+        os.link(source, folder / f"{i:05d}{source.suffix}")
+    return folder
 
 
 class Workers:

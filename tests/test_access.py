@@ -4,10 +4,8 @@ import os
 
 import pytest
 
-from tests.helpers import visionfleet
+from tests.helpers import embedded_env, visionfleet, wait_for_job
 from tests.photos import photo_bytes
-from tests.test_embedded import embedded_env
-from tests.test_fleet import wait_for_job
 from visionfleet.pipeline.access import MAX_URI_BYTES, Access
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.job import JobSpec
@@ -71,6 +69,7 @@ def test_an_embedded_run_may_use_what_its_own_job_names(clean_access_env, tmp_pa
         access.check_uri("/etc/passwd")
 
 
+@pytest.mark.slow
 def test_relabel_refuses_what_workers_would_before_anything_is_written(fleet_env, tmp_path):
     (tmp_path / "photos").mkdir()
     out = tmp_path / "out"
@@ -82,6 +81,7 @@ def test_relabel_refuses_what_workers_would_before_anything_is_written(fleet_env
     assert "Traceback" not in result.stderr and not out.exists()
 
 
+@pytest.mark.slow
 def test_a_manifest_line_of_10_mb_fails_planning_with_its_line_number(tmp_path):
     manifest = tmp_path / "list.txt"
     manifest.write_text("a.jpg\n" + "x" * 10_000_000 + "\nb.jpg\n")
@@ -92,6 +92,7 @@ def test_a_manifest_line_of_10_mb_fails_planning_with_its_line_number(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_workers_refuse_a_job_outside_their_settings_and_import_nothing(bucket, fleet_env, workers, tmp_path):
     """A job the CLI allowed (its own environment says so) meets workers that do not allow it."""
     bucket.put_object("in/coffee.png", photo_bytes("coffee.png"))
@@ -113,6 +114,7 @@ def test_workers_refuse_a_job_outside_their_settings_and_import_nothing(bucket, 
     assert sorted(p.name for p in (local / job).iterdir()) == ["_plan"]  # the planner's; the worker wrote nothing
 
 
+@pytest.mark.slow
 def test_an_online_request_for_a_local_file_gets_an_error_record_without_a_read(fleet_env, workers):
     (proc,) = workers.start(1, queues="online")
     result = visionfleet("classify", "/etc/passwd", "oss://b/" + "k" * MAX_URI_BYTES, "--timeout", "60",
@@ -125,6 +127,7 @@ def test_an_online_request_for_a_local_file_gets_an_error_record_without_a_read(
     assert long["status"] == "error" and f"over the bound of {MAX_URI_BYTES}" in long["error"]
 
 
+@pytest.mark.slow
 def test_a_manifest_that_is_not_text_is_refused_with_its_line(tmp_path):
     manifest = tmp_path / "list.txt"
     manifest.write_bytes(b"a.jpg\n\x89PNG\r\n\x1a\n\x00\xff")
@@ -172,6 +175,7 @@ def test_a_checked_file_is_read_only_if_it_is_still_the_file_checked(clean_acces
     assert "20228" not in str(refused.value)
 
 
+@pytest.mark.slow
 def test_a_link_then_dotdot_is_refused_online_and_in_a_manifest_without_a_read(fleet_env, workers, link_then_up):
     workers.start(1, queues="online", VISIONFLEET_LOCAL_ROOTS=str(link_then_up / "r"))
     sneaky = str(link_then_up / "r" / "l" / ".." / "shadow")

@@ -7,8 +7,7 @@ import uuid
 import pytest
 import redis
 
-from tests.helpers import visionfleet, wait_until
-from tests.test_embedded import embedded_env
+from tests.helpers import embedded_env, visionfleet, wait_until
 from visionfleet.broker.celery_app import make_app
 from visionfleet.broker.routes import BULK_QUEUE, RELABEL_SHARD_TASK
 from visionfleet.broker.settings import BrokerSettings
@@ -18,6 +17,7 @@ from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.sources import MAX_SKIPPED_BYTES, iter_source
 
 
+@pytest.mark.slow
 def test_a_gzipped_manifest_of_newlines_is_refused_at_once_with_its_line(tmp_path):
     bomb = tmp_path / "list.txt.gz"
     with gzip.open(bomb, "wb", compresslevel=9) as out:  # 30 MB of newlines in 30 KB: 6 s of CPU to read through

@@ -1,8 +1,10 @@
 """User mistakes and servers that are down: one line naming the fix, exit 2, no traceback."""
+import pytest
 import redis
 
-from tests.helpers import free_port, visionfleet
-from tests.test_embedded import embedded_env
+from tests.helpers import embedded_env, free_port, visionfleet
+
+pytestmark = pytest.mark.slow  # every test runs the CLI in a subprocess
 
 
 def assert_clean_error(result, *phrases: str) -> None:

@@ -1,30 +1,24 @@
 """The embedded default, as the README runs it: no broker, no server."""
 import json
-import os
 import shutil
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bench.e2e_bench import make_photos
-from bench.samples import PHOTOS, bundled, export
-from tests.helpers import REPO, visionfleet
+from bench.samples import PHOTOS, bundled
+from tests.helpers import embedded_env, visionfleet
 from tests.photos import KNOWN
 from visionfleet.checkpoints import open_store
 
-
-def embedded_env(tmp_path, *, shared_model_cache: bool = True) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
-    if shared_model_cache:  # else the default, under VISIONFLEET_HOME, as on a new machine
-        env["VISIONFLEET_MODEL_CACHE"] = os.environ["VISIONFLEET_MODEL_CACHE"]
-    return {**env, "VISIONFLEET_HOME": str(tmp_path / "home"), "PYTHONPATH": str(REPO)}
+pytestmark = pytest.mark.slow  # every test runs the CLI, most with its embedded workers
 
 
-def test_relabel_sample_photos_with_no_server(tmp_path):
-    export(tmp_path / "photos")
-    (tmp_path / "photos" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+def test_relabel_sample_photos_with_no_server(tmp_path, photos):
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     env = embedded_env(tmp_path, shared_model_cache=False)
-    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), "--wait",
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--wait",
                          env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip().splitlines()[-1]
@@ -87,12 +81,11 @@ def test_unknown_job_status(tmp_path):
     assert result.returncode == 2 and "no job 'no-such-job'" in result.stderr
 
 
-def test_resume_rebuilds_a_lost_embedded_state(tmp_path):
+def test_resume_rebuilds_a_lost_embedded_state(tmp_path, photos):
     import shutil
 
-    export(tmp_path / "photos")
     env = embedded_env(tmp_path)
-    first = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), env=env)
+    first = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), env=env)
     assert first.returncode == 0, first.stderr
     job_id = first.stdout.strip().splitlines()[-1]
     summary = json.loads((tmp_path / "labels" / job_id / "_SUCCESS.json").read_text())
@@ -126,15 +119,14 @@ def test_int8_job_calibrates_on_its_own_images_and_keeps_the_known_answers(tmp_p
         assert top1[name] in classes, name
 
 
-def test_int8_job_below_the_accuracy_gate_fails_and_says_why(tmp_path):
+def test_int8_job_below_the_accuracy_gate_fails_and_says_why(tmp_path, photos):
     calibration = tmp_path / "calibration"  # calibrated on black frames, gated on photos
     calibration.mkdir()
     for i, name in enumerate(("astronaut.png", "rocket.jpg", "motorcycle_left.png", "horse.png")):
         Image.new("RGB", (64, 64)).save(calibration / f"{i}a-black.png")
         shutil.copyfile(bundled(name), calibration / f"{i}b-{name}")
-    export(tmp_path / "photos")
     env = {**embedded_env(tmp_path), "VISIONFLEET_CALIBRATION": str(calibration)}
-    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"),
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"),
                          "--precision", "int8", "--wait", env=env, cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     assert "failed" in result.stderr and "below VISIONFLEET_INT8_MIN_AGREEMENT=0.98" in result.stderr
@@ -143,25 +135,23 @@ def test_int8_job_below_the_accuracy_gate_fails_and_says_why(tmp_path):
     assert status["state"] == "failed" and "held-out images" in status["reason"]
 
 
-def test_an_engine_no_machine_runs_is_refused_before_anything_is_enqueued(tmp_path):
-    export(tmp_path / "photos")
+def test_an_engine_no_machine_runs_is_refused_before_anything_is_enqueued(tmp_path, photos):
     env = embedded_env(tmp_path)
     for args, words in [(("--runtime", "onnxruntime", "--precision", "bf16"), "precision bf16 does not run on "
                          "onnxruntime"), (("--precision", "int8", "--calibration", str(tmp_path / "nope")),
                                           "calibration source"), (("--runtime", "tensorrt"), "Invalid value")]:
-        result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), *args,
+        result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), *args,
                              env=env)
         assert result.returncode == 2 and words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "labels").exists()
 
 
-def test_a_model_that_cannot_load_fails_the_job_with_the_reason(tmp_path):
-    export(tmp_path / "photos")
+def test_a_model_that_cannot_load_fails_the_job_with_the_reason(tmp_path, photos):
     env = embedded_env(tmp_path)
     for model, words in [("nosuchmodel", "unknown model 'nosuchmodel'"),
                          ("torchscript:/nope.pt", "TorchScript model file /nope.pt does not exist")]:
-        result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), "--model",
+        result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--model",
                              model, "--wait", env=env, cwd=tmp_path, timeout=120)
         assert result.returncode == 1 and "failed" in result.stderr and words in result.stderr, result.stderr
         status = json.loads(visionfleet("status", result.stdout.strip().splitlines()[-1], "--json", env=env).stdout)
@@ -185,29 +175,26 @@ def test_a_worker_with_a_bad_setting_exits_2_without_reporting_ready(tmp_path):
     assert result.returncode == 2 and "VISIONFLEET_DECODE=gpu needs the model on a CUDA GPU" in result.stderr
 
 
-def test_a_corrupt_model_file_fails_the_job_after_bounded_tries(tmp_path):
-    export(tmp_path / "photos")
+def test_a_corrupt_model_file_fails_the_job_after_bounded_tries(tmp_path, photos):
     (tmp_path / "corrupt.pt").write_bytes(b"not a TorchScript archive")
     env = embedded_env(tmp_path)
-    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), "--model",
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--model",
                          f"torchscript:{tmp_path / 'corrupt.pt'}", env=env, cwd=tmp_path, timeout=60)
     assert result.returncode == 1 and "failed to load 3 times: RuntimeError" in result.stderr, result.stderr
     assert not (tmp_path / "home" / "broker").exists() or not any((tmp_path / "home" / "broker").iterdir())
 
 
-def test_a_bad_setting_stops_relabel_before_anything_is_planned(tmp_path):
-    export(tmp_path / "photos")
+def test_a_bad_setting_stops_relabel_before_anything_is_planned(tmp_path, photos):
     env = {**embedded_env(tmp_path), "VISIONFLEET_MAX_BATCH_SIZE": "abc"}
-    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), env=env,
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), env=env,
                          cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "VISIONFLEET_MAX_BATCH_SIZE='abc' is not a whole number" in result.stderr
     assert "Traceback" not in result.stderr and not any((tmp_path / "labels").iterdir())  # no job
 
 
-def test_resume_with_another_output_names_the_right_one(tmp_path):
-    export(tmp_path / "photos")
+def test_resume_with_another_output_names_the_right_one(tmp_path, photos):
     env = embedded_env(tmp_path)
-    first = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), env=env)
+    first = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), env=env)
     job_id = first.stdout.strip().splitlines()[-1]
     wrong = visionfleet("resume", job_id, "--output", str(tmp_path / "elsewhere"), env=env)
     assert wrong.returncode == 2 and f"give --output {tmp_path / 'labels'}" in wrong.stderr, wrong.stderr

@@ -65,6 +65,7 @@ def photos_calibration(names=CALIBRATION_PHOTOS, size: int = 8):
                                             max_pixels=100_000_000, max_bytes=50_000_000)
 
 
+@pytest.mark.slow
 def test_onnxruntime_fp32_matches_torch(model_cache):
     settings = RuntimeSettings(runtime="onnxruntime", precision="fp32", max_batch_size=8, model_cache=model_cache)
     onnx = load_model(DEFAULT_MODEL, settings)
@@ -86,6 +87,7 @@ def test_onnxruntime_on_three_threads_answers_row_for_row_as_on_one(model_cache,
     assert np.abs(three.checked_predict(crops) - one.checked_predict(crops)).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_int8_keeps_the_known_answers_and_records_its_agreement(model_cache, tmp_path):
     # A job's own images: different 640x480 views of the same kinds of scene.
     uris = [str(p) for p in make_photos(tmp_path, 32, size=(640, 480))]
@@ -98,6 +100,7 @@ def test_int8_keeps_the_known_answers_and_records_its_agreement(model_cache, tmp
     assert 0.98 <= engine["int8_agreement"] <= 1 and engine["int8_held_out"] == 16
 
 
+@pytest.mark.slow
 def test_the_gate_refuses_int8_calibrated_on_unrepresentative_images(model_cache, tmp_path):
     # Calibrated on black frames, measured on photos: the activation ranges are wrong.
     black = tmp_path / "black.png"
@@ -174,6 +177,7 @@ def test_artifact_cache_builds_once_and_rebuilds_what_fails_verification(cache_r
     assert len(builds) == 3 and "failed verification" in caplog.text
 
 
+@pytest.mark.slow
 def test_two_workers_exporting_at_once_leave_one_whole_artifact(tmp_path, caplog):
     cache = tmp_path / "cache"
     code = ("from visionfleet.pipeline.engines import RuntimeSettings; from visionfleet.pipeline.models import "

@@ -9,30 +9,12 @@ import redis
 
 from bench.e2e_bench import make_photos
 from visionfleet.checkpoints import open_store
-from tests.helpers import read_output, visionfleet, wait_until
+from tests.helpers import read_output, relabel, visionfleet, wait_for_job, wait_until
 from tests.photos import KNOWN, bad_inputs, distinct_jpegs, photo_bytes
 
+pytestmark = pytest.mark.slow  # every test runs the CLI and real worker processes
+
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
-
-
-def relabel(env, *args) -> str:
-    result = visionfleet("relabel", *args, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]  # the job id, alone on the last line
-
-
-def wait_for_job(env, workers, job_id, timeout=240) -> dict:
-    store = open_store(env["VISIONFLEET_BROKER_URL"])
-
-    def ended():
-        p = store.progress(job_id)
-        assert all(w.poll() is None for w in workers.procs), workers.logs()
-        return p if p.state in ("succeeded", "failed") else None
-
-    wait_until(ended, timeout, f"job {job_id} to end")
-    status = visionfleet("status", job_id, "--json", env=env)
-    assert status.returncode == 0, status.stderr
-    return json.loads(status.stdout)
 
 
 def oss_reader(bucket):

@@ -13,9 +13,9 @@ import kombu
 import pytest
 
 from bench.e2e_bench import make_photos
-from tests.helpers import REPO, free_port, read_output, stop_process, visionfleet, wait_until
+from tests.helpers import REPO, free_port, read_output, stop_process, visionfleet, wait_for_job, wait_until
 from tests.photos import KNOWN, photo_bytes
-from tests.test_fleet import oss_reader, wait_for_job
+from tests.test_fleet import oss_reader
 from tests.test_operations import get
 from visionfleet.broker.planner import check_access
 from visionfleet.pipeline.errors import ConfigError
@@ -101,6 +101,7 @@ def test_two_default_workers_on_one_host_both_serve(broker, namespace, bucket, f
     assert [p.returncode for p in procs] == [0, 0], "".join(log.read_text()[-3000:] for log in logs)
 
 
+@pytest.mark.slow
 def test_a_range_of_taken_ports_stops_the_worker_and_the_default_is_a_range(fleet_env, monkeypatch):
     from visionfleet.workers.exporter import ExporterSettings
 

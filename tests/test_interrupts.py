@@ -12,23 +12,17 @@ import time
 
 import pytest
 
-from bench.samples import export
-from tests.helpers import REPO, visionfleet, wait_until
-from tests.test_embedded import embedded_env
+from tests.helpers import REPO, embedded_env, linked_photos, visionfleet, wait_until
+
+pytestmark = pytest.mark.slow  # the CLI and its workers, interrupted
 
 IMAGES = 2400
 
 
 @pytest.fixture
 def photos(tmp_path):
-    """Many small real photos (hard links of the bundled ones): a job that takes a while."""
-    originals = export(tmp_path / "originals")
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(IMAGES):
-        source = originals[i % len(originals)]
-        os.link(source, folder / f"{i:05d}{source.suffix}")
-    return folder
+    """Many (not conftest's few): hard links of the bundled photos, a job that takes a while."""
+    return linked_photos(tmp_path, IMAGES)
 
 
 def start_relabel(tmp_path, photos, env) -> subprocess.Popen:

@@ -5,9 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bench.samples import export
-from tests.helpers import visionfleet
-from tests.test_embedded import embedded_env
+from tests.helpers import embedded_env, visionfleet
 from visionfleet.pipeline.errors import InputError
 from visionfleet.pipeline.storage.local import LocalStorage
 
@@ -45,29 +43,30 @@ def test_a_symlink_is_listed_as_the_link(tmp_path):
     assert list(LocalStorage().list(str(tmp_path / "in"))) == [str(tmp_path / "in" / "link.jpg")]
 
 
-def test_embedded_job_over_a_fifo_and_a_link_ends_with_their_records(tmp_path):
-    export(tmp_path / "photos")
-    os.mkfifo(tmp_path / "photos" / "pipe.jpg")
-    (tmp_path / "photos" / "link.png").symlink_to(tmp_path / "photos" / "coffee.png")
+@pytest.mark.slow
+def test_embedded_job_over_a_fifo_and_a_link_ends_with_their_records(tmp_path, photos):
+    os.mkfifo(photos / "pipe.jpg")
+    (photos / "link.png").symlink_to(photos / "coffee.png")
     env = embedded_env(tmp_path)
-    result = visionfleet("relabel", str(tmp_path / "photos"), "--output", str(tmp_path / "labels"), "--wait",
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--wait",
                          env=env, cwd=tmp_path, timeout=240)
     assert result.returncode == 0, result.stderr
     root = tmp_path / "labels" / result.stdout.strip().splitlines()[-1]
     assert stat.S_IMODE((root / "_SUCCESS.json").stat().st_mode) == 0o644 & ~_umask()
     records = {r["uri"]: r for part in root.glob("part-*.jsonl") for r in map(_json, part.read_text().splitlines())}
-    assert "not a regular file" in records[str(tmp_path / "photos" / "pipe.jpg")]["error"]
-    assert records[str(tmp_path / "photos" / "link.png")]["labels"][0]["class_id"] in (967, 968)
+    assert "not a regular file" in records[str(photos / "pipe.jpg")]["error"]
+    assert records[str(photos / "link.png")]["labels"][0]["class_id"] in (967, 968)
 
 
-def test_classify_reads_a_relative_path_where_it_was_typed(tmp_path):
-    export(tmp_path / "photos")
-    result = visionfleet("classify", "chelsea.png", env=embedded_env(tmp_path), cwd=tmp_path / "photos")
+@pytest.mark.slow
+def test_classify_reads_a_relative_path_where_it_was_typed(tmp_path, photos):
+    result = visionfleet("classify", "chelsea.png", env=embedded_env(tmp_path), cwd=photos)
     assert result.returncode == 0, result.stderr
     record = _json(result.stdout)
-    assert record["uri"] == str(tmp_path / "photos" / "chelsea.png") and record["status"] == "ok"
+    assert record["uri"] == str(photos / "chelsea.png") and record["status"] == "ok"
 
 
+@pytest.mark.slow
 def test_version():
     result = visionfleet("--version", env=dict(os.environ))
     assert result.returncode == 0 and result.stdout.startswith("visionfleet, version 0.1.0")

@@ -4,9 +4,8 @@ import os
 
 import pytest
 
-from tests.helpers import visionfleet
+from tests.helpers import embedded_env, visionfleet
 from tests.photos import distinct_jpegs
-from tests.test_embedded import embedded_env
 from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.sink.jsonl import to_jsonl

@@ -11,7 +11,7 @@ from visionfleet.broker.celery_app import make_app
 from visionfleet.broker.client import ClientSettings, VisionClient
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError
-from tests.helpers import free_port, visionfleet, wait_until
+from tests.helpers import clean_env, free_port, visionfleet, wait_until
 from tests.photos import KNOWN, distinct_jpegs, photo_bytes
 
 ONLINE = {"VISIONFLEET_ONLINE_MAX_WAIT_MS": "50", "VISIONFLEET_MAX_BATCH_SIZE": "16"}
@@ -34,6 +34,7 @@ def put(bucket, name, data) -> str:
     return f"oss://{bucket.bucket_name}/{name}"
 
 
+@pytest.mark.slow
 def test_single_request(bucket, client, online_worker):
     uri = put(bucket, "up/chelsea.png", photo_bytes("chelsea.png"))
     record = client.classify(uri, timeout=60)
@@ -41,6 +42,7 @@ def test_single_request(bucket, client, online_worker):
     assert record["labels"][0]["class_id"] in KNOWN["chelsea.png"] and len(record["labels"]) == 5
 
 
+@pytest.mark.slow
 def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(bucket, client, online_worker):
     client.classify(put(bucket, "warm.png", photo_bytes("coffee.png")), timeout=60)  # model loaded
     uris = [put(bucket, f"many/{i:02d}.jpg", data) for i, data in enumerate(distinct_jpegs(23, seed=7))]
@@ -56,6 +58,7 @@ def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(bucket, cli
     assert max(sizes) <= 16  # never over the bound
 
 
+@pytest.mark.slow
 def test_identical_content_is_labelled_once(bucket, client, online_worker):
     data = photo_bytes("camera.png")
     first = client.classify(put(bucket, "a/camera.png", data), timeout=60)
@@ -66,6 +69,7 @@ def test_identical_content_is_labelled_once(bucket, client, online_worker):
     assert client.metrics.snapshot()["counters"]["cache_hits"] - before == 2
 
 
+@pytest.mark.slow
 def test_plain_celery_client_by_task_name(bucket, fleet_env, online_worker):
     uri = put(bucket, "plain/coffee.png", photo_bytes("coffee.png"))
     url = fleet_env["VISIONFLEET_BROKER_URL"]
@@ -74,6 +78,7 @@ def test_plain_celery_client_by_task_name(bucket, fleet_env, online_worker):
     assert record["status"] == "ok" and record["labels"][0]["class_id"] in KNOWN["coffee.png"]
 
 
+@pytest.mark.slow
 def test_cli_classify_prints_one_record_per_uri(bucket, fleet_env, online_worker):
     uris = [put(bucket, "cli/chelsea.png", photo_bytes("chelsea.png")), f"oss://{bucket.bucket_name}/cli/missing.jpg"]
     result = visionfleet("classify", *uris, "--timeout", "60", env=fleet_env)
@@ -95,6 +100,7 @@ def test_overload_fails_fast_with_a_clear_error(bucket, client):
     assert tight.metrics.snapshot()["counters"]["online_rejected"] >= 1
 
 
+@pytest.mark.slow
 def test_unreachable_broker_is_a_clear_error_not_a_hang(monkeypatch):
     monkeypatch.setenv("VISIONFLEET_BROKER_URL", f"redis://127.0.0.1:{free_port()}/0")
     settings = BrokerSettings.from_env()
@@ -105,16 +111,16 @@ def test_unreachable_broker_is_a_clear_error_not_a_hang(monkeypatch):
     assert time.monotonic() - started < 20
 
 
+@pytest.mark.slow
 def test_embedded_classify_runs_here(tmp_path):
-    import os
-
     (tmp_path / "coffee.png").write_bytes(photo_bytes("coffee.png"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VISIONFLEET_", "OSS_"))}
-    result = visionfleet("classify", str(tmp_path / "coffee.png"), env={**env, "VISIONFLEET_HOME": str(tmp_path)})
+    env = {**clean_env(), "VISIONFLEET_HOME": str(tmp_path)}
+    result = visionfleet("classify", str(tmp_path / "coffee.png"), env=env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["labels"][0]["class_id"] in KNOWN["coffee.png"]
 
 
+@pytest.mark.slow
 def test_default_worker_serves_both_queues_and_stops_on_sigterm(bucket, client, fleet_env, tmp_path):
     import subprocess
     import sys
@@ -139,6 +145,7 @@ def test_default_worker_serves_both_queues_and_stops_on_sigterm(bucket, client, 
         log.close()
 
 
+@pytest.mark.slow
 def test_sidecar_labels_next_to_the_image_and_stats(bucket, client, fleet_env, workers):
     workers.start(1, queues="online", VISIONFLEET_WRITE_SIDECAR="on", **ONLINE)
     uri = put(bucket, "side/coffee.png", photo_bytes("coffee.png"))
@@ -158,6 +165,7 @@ def rss_mb(pid: int) -> float:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
 
 
+@pytest.mark.slow
 def test_a_spike_of_ten_times_the_usual_rate_is_absorbed_by_the_queue(bucket, client, fleet_env, workers):
     """The usual rate: one client asking one image at a time. The spike: ten times that, for a
     while, from many callers at once. The queue holds what the worker cannot take yet (prefetch

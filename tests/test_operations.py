@@ -7,11 +7,14 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.e2e_bench import make_photos
-from tests.helpers import free_port, visionfleet, wait_until
+from tests.helpers import free_port, relabel, visionfleet, wait_until
 from visionfleet.checkpoints import open_store
+
+pytestmark = pytest.mark.slow  # real worker processes and CLI subprocesses
 
 SLOW = "tests.slow_model:build"
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -43,12 +46,6 @@ def bulk_images(scrape: dict) -> float:
 
 def serving(port: int) -> dict:
     return {"VISIONFLEET_METRICS_PORT": str(port), "VISIONFLEET_METRICS_ADDR": "127.0.0.1"}
-
-
-def relabel(env: dict, *args: str) -> str:
-    result = visionfleet("relabel", *args, env=env)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def test_a_scrape_during_a_real_job_counts_every_image_once(fleet_env, workers, tmp_path):

@@ -260,6 +260,7 @@ def test_injected_connection_drop_raises_request_error(server, bucket):
     assert bucket.get_object("dropped.jpg").read() == b"x"
 
 
+@pytest.mark.slow
 def test_stop_ends_the_process_and_frees_the_port():
     with start_oss_server() as extra:
         assert extra.is_ready()

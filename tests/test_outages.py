@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, RedisServer, Workers, read_output, stop_process, visionfleet, wait_until
+from tests.helpers import REPO, RedisServer, Workers, embedded_env, read_output, stop_process, visionfleet, wait_until
 from tests.photos import distinct_jpegs
-from tests.test_embedded import embedded_env
 from tests.test_preemption import FAST, Job
 from visionfleet.checkpoints import open_store
 

@@ -8,6 +8,8 @@ import pytest
 
 from tests.helpers import REPO, stop_process, wait_until
 
+pytestmark = pytest.mark.slow  # builds and installs the wheel, runs new interpreters
+
 GENERIC = ("broker", "checkpoints", "cli", "pipeline", "workers")
 
 

@@ -17,8 +17,11 @@ import pytest
 
 from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE
-from tests.helpers import RedisServer, Workers, read_output, visionfleet, wait_until
+from tests.helpers import (RedisServer, Workers, embedded_env, read_output, relabel, visionfleet, wait_for_job,
+                           wait_until)
 from tests.photos import distinct_jpegs, jpeg
+
+pytestmark = pytest.mark.slow  # real worker processes, killed and restarted
 
 # Small commits and batches, short leases: interruptions land mid-shard and
 # recovery takes seconds, not the production minutes.
@@ -44,9 +47,7 @@ class Job:
             list(pool.map(lambda i: bucket.put_object(f"in/{i:04d}.jpg", images[i]), range(count)))
         args = [f"oss://{bucket.bucket_name}/in/", "--output", f"oss://{bucket.bucket_name}/out/",
                 "--shard-size", str(shard_size)] + (["--model", model] if model else [])
-        result = visionfleet("relabel", *args, env=env)
-        assert result.returncode == 0, result.stderr
-        self.id = result.stdout.strip().splitlines()[-1]
+        self.id = relabel(env, *args)
         self.root = f"oss://{bucket.bucket_name}/out/{self.id}"
         self.store = open_store(env.get("VISIONFLEET_STATE_URL") or env["VISIONFLEET_BROKER_URL"],
                                 namespace=env.get("VISIONFLEET_NAMESPACE") or DEFAULT_NAMESPACE)  # the workers'
@@ -55,9 +56,7 @@ class Job:
         return self.store.checkpoint(self.id, shard).offset
 
     def wait_end(self, workers, timeout=240) -> dict:
-        wait_until(lambda: self.store.progress(self.id).state in ("succeeded", "failed"), timeout,
-                   f"job {self.id} to end; worker logs:\n{workers.logs()}")
-        return json.loads(visionfleet("status", self.id, "--json", env=self.env).stdout)
+        return wait_for_job(self.env, workers, self.id, timeout, workers_stay_up=False)  # these tests stop workers
 
     def read(self, uri) -> bytes:
         return self.bucket.get_object(uri.split("/", 3)[3]).read()
@@ -262,8 +261,6 @@ def test_drain_needs_a_target(fleet_env):
 
 
 def test_an_idle_embedded_worker_stops_cleanly_on_sigterm(tmp_path):
-    from tests.test_embedded import embedded_env
-
     # The embedded transport's loop notices the shutdown seconds later: time enough
     # for a pool child killed by the drain signal to be noticed and replaced.
     pool = Workers(embedded_env(tmp_path), tmp_path)

@@ -6,10 +6,9 @@ import signal
 
 import pytest
 
-from bench.samples import PHOTOS, export
+from bench.samples import PHOTOS
 from tests.browser import load, value_at
-from tests.helpers import visionfleet, wait_until
-from tests.test_embedded import embedded_env
+from tests.helpers import embedded_env, relabel, visionfleet, wait_until
 from tests.test_preemption import FAST, Job
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.reports import diff as diff_module
@@ -19,12 +18,6 @@ from visionfleet.reports.page import number
 
 PLANTED = {"label": "planted label", "class_id": 999, "score": 0.99}
 SLOW = "tests.slow_model:build"
-
-
-def relabel(env, cwd, *args) -> str:
-    result = visionfleet("relabel", *args, "--wait", env=env, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def edit_record(root, name, change) -> None:
@@ -47,14 +40,13 @@ def assert_page_shows_the_json(page, data) -> None:
         assert text == number(value_at(data, key), key), (key, text)
 
 
-def test_diff_of_two_real_runs_adds_up_and_puts_the_planted_change_first(tmp_path):
-    photos = tmp_path / "photos"
-    export(photos)
+@pytest.mark.slow
+def test_diff_of_two_real_runs_adds_up_and_puts_the_planted_change_first(tmp_path, photos):
     (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     env = embedded_env(tmp_path)
-    old_id = relabel(env, tmp_path, str(photos), "--output", str(tmp_path / "labels"), "--top-k", "5")
+    old_id = relabel(env, str(photos), "--output", str(tmp_path / "labels"), "--top-k", "5", "--wait", cwd=tmp_path)
     shutil.copy(photos / "chelsea.png", photos / "chelsea-again.png")  # an input only the new run has
-    new_id = relabel(env, tmp_path, str(photos), "--output", str(tmp_path / "labels"), "--top-k", "3")
+    new_id = relabel(env, str(photos), "--output", str(tmp_path / "labels"), "--top-k", "3", "--wait", cwd=tmp_path)
     old, new = tmp_path / "labels" / old_id, tmp_path / "labels" / new_id
     edit_record(old, "coffee.png", lambda r: r["labels"][0].update(score=0.98))  # the old model was sure...
     edit_record(new, "coffee.png", lambda r: r["labels"].insert(0, dict(PLANTED)))  # ...and the new one disagrees
@@ -105,6 +97,7 @@ def test_partitions_join_the_same_as_one_and_a_sample_keeps_the_most_confident(t
         sorted((min(r["old"]["score"], r["new"]["score"]) for r in everything), reverse=True)
 
 
+@pytest.mark.slow
 def test_diff_refuses_a_folder_that_is_not_a_finished_job(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(VisionfleetError, match="has no _SUCCESS.json"):
@@ -114,6 +107,7 @@ def test_diff_refuses_a_folder_that_is_not_a_finished_job(tmp_path):
     assert result.returncode == 2 and "is not a finished job's output" in result.stderr
 
 
+@pytest.mark.slow
 def test_report_of_a_run_with_a_killed_worker_counts_the_redone_images(bucket, fleet_env, workers, tmp_path):
     # A steady pace (a batch of 8 every 0.25 s, a commit every 64 images, 2 s apart): the kill below
     # lands well before the next commit, with labelled images that no commit will save.
@@ -147,6 +141,7 @@ def test_report_of_a_run_with_a_killed_worker_counts_the_redone_images(bucket, f
     assert_page_shows_the_json(tmp_path / "run" / "report.html", report)
 
 
+@pytest.mark.slow
 def test_diff_reads_and_writes_oss(bucket, fleet_env):
     name = bucket.bucket_name
     for side, label in (("old", "tabby"), ("new", "tiger cat")):

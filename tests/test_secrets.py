@@ -12,6 +12,8 @@ import redis
 from tests.helpers import REPO, RedisServer, Workers, stop_process, visionfleet, wait_until
 from tests.photos import KNOWN, photo_bytes
 
+pytestmark = pytest.mark.slow  # redis-servers of its own, real workers and the CLI
+
 PASSWORD = "pw-Vf7q2Zr9"
 
 

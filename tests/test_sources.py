@@ -96,6 +96,7 @@ def test_an_oss_inventory_is_read_with_its_keys_decoded_and_checked(bucket, oss_
         list(iter_source(bad))
 
 
+@pytest.mark.slow
 def test_relabel_refuses_an_empty_inventory_and_a_damaged_one(bucket, oss_settings, fleet_env):
     src_out = ["-o", f"oss://{bucket.bucket_name}/out/"]
     result = visionfleet("relabel", inventory(bucket, [], files=0), *src_out, env=fleet_env)

@@ -15,9 +15,7 @@ import kombu
 import pytest
 import redis
 
-from bench.samples import export
-from tests.helpers import REPO, RedisServer, Workers, wait_until
-from tests.test_embedded import embedded_env
+from tests.helpers import REPO, RedisServer, Workers, embedded_env, linked_photos, wait_until
 from tests.test_fleet import RABBITMQ_URL
 from tests.test_interrupts import committed
 from tests.test_preemption import FAST, Job, part_start
@@ -210,11 +208,7 @@ def part_way(store, worker: dict) -> bool:
 def test_an_embedded_run_finishes_the_shard_of_a_worker_killed_outright(tmp_path):
     """The filesystem transport hands a message over by deleting its file: the killed worker's is gone for good,
     and before the sweep the run waited forever for its shard."""
-    originals = export(tmp_path / "originals")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(480):
-        os.link(originals[i % len(originals)], photos / f"{i:04d}{originals[i % len(originals)].suffix}")
+    photos = linked_photos(tmp_path, 480)
     env = {**embedded_env(tmp_path), **SMALL}
     run = subprocess.Popen([sys.executable, "-m", "visionfleet.cli", "relabel", str(photos), "--output",
                             str(tmp_path / "labels"), "--shard-size", "60", "--workers", "2"], env=env, cwd=REPO,
