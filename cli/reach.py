@@ -38,15 +38,18 @@ def check_broker(app) -> None:
         raise Unreachable(_message("the broker", app.conf.broker_url, exc)) from exc
 
 
-def service_error(exc: BaseException) -> str | None:
-    """The one-line message for a broker or Redis that went away mid-command; None for other errors."""
+def service_error(exc: BaseException, settings: BrokerSettings | None) -> str | None:
+    """The one-line message for a broker or Redis that went away mid-command; None for other errors.
+    ``settings``: what the command read (a command that read none reached no server of them)."""
     import kombu.exceptions
     import redis
 
+    if settings is None:
+        return None
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-        return _message("Redis", BrokerSettings.from_env().state_url, exc)
+        return _message("Redis", settings.state_url, exc)
     if isinstance(exc, kombu.exceptions.OperationalError):
-        return _message("the broker", BrokerSettings.from_env().broker_url or "", exc)
+        return _message("the broker", settings.broker_url or "", exc)
     return None
 
 
