@@ -1,20 +1,22 @@
-"""The Celery app: queues, routing and safe defaults, built from settings.
+"""The Celery app: queues, routing and safe defaults, built from settings by ``make_app``.
 
-``celery -A visionfleet.broker.celery_app worker`` uses the module-level ``app``; it
-reads the environment when this module is imported, and connects to
+Our commands build theirs from the settings they read. ``celery -A visionfleet.broker.celery_app
+worker`` (an operator's own command, with no edge of ours before it) finds the module's ``app``:
+built from the environment the first time it is asked for, never at import. An app connects to
 nothing until a worker or producer actually sends or consumes.
 """
 from celery import Celery
 from kombu import Exchange, Queue
 
-from visionfleet.broker.routes import (
-    BULK_QUEUE, CLASSIFY_TASK, DEFAULT_NAMESPACE, NAMESPACE, ONLINE_QUEUE, RELABEL_SHARD_TASK,
-)
+from visionfleet.broker.routes import CLASSIFY_TASK, DEFAULT_NAMESPACE, RELABEL_SHARD_TASK, queue_name
 from visionfleet.broker.settings import BrokerSettings
 
 
 def make_app(settings: BrokerSettings) -> Celery:
+    """The app for ``settings``; it keeps them as ``app.broker_settings``, where the worker it runs
+    (``workers/process.py``) takes them from at its start."""
     settings.prepare()
+    online, bulk = (queue_name(role, settings.namespace) for role in ("online", "bulk"))
     # drain before process: its hooks (the parent watch, the drain signal's handler) run before a model loads.
     app = Celery("visionfleet", include=[f"visionfleet.workers.{m}" for m in ("logs", "drain", "process", "tasks")])
     app.conf.update(
@@ -28,9 +30,9 @@ def make_app(settings: BrokerSettings) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         # Each queue its own exchange: a message for one never lands in the other.
-        task_queues=tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (ONLINE_QUEUE, BULK_QUEUE)),
-        task_default_queue=BULK_QUEUE,
-        task_routes={RELABEL_SHARD_TASK: {"queue": BULK_QUEUE}, CLASSIFY_TASK: {"queue": ONLINE_QUEUE}},
+        task_queues=tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (online, bulk)),
+        task_default_queue=bulk,
+        task_routes={RELABEL_SHARD_TASK: {"queue": bulk}, CLASSIFY_TASK: {"queue": online}},
         # A shard is acked only once it is committed: a dead worker's shard
         # is redelivered, never dropped. One at a time per process, so one
         # worker does not hoard shards that others could run.
@@ -42,16 +44,17 @@ def make_app(settings: BrokerSettings) -> Celery:
         worker_send_task_events=not settings.embedded,
         task_send_sent_event=not settings.embedded,
         result_expires=settings.result_expires_s,
-        **_namespaced(),
+        **_namespaced(settings.namespace),
     )
+    app.broker_settings = settings
     return app
 
 
-def _namespaced() -> dict:
+def _namespaced(namespace: str) -> dict:
     """Another namespace's remote control (``drain --all``) and events never reach this fleet."""
-    if NAMESPACE == DEFAULT_NAMESPACE:
+    if namespace == DEFAULT_NAMESPACE:
         return {}
-    return {"control_exchange": f"{NAMESPACE}.celery", "event_exchange": f"{NAMESPACE}.celeryev"}
+    return {"control_exchange": f"{namespace}.celery", "event_exchange": f"{namespace}.celeryev"}
 
 
 def _transport_options(settings: BrokerSettings) -> dict:
@@ -71,10 +74,15 @@ def _transport_options(settings: BrokerSettings) -> dict:
         options = {"visibility_timeout": redeliver, "unacked_restore_interval": min(10, max(1, redeliver // 4)),
                    "unacked_restore_throttle": 1, "socket_timeout": 30, "socket_connect_timeout": 10,
                    "health_check_interval": 25}
-        if NAMESPACE != DEFAULT_NAMESPACE:  # kombu's own keys (unacked messages, bindings) too
-            options["global_keyprefix"] = f"{NAMESPACE}:broker:"
+        if settings.namespace != DEFAULT_NAMESPACE:  # kombu's own keys (unacked messages, bindings) too
+            options["global_keyprefix"] = f"{settings.namespace}:broker:"
         return options
     return {}
 
 
-app = make_app(BrokerSettings.from_env())
+def __getattr__(name: str) -> Celery:
+    """``app``, for ``celery -A visionfleet.broker.celery_app``: Celery's ``find_app`` asks the module for it."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()["app"] = built = make_app(BrokerSettings.from_env())  # built once: Celery asks more than once
+    return built

@@ -1,7 +1,7 @@
 """The client API for backend services: classify images through the fleet.
 
     from visionfleet import VisionClient
-    client = VisionClient()                      # VISIONFLEET_BROKER_URL
+    client = VisionClient()                      # VISIONFLEET_BROKER_URL, read once, here
     record = client.classify("oss://bucket/upload/123.jpg", timeout=10)
     pending = client.submit("oss://bucket/upload/124.jpg")   # Celery AsyncResult
     records = client.classify_many([...], timeout=30)
@@ -20,7 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from visionfleet.broker.routes import CLASSIFY_TASK, NAMESPACE, ONLINE_QUEUE, SENT_AT_HEADER
+from visionfleet.broker.routes import CLASSIFY_TASK, SENT_AT_HEADER, queue_name
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
@@ -51,16 +51,21 @@ class VisionClient:
     new requests are refused fast with ``OverloadedError`` past the backlog bound.
     """
 
-    def __init__(self, app: Celery | None = None, settings: ClientSettings | None = None) -> None:
+    def __init__(self, app: Celery | None = None, settings: ClientSettings | None = None,
+                 broker: BrokerSettings | None = None) -> None:
+        """Whatever is not given is read from the environment: a backend service's client is its own edge."""
+        broker = broker or BrokerSettings.from_env()
         if app is None:
-            from visionfleet.broker.celery_app import app as default_app
+            from visionfleet.broker.celery_app import make_app
 
-            app = default_app
+            app = make_app(broker)
         self.app = app
         self.settings = settings or ClientSettings.from_env()
-        state_url = BrokerSettings.from_env().state_url
+        self.online_queue = queue_name("online", broker.namespace)
+        state_url = broker.state_url
         shared = state_url.startswith(("redis", "unix"))
-        self.metrics = Metrics(redis.Redis.from_url(state_url, decode_responses=True) if shared else None, NAMESPACE)
+        self.metrics = Metrics(redis.Redis.from_url(state_url, decode_responses=True) if shared else None,
+                               broker.namespace)
         self._with_retries = retry(
             retry=retry_if_exception_type(_CONNECTION_ERRORS),
             stop=stop_after_attempt(self.settings.connect_attempts),
@@ -79,7 +84,7 @@ class VisionClient:
 
     def backlog(self) -> int:
         """Online requests waiting in the queue (not yet taken by a worker)."""
-        return self.queue_size(ONLINE_QUEUE)
+        return self.queue_size(self.online_queue)
 
     def queue_size(self, queue: str) -> int:
         """Messages waiting in ``queue``."""
@@ -104,7 +109,7 @@ class VisionClient:
                 f"overloaded: {waiting} online requests waiting, over the limit of {self.settings.max_backlog} "
                 "(VISIONFLEET_ONLINE_MAX_BACKLOG); retry later or add online workers"
             )
-        return self._call(self.app.send_task, CLASSIFY_TASK, args=[uri], queue=ONLINE_QUEUE, retry=False,
+        return self._call(self.app.send_task, CLASSIFY_TASK, args=[uri], queue=self.online_queue, retry=False,
                           headers={SENT_AT_HEADER: time.time()})
 
     def classify(self, uri: str, timeout: float = 30.0) -> dict:

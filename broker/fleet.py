@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from celery import Celery
 from kombu.utils.json import loads
 
-from visionfleet.broker.routes import BULK_QUEUE, ONLINE_QUEUE
+from visionfleet.broker.routes import ROLES, queue_name
 from visionfleet.broker.scaling import Fleet, Process
 from visionfleet.checkpoints.state import FINAL_STATES, StateStore
 
@@ -27,19 +27,20 @@ class QueueDepth:
         return self.waiting + (self.claimed or 0)
 
 
-def queue_depths(app: Celery) -> dict[str, QueueDepth]:
-    """Each queue's messages: waiting and, on a Redis broker, claimed but unfinished."""
+def queue_depths(app: Celery, namespace: str) -> dict[str, QueueDepth]:
+    """Each role's queue in ``namespace``, by role: messages waiting and, on a Redis broker, claimed but unfinished."""
     with app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1)
         channel = conn.default_channel
         claimed = _claimed_on_redis(channel)
         depths = {}
-        for queue in (ONLINE_QUEUE, BULK_QUEUE):
+        for role in ROLES:
+            queue = queue_name(role, namespace)
             try:
                 waiting = channel.queue_declare(queue=queue, passive=True).message_count
             except conn.channel_errors:
                 waiting = 0  # not declared yet: nothing sent
-            depths[queue] = QueueDepth(waiting, None if claimed is None else claimed.get(queue, 0))
+            depths[role] = QueueDepth(waiting, None if claimed is None else claimed.get(queue, 0))
         return depths
 
 
@@ -67,8 +68,8 @@ def processes(store: StateStore) -> tuple[Process, ...]:
         for w in store.workers())
 
 
-def look(store: StateStore, app: Celery) -> tuple[Fleet, dict[str, QueueDepth]]:
-    depths = queue_depths(app)
-    fleet = Fleet(backlog_images=images_left(store), online_backlog=depths[ONLINE_QUEUE].waiting,
+def look(store: StateStore, app: Celery, namespace: str) -> tuple[Fleet, dict[str, QueueDepth]]:
+    depths = queue_depths(app, namespace)
+    fleet = Fleet(backlog_images=images_left(store), online_backlog=depths["online"].waiting,
                   processes=processes(store))
     return fleet, depths

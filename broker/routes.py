@@ -3,26 +3,22 @@
 Kept apart from the Celery app so that naming a queue (the client, the
 tasks) never builds an app or touches a broker.
 
-``VISIONFLEET_NAMESPACE`` (default ``vf``) is in every queue and Redis key
-name, so two fleets (staging, production) can share one Redis or RabbitMQ
-without seeing each other's jobs, queues, workers or metrics. The default
-namespace keeps the plain queue names ``bulk`` and ``online`` that fleets
-already run on. It is validated by ``BrokerSettings.from_env``.
+The namespace (``BrokerSettings.namespace``, ``VISIONFLEET_NAMESPACE``, default ``vf``)
+is in every queue and Redis key name, so two fleets (staging, production) can share
+one Redis or RabbitMQ without seeing each other's jobs, queues, workers or metrics.
+The default namespace keeps the plain queue names ``bulk`` and ``online`` that
+fleets already run on.
 """
-import os
-
 from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE
 
-NAMESPACE = os.environ.get("VISIONFLEET_NAMESPACE") or DEFAULT_NAMESPACE
+ROLES = ("online", "bulk")
 
 
-def queue_name(role: str) -> str:
-    """The queue a role (``bulk`` or ``online``) consumes in this namespace."""
-    return role if NAMESPACE == DEFAULT_NAMESPACE else f"{NAMESPACE}.{role}"
+def queue_name(role: str, namespace: str) -> str:
+    """The queue a role (``bulk`` or ``online``) consumes in ``namespace``."""
+    return role if namespace == DEFAULT_NAMESPACE else f"{namespace}.{role}"
 
 
-BULK_QUEUE = queue_name("bulk")
-ONLINE_QUEUE = queue_name("online")
 RELABEL_SHARD_TASK = "visionfleet.relabel_shard"
 CLASSIFY_TASK = "visionfleet.classify"
 # An online request's message header: when the client sent it (epoch seconds), so the

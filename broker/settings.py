@@ -9,19 +9,22 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from visionfleet.broker.routes import DEFAULT_NAMESPACE
 from visionfleet.pipeline.envvars import env_int, env_str, visionfleet_home
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.redaction import mask_shapes
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-# Set by an embedded command for the workers it starts: the run's own queue folder, so
-# messages left by another, interrupted run are never taken by this one.
+# Given by an embedded command to the workers it starts (in their environment, at spawn): the run's own
+# queue folder, so messages left by another, interrupted run are never taken by this one.
 EMBEDDED_RUN_ENV = "VISIONFLEET_EMBEDDED_RUN"
 JOB_TTL_S = 7 * 24 * 3600  # an ended job's state; its output and durable checkpoints stay
 
 
 @dataclass(frozen=True)
 class BrokerSettings:
+    """Read once per process, by its edge (the command, a worker's start), and passed down."""
+
     broker_url: str | None
     result_backend: str
     state_url: str
@@ -30,6 +33,7 @@ class BrokerSettings:
     result_expires_s: int = 3600
     embedded_run: str = "default"
     job_ttl_s: int = JOB_TTL_S
+    namespace: str = DEFAULT_NAMESPACE  # in every queue and Redis key name (broker/routes.py)
 
     @property
     def embedded(self) -> bool:
@@ -41,13 +45,13 @@ class BrokerSettings:
 
     @classmethod
     def from_env(cls) -> "BrokerSettings":
-        _check_namespace()
+        namespace = _namespace()
         home = visionfleet_home()
         broker = env_str("VISIONFLEET_BROKER_URL")
         ttl = env_int("VISIONFLEET_JOB_TTL_S", JOB_TTL_S)
         if broker is None:
             return cls(None, f"file://{home / 'results'}", f"sqlite:///{home / 'state.db'}", home,
-                       embedded_run=env_str(EMBEDDED_RUN_ENV) or "default", job_ttl_s=ttl)
+                       embedded_run=env_str(EMBEDDED_RUN_ENV) or "default", job_ttl_s=ttl, namespace=namespace)
         is_redis = broker.startswith(_REDIS_SCHEMES)
         if not (is_redis or broker.startswith(("amqp://", "amqps://", "pyamqp://"))):
             raise ConfigError(
@@ -64,7 +68,7 @@ class BrokerSettings:
         # pointed at the broker gets its answer.
         backend = env_str("VISIONFLEET_RESULT_BACKEND") or (broker if is_redis else state)
         return cls(broker, backend, state, home, env_int("VISIONFLEET_REDELIVER_AFTER_S", 300, minimum=2),
-                   env_int("VISIONFLEET_RESULT_EXPIRES_S", 3600, minimum=1), job_ttl_s=ttl)
+                   env_int("VISIONFLEET_RESULT_EXPIRES_S", 3600, minimum=1), job_ttl_s=ttl, namespace=namespace)
 
     def prepare(self) -> None:
         """Create the embedded folders; kombu's filesystem transport needs them to exist."""
@@ -73,11 +77,12 @@ class BrokerSettings:
                 os.makedirs(folder, exist_ok=True)
 
 
-def _check_namespace() -> None:
-    value = env_str("VISIONFLEET_NAMESPACE")
-    if value is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value):
+def _namespace() -> str:
+    value = env_str("VISIONFLEET_NAMESPACE", DEFAULT_NAMESPACE)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value):
         raise ConfigError(f"VISIONFLEET_NAMESPACE={value!r} is not a namespace; use up to 32 lowercase letters, "
                           "digits, '-' or '_', e.g. staging")
+    return value
 
 
 def redact(url: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import click
 
-from visionfleet.broker.settings import BrokerSettings
+from visionfleet.broker.settings import EMBEDDED_RUN_ENV, BrokerSettings
 from visionfleet.checkpoints.state import FINAL_STATES, StateStore
 from visionfleet.cli.progress import JobView, look, resume_command, wait as wait_for
 from visionfleet.cli.supervisor import WorkerProcesses
@@ -26,12 +26,14 @@ def workers_for(settings: BrokerSettings, count: int) -> WorkerProcesses:
     """``count`` bulk workers sharing this machine's cores, logging under VISIONFLEET_HOME.
 
     In their own session, so Ctrl-C reaches this command only and it decides
-    how they stop; they exit too if this command is killed outright.
+    how they stop; they exit too if this command is killed outright. What they are
+    told beyond this command's environment is given in theirs, at spawn: their run's
+    queue folder, their share of the cores, this command's pid.
     """
     threads = str(max(1, (os.cpu_count() or 1) // count))
     # No metrics port: a laptop's job, and several workers here would want the same one.
     env = {"VISIONFLEET_THREADS": threads, "VISIONFLEET_PARENT_PID": str(os.getpid()),
-           "VISIONFLEET_METRICS_PORT": "off"}
+           "VISIONFLEET_METRICS_PORT": "off", EMBEDDED_RUN_ENV: settings.embedded_run}
     return WorkerProcesses([(["--queues", "bulk", "--hostname", f"embedded-{os.getpid()}-{i}@%h"], env)
                             for i in range(count)], log_dir=settings.home / "logs", own_session=True)
 
@@ -54,7 +56,7 @@ def run(job_id: str, start: Start, store: StateStore, settings: BrokerSettings, 
     """Run the job here to its end: its final view, or the exit code of an interrupted run."""
     from visionfleet.cli.workers import check_settings
 
-    check_settings()  # the workers read the same environment: a bad value stops here, nothing planned
+    check_settings(settings)  # the workers read the same environment: a bad value stops here, nothing planned
     report_leftovers(settings, store, job_id)
     fleet = workers_for(settings, workers)
     presses = _Presses(fleet)

@@ -29,26 +29,23 @@ def probe(ready: bool) -> tuple[bool, str]:
         return False, f"no worker answers on {url} ({reason}); is `visionfleet worker` running here?"
 
 
-def scale() -> dict:
-    """The autoscaling decision and what it was made from."""
-    from visionfleet.broker.celery_app import app
+def scale(settings) -> dict:
+    """The autoscaling decision and what it was made from; ``settings``: the command's ``BrokerSettings``."""
+    from visionfleet.broker.celery_app import make_app
     from visionfleet.broker.fleet import look
-    from visionfleet.broker.routes import BULK_QUEUE, ONLINE_QUEUE
     from visionfleet.broker.scaling import Policy, decide
-    from visionfleet.broker.settings import BrokerSettings
     from visionfleet.cli.reach import check_broker, reachable_store
 
-    settings = BrokerSettings.from_env()
     if settings.embedded:
         raise VisionfleetError("scale sizes a fleet, and none is set: the embedded default starts its own "
                                "workers. Set VISIONFLEET_BROKER_URL=redis://... to the fleet's broker")
     policy = Policy.from_env()
     store = reachable_store(settings)
+    app = make_app(settings)
     check_broker(app)
-    fleet, depths = look(store, app)
+    fleet, depths = look(store, app, settings.namespace)
     decision = decide(fleet, policy, time.time())
-    queues = {role: {"waiting": depths[queue].waiting, "claimed": depths[queue].claimed}
-              for role, queue in (("online", ONLINE_QUEUE), ("bulk", BULK_QUEUE))}
+    queues = {role: {"waiting": depth.waiting, "claimed": depth.claimed} for role, depth in depths.items()}
     return {**decision.as_dict(), "min_workers": policy.min_workers, "max_workers": policy.max_workers,
             "target_finish_s": policy.target_finish_s, "queues": queues}
 

@@ -1,12 +1,12 @@
 """Starting work on a job (a new one, or a resumed one): enqueue its shards, then
 wait for a fleet, or in embedded mode run them here (``cli.embedded``)."""
-import os
+import dataclasses
 from collections.abc import Callable
 
 import click
 
 from visionfleet.broker.planner import check_access, new_job_id, plan_job
-from visionfleet.broker.settings import EMBEDDED_RUN_ENV, BrokerSettings
+from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints.hooks import Hooks
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.cli.embedded import INTERRUPTED
@@ -25,17 +25,17 @@ NO_WORKER_HINT_S = 30  # a worker that is up takes a shard within seconds
 HOOKS = Hooks([RunReport()])  # a job that ends here (empty, or every shard ended before a resume) has its report
 
 
-def _drive(job_id: str, start: Start, *, wait: bool, workers: int) -> int:
+def _drive(settings: BrokerSettings, job_id: str, start: Start, *, wait: bool, workers: int) -> int:
     """Run ``start`` (which enqueues the job's shards through ``send``), then wait when
     asked, or always in embedded mode, where no fleet would run it otherwise.
     Prints the job id alone on the last line of stdout; exit code 1 if the job failed."""
-    settings = BrokerSettings.from_env()
-    if settings.embedded:  # before the app is built: this run's own queue folder, for its workers too
-        os.environ[EMBEDDED_RUN_ENV] = job_id
-        settings = BrokerSettings.from_env()
+    if settings.embedded:  # this run's own queue folder, for its app and for the workers it starts
+        settings = dataclasses.replace(settings, embedded_run=job_id)
     store = reachable_store(settings)
-    from visionfleet.broker.celery_app import app
+    from visionfleet.broker.celery_app import make_app
     from visionfleet.broker.routes import RELABEL_SHARD_TASK
+
+    app = make_app(settings)
 
     def send(job: str, shard: int) -> None:
         app.send_task(RELABEL_SHARD_TASK, args=[job, shard])
@@ -66,25 +66,26 @@ def _report(final: JobView) -> int:
     return 1 if final.progress.state in ("failed", "cancelled") else 0
 
 
-def run_relabel(source: str, output: str, *, model: str | None, shard_size: int | None, wait: bool, workers: int,
-                **options) -> int:
+def run_relabel(settings: BrokerSettings, source: str, output: str, *, model: str | None, shard_size: int | None,
+                wait: bool, workers: int, **options) -> int:
     # Workers (and a later `resume`) do not share the folder this was typed in.
     if options["calibration"]:
         options["calibration"] = _absolute(options["calibration"])
     source, output = _absolute(source), _absolute(output)
     spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
                    shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)
-    check_access(spec, embedded=BrokerSettings.from_env().embedded)
+    check_access(spec, embedded=settings.embedded)
     job_id = new_job_id()
 
     def start(store: StateStore, send: Send) -> None:
         plan_job(spec, store, send, job_id, hooks=HOOKS)
         click.echo(f"job {job_id}: planned", err=True)
 
-    return _drive(job_id, start, wait=wait, workers=workers)
+    return _drive(settings, job_id, start, wait=wait, workers=workers)
 
 
-def run_resume(job_id: str, output: str, *, wait: bool, only_unfinished: bool = False) -> int:
+def run_resume(settings: BrokerSettings, job_id: str, output: str, *, wait: bool,
+               only_unfinished: bool = False) -> int:
     from visionfleet.checkpoints.resume import resume_job
 
     output = _absolute(output)
@@ -97,7 +98,7 @@ def run_resume(job_id: str, output: str, *, wait: bool, only_unfinished: bool = 
             click.echo(f"job {job_id}: {len(failed)} failed shard(s) left as they are; `resume` without "
                        "--only-unfinished retries them", err=True)
 
-    return _drive(job_id, start, wait=wait, workers=1)
+    return _drive(settings, job_id, start, wait=wait, workers=1)
 
 
 def _absolute(uri: str) -> str:

@@ -25,7 +25,7 @@ class _Commands(click.Group):
         except Exception as exc:
             from visionfleet.cli.reach import service_error
 
-            message = service_error(exc)
+            message = service_error(exc, ctx.obj)
             if message is None:
                 raise
             click.echo(f"error: {message}", err=True)
@@ -47,12 +47,22 @@ def main(loglevel) -> None:
         configure(loglevel.upper())
 
 
+def broker_settings():
+    """This command's broker settings: read from the environment once, by the command that needs them
+    (one that does not, such as ``diff``, never fails on them), and kept where the error boundary finds them."""
+    ctx = click.get_current_context().find_root()
+    if ctx.obj is None:
+        from visionfleet.broker.settings import BrokerSettings
+
+        ctx.obj = BrokerSettings.from_env()
+    return ctx.obj
+
+
 def _job(job_id: str):
     """(store, progress) of a job the state store knows."""
-    from visionfleet.broker.settings import BrokerSettings
     from visionfleet.cli.reach import reachable_store
 
-    store = reachable_store(BrokerSettings.from_env())
+    store = reachable_store(broker_settings())
     progress = store.progress(job_id)
     if progress is None:
         raise VisionfleetError(
@@ -89,7 +99,7 @@ def relabel(source, output, wait, workers, **options) -> None:
     """Label every image in SOURCE (folder, manifest or oss:// prefix) into OUTPUT/<job_id>/."""
     from visionfleet.cli.jobs import run_relabel
 
-    sys.exit(run_relabel(source, output, wait=wait, workers=workers, **options))
+    sys.exit(run_relabel(broker_settings(), source, output, wait=wait, workers=workers, **options))
 
 
 @main.command()
@@ -104,7 +114,8 @@ def worker(queues, concurrency, hostname, loglevel) -> None:
     """Run a worker (like `celery -A visionfleet.broker.celery_app worker`, plus tcmalloc when installed)."""
     from visionfleet.cli.workers import run_worker
 
-    sys.exit(run_worker(queues, concurrency=concurrency, hostname=hostname, loglevel=loglevel.upper()))
+    sys.exit(run_worker(broker_settings(), queues, concurrency=concurrency, hostname=hostname,
+                        loglevel=loglevel.upper()))
 
 
 @main.command()
@@ -134,7 +145,7 @@ def resume(job_id, output, wait, only_unfinished) -> None:
     """Re-enqueue every unfinished or failed shard of JOB_ID, rebuilding its state from OUTPUT if it was lost."""
     from visionfleet.cli.jobs import run_resume
 
-    sys.exit(run_resume(job_id, output, wait=wait, only_unfinished=only_unfinished))
+    sys.exit(run_resume(broker_settings(), job_id, output, wait=wait, only_unfinished=only_unfinished))
 
 
 @main.command()
@@ -155,12 +166,11 @@ def cancel(job_id) -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000), help="How many jobs.")
 def jobs(as_json, limit) -> None:
     """List recent jobs, newest first: state, progress and age."""
-    from visionfleet.broker.settings import BrokerSettings
     from visionfleet.cli.progress import job_row
     from visionfleet.cli.reach import reachable_store
 
     now = time.time()
-    for progress in reachable_store(BrokerSettings.from_env()).jobs(limit):
+    for progress in reachable_store(broker_settings()).jobs(limit):
         row = {**progress.as_dict(), "age_s": round(now - progress.created_at)}
         click.echo(json.dumps(row) if as_json else job_row(progress, now))
 
@@ -185,8 +195,9 @@ def drain(names, everyone) -> None:
     """Ask workers to commit, hand their shards back and exit."""
     if not names and not everyone:
         raise VisionfleetError("name workers with --worker NAME (see Flower or `celery inspect ping`) or use --all")
-    from visionfleet.broker.celery_app import app
+    from visionfleet.broker.celery_app import make_app
 
+    app = make_app(broker_settings())
     replies = app.control.broadcast("visionfleet_drain", destination=list(names) or None, reply=True, timeout=3)
     drained = sorted(name for reply in replies for name in reply)
     for name in drained:
@@ -205,7 +216,7 @@ def classify(uris, timeout) -> None:
 
     # A relative path means the folder it was typed in, not the worker's.
     uris = [str(Location.parse(uri).absolute()) for uri in uris]
-    for record in classify_uris(uris, timeout=timeout):
+    for record in classify_uris(broker_settings(), uris, timeout=timeout):
         click.echo(json.dumps(record, ensure_ascii=False))
 
 
@@ -215,7 +226,7 @@ def stats(as_json) -> None:
     """Queue depths, the online backlog bound, and the fleet's counters."""
     from visionfleet.cli.online import fleet_stats, stats_table
 
-    snapshot = fleet_stats()
+    snapshot = fleet_stats(broker_settings())
     if as_json:
         click.echo(json.dumps(snapshot))
         return
@@ -275,7 +286,7 @@ def scale(as_json) -> None:
     """How many workers the fleet should have now, and why: the autoscaling signal."""
     from visionfleet.cli.fleet import scale as decide_scale, scale_line
 
-    answer = decide_scale()
+    answer = decide_scale(broker_settings())
     click.echo(json.dumps(answer) if as_json else scale_line(answer))
 
 

@@ -2,36 +2,34 @@
 from visionfleet.broker.settings import BrokerSettings
 
 
-def classify_uris(uris: list[str], *, timeout: float) -> list[dict]:
-    if BrokerSettings.from_env().embedded:
-        return _classify_here(uris)
+def classify_uris(settings: BrokerSettings, uris: list[str], *, timeout: float) -> list[dict]:
+    if settings.embedded:
+        return _classify_here(settings, uris)
     from visionfleet.broker.client import VisionClient
 
-    return VisionClient().classify_many(uris, timeout=timeout)
+    return VisionClient(broker=settings).classify_many(uris, timeout=timeout)
 
 
-def _classify_here(uris: list[str]) -> list[dict]:
+def _classify_here(broker: BrokerSettings, uris: list[str]) -> list[dict]:
     """No fleet configured: load the model in this process, like an embedded worker would."""
-    from visionfleet.pipeline.engines import RuntimeSettings
-    from visionfleet.pipeline.labeller import LoadSettings
     from visionfleet.workers.labellers import Labellers
-    from visionfleet.workers.online import OnlineSettings
-    from visionfleet.workers.process import default_model
+    from visionfleet.workers.settings import Settings
 
-    labeller = Labellers(RuntimeSettings.from_env(), LoadSettings.from_env(), "cli").default(default_model())
-    return list(labeller.label(uris, OnlineSettings.from_env().top_k))
+    settings = Settings.from_env(broker)
+    labeller = Labellers(settings.runtime, settings.load, "cli").default(settings.model)
+    return list(labeller.label(uris, settings.online.top_k))
 
 
-def fleet_stats() -> dict:
-    from visionfleet.broker.routes import BULK_QUEUE, ONLINE_QUEUE
+def fleet_stats(settings: BrokerSettings) -> dict:
     from visionfleet.broker.client import VisionClient
-
+    from visionfleet.broker.routes import ROLES, queue_name
     from visionfleet.cli.reach import reachable_store
 
-    workers = reachable_store(BrokerSettings.from_env()).workers()  # a quick ping first: no minute of retries
-    client = VisionClient()
+    workers = reachable_store(settings).workers()  # a quick ping first: no minute of retries
+    client = VisionClient(broker=settings)
+    queues = [queue_name(role, settings.namespace) for role in ROLES]
     return {
-        "queues": {q: client.queue_size(q) for q in (ONLINE_QUEUE, BULK_QUEUE)},
+        "queues": {q: client.queue_size(q) for q in queues},
         "online_max_backlog": client.settings.max_backlog,
         "bulk_workers_live": len(workers),
         "bulk_workers_busy": sum(1 for w in workers if w.get("job_id")),

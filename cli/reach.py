@@ -3,7 +3,6 @@
 Workers ride out a Redis restart (the store retries for about a minute);
 a person at a terminal should hear within seconds that nothing answers.
 """
-from visionfleet.broker.routes import NAMESPACE
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.checkpoints import StateStore, open_store
 from visionfleet.pipeline.errors import VisionfleetError
@@ -25,7 +24,7 @@ def reachable_store(settings: BrokerSettings) -> StateStore:
                                  socket_timeout=CONNECT_TIMEOUT_S).ping()
         except redis.RedisError as exc:
             raise Unreachable(_message("the job-state Redis", settings.state_url, exc)) from exc
-    return open_store(settings.state_url, job_ttl_s=settings.job_ttl_s, namespace=NAMESPACE)
+    return open_store(settings.state_url, job_ttl_s=settings.job_ttl_s, namespace=settings.namespace)
 
 
 def check_broker(app) -> None:
@@ -39,15 +38,18 @@ def check_broker(app) -> None:
         raise Unreachable(_message("the broker", app.conf.broker_url, exc)) from exc
 
 
-def service_error(exc: BaseException) -> str | None:
-    """The one-line message for a broker or Redis that went away mid-command; None for other errors."""
+def service_error(exc: BaseException, settings: BrokerSettings | None) -> str | None:
+    """The one-line message for a broker or Redis that went away mid-command; None for other errors.
+    ``settings``: what the command read (a command that read none reached no server of them)."""
     import kombu.exceptions
     import redis
 
+    if settings is None:
+        return None
     if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-        return _message("Redis", BrokerSettings.from_env().state_url, exc)
+        return _message("Redis", settings.state_url, exc)
     if isinstance(exc, kombu.exceptions.OperationalError):
-        return _message("the broker", BrokerSettings.from_env().broker_url or "", exc)
+        return _message("the broker", settings.broker_url or "", exc)
     return None
 
 

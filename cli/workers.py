@@ -8,6 +8,7 @@
 - both (the default): one of each, as two processes under this one, so an
   online request never waits behind a running shard.
 """
+import dataclasses
 import logging
 import os
 import sys
@@ -15,50 +16,55 @@ import sys
 from celery.utils.nodenames import host_format
 
 from visionfleet.broker.routes import queue_name
+from visionfleet.broker.settings import BrokerSettings
 from visionfleet.cli.supervisor import WorkerProcesses
-from visionfleet.pipeline.envvars import env_int
+from visionfleet.pipeline.envvars import env_int, env_str
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.engines import RuntimeSettings, has_cuda
-from visionfleet.workers.exporter import SERVED_PORT_ENV, Exporter, ExporterSettings, share_metrics
+from visionfleet.pipeline.engines import has_cuda
+from visionfleet.workers.exporter import FLEET_CACHE_S, SERVED_PORT_ENV, Exporter, share_metrics
 from visionfleet.workers.logs import configure
-from visionfleet.workers.process import ROLE_ENV
+from visionfleet.workers.settings import Settings
 
 log = logging.getLogger(__name__)
 
 QUEUES = ("online", "bulk")
 
 
-def run_worker(queues: str, *, concurrency: int, hostname: str | None, loglevel: str) -> int:
+def run_worker(broker: BrokerSettings, queues: str, *, concurrency: int, hostname: str | None, loglevel: str) -> int:
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = set(chosen) - set(QUEUES)
     if not chosen or unknown:
         raise ConfigError(f"--queues {queues!r}: use online, bulk, or online,bulk")
-    serving = ExporterSettings.from_env()
-    check_settings()
+    settings = check_settings(broker)
     names = [_name(q, hostname, several=len(chosen) > 1) for q in chosen]
-    if serving.port is not None or set(chosen) == set(QUEUES):
+    if settings.serving.port is not None or set(chosen) == set(QUEUES):
         common = ["--concurrency", str(concurrency), "--loglevel", loglevel]
         workers = [["--queues", q, *common, "--hostname", n] for q, n in zip(chosen, names)]
         configure(loglevel)  # what this process says: its port, its workers' names
-        return _supervised(workers, serving, expected=(concurrency if "bulk" in chosen else 0) + ("online" in chosen))
+        return _supervised(workers, settings, expected=(concurrency if "bulk" in chosen else 0) + ("online" in chosen))
     from visionfleet.workers.allocator import reexec_with_tcmalloc
 
     reexec_with_tcmalloc(["-m", "visionfleet.cli", *sys.argv[1:]])
-    return _celery_worker(chosen[0], concurrency=concurrency, hostname=names[0], loglevel=loglevel)
+    return _celery_worker(chosen[0], settings, concurrency=concurrency, hostname=names[0], loglevel=loglevel)
 
 
-def _supervised(workers: list[list[str]], serving: ExporterSettings, expected: int) -> int:
+def _supervised(workers: list[list[str]], settings: Settings, expected: int) -> int:
     """Celery workers under this process, which serves their metrics and probes when asked to.
 
     They run in their own session, so a Ctrl-C at the terminal reaches them once, from here (the
     terminal's copy and ours would be two: Celery's cold shutdown), and they exit if this process is killed.
     """
+    from visionfleet.broker.celery_app import make_app
+    from visionfleet.workers.fleet_metrics import FleetCollector
+
     below = {"VISIONFLEET_PARENT_PID": str(os.getpid())}
     nodes = [host_format(args[args.index("--hostname") + 1]) for args in workers]
-    if serving.port is None:
+    if settings.serving.port is None:
         log.info("starting workers", extra={"nodes": nodes, "metrics_port": None})
         return WorkerProcesses([(args, below) for args in workers], own_session=True).supervise()
-    exporter = Exporter(serving, share_metrics(), expected)
+    app = make_app(settings.broker)
+    exporter = Exporter(settings.serving, share_metrics(), expected, app,
+                        FleetCollector(FLEET_CACHE_S, app, settings.broker, settings.policy))
     exporter.start()
     log.info("starting workers", extra={"nodes": nodes, "metrics_port": exporter.port})
     try:
@@ -70,30 +76,24 @@ def _supervised(workers: list[list[str]], serving: ExporterSettings, expected: i
         exporter.stop()
 
 
-def check_settings() -> None:
+def check_settings(broker: BrokerSettings) -> Settings:
     """Read every setting a worker reads, here and at once: a bad value stops this command
     with its message (exit 2) before any Celery worker starts or says it is ready, in every mode."""
-    from visionfleet.broker.scaling import Policy
-    from visionfleet.broker.settings import BrokerSettings
     from visionfleet.pipeline.gpu_decode import check_decoder
-    from visionfleet.pipeline.labeller import LoadSettings
     from visionfleet.pipeline.runtimes.choice import choose_engine
     from visionfleet.reports.run import prices_from_env
-    from visionfleet.workers import allocator, drain, heartbeat
-    from visionfleet.workers.online import OnlineSettings
-    from visionfleet.workers.settings import WorkerSettings
+    from visionfleet.workers import allocator, drain
 
-    for settings in (BrokerSettings, WorkerSettings, OnlineSettings, ExporterSettings, Policy):
-        settings.from_env()
-    runtime = RuntimeSettings.from_env()
+    settings = Settings.from_env(broker)
+    runtime = settings.runtime
     choose_engine(runtime.runtime, runtime.precision, cuda=False)  # a pair no machine runs
     # GPU decode on a machine without a GPU or torchvision: known now, not at the first job.
-    check_decoder(LoadSettings.from_env().decode, "cuda" if has_cuda(runtime.device) else "cpu")
+    check_decoder(settings.load.decode, "cuda" if has_cuda(runtime.device) else "cpu")
     allocator.choice()
     drain.spot_poll_s()
-    heartbeat.beat_every_s()
     env_int("VISIONFLEET_ONLINE_THREADS", 1)
     prices_from_env()  # each job's _REPORT.json prices it
+    return settings
 
 
 def _name(queue: str, hostname: str | None, *, several: bool) -> str:
@@ -104,21 +104,25 @@ def _name(queue: str, hostname: str | None, *, several: bool) -> str:
     return f"{queue}-{os.getpid()}@%h"
 
 
-def _celery_worker(queue: str, *, concurrency: int, hostname: str, loglevel: str) -> int:
-    os.environ[ROLE_ENV] = queue
-    cores = os.cpu_count() or 1
-    if queue == "online":
-        os.environ.setdefault("VISIONFLEET_THREADS", str(env_int("VISIONFLEET_ONLINE_THREADS", 1)))
-        # Enough threads (each holds one request while it fetches, decodes
-        # and waits for its batch) to fill two batches: one forming, one running.
-        threads = 2 * RuntimeSettings.from_env().max_batch_size
-        pool = ["--pool", "threads", "--concurrency", str(threads)]
-    else:
-        os.environ.setdefault("VISIONFLEET_THREADS", str(max(1, cores // concurrency)))
-        pool = ["--pool", "prefork", "--concurrency", str(concurrency)]
-    from visionfleet.broker.celery_app import app
+def _celery_worker(queue: str, settings: Settings, *, concurrency: int, hostname: str, loglevel: str) -> int:
+    """This process becomes the Celery worker, with ``settings`` handed over to it (``workers/settings.py``)."""
+    from visionfleet.broker.celery_app import make_app
+    from visionfleet.workers.settings import use
 
-    argv = ["worker", "--queues", queue_name(queue), "--loglevel", loglevel, *pool, "--hostname", hostname]
+    if queue == "online":
+        threads = env_int("VISIONFLEET_ONLINE_THREADS", 1)
+        # Enough task threads (each holds one request while it fetches, decodes
+        # and waits for its batch) to fill two batches: one forming, one running.
+        pool = ["--pool", "threads", "--concurrency", str(2 * settings.runtime.max_batch_size)]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // concurrency)
+        pool = ["--pool", "prefork", "--concurrency", str(concurrency)]
+    if env_str("VISIONFLEET_THREADS") is None:  # model threads: the role's share, unless set
+        settings = dataclasses.replace(settings, runtime=dataclasses.replace(settings.runtime, threads=threads))
+    use(dataclasses.replace(settings, role=queue))
+    app = make_app(settings.broker)
+    argv = ["worker", "--queues", queue_name(queue, settings.broker.namespace), "--loglevel", loglevel, *pool,
+            "--hostname", hostname]
     if app.conf.broker_url.startswith("filesystem://"):
         # The filesystem transport has no fanout: skip the broadcast features.
         argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]

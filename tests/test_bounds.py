@@ -9,7 +9,7 @@ import redis
 
 from tests.helpers import embedded_env, visionfleet, wait_until
 from visionfleet.broker.celery_app import make_app
-from visionfleet.broker.routes import BULK_QUEUE, RELABEL_SHARD_TASK
+from visionfleet.broker.routes import RELABEL_SHARD_TASK, queue_name
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import open_store
 from visionfleet.pipeline.errors import ConfigError
@@ -54,8 +54,9 @@ def test_a_message_naming_a_shard_no_plan_has_leaves_no_key_behind(bucket, fleet
         store.create_job(job_id, Job(job_id, spec, time.time()).to_dict())  # bare-line lists: none written
     store.set_planned(planned, 3, 1)  # shard 0 only; its message is not sent: the job stays queued
     workers.start(1)
+    bulk = queue_name("bulk", app.broker_settings.namespace)
     for job_id, shard in ((planned, 999_999), (planned, 1), (planning, 999_999)):
-        app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard], queue=BULK_QUEUE)
+        app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard], queue=bulk)
     wait_until(lambda: workers.logs(tail=100_000).count("no such shard in the job's plan") == 3, 120,
                "the three messages dropped")
     assert [k for k in client.scan_iter("*", count=1000) if ":shard:" in k] == []

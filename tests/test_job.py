@@ -14,7 +14,7 @@ from tests.test_labeller import CountingModel
 from tests.photos import distinct_jpegs
 from visionfleet.broker.celery_app import make_app
 from visionfleet.broker.planner import plan_job
-from visionfleet.broker.routes import BULK_QUEUE, RELABEL_SHARD_TASK
+from visionfleet.broker.routes import RELABEL_SHARD_TASK, queue_name
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import open_store
 from visionfleet.pipeline import shard_lists
@@ -111,7 +111,8 @@ def test_a_worker_fails_a_job_it_cannot_read_with_the_reason_and_drops_the_messa
     for key, value in fleet_env.items():
         if key.startswith("VISIONFLEET_"):
             monkeypatch.setenv(key, value)
-    app = make_app(BrokerSettings.from_env())
+    settings = BrokerSettings.from_env()
+    app = make_app(settings)
     store = open_store(fleet_env["VISIONFLEET_BROKER_URL"])
     lacking, mistyped = (f"broken-{uuid.uuid4().hex[:8]}" for _ in range(2))
     store.create_job(lacking, {k: v for k, v in a_job(lacking).to_dict().items() if k != "model"})
@@ -120,7 +121,7 @@ def test_a_worker_fails_a_job_it_cannot_read_with_the_reason_and_drops_the_messa
         store.set_planned(job_id, 1, 1)
     workers.start(1)
     for job_id in (lacking, mistyped):
-        app.send_task(RELABEL_SHARD_TASK, args=[job_id, 0], queue=BULK_QUEUE)
+        app.send_task(RELABEL_SHARD_TASK, args=[job_id, 0], queue=queue_name("bulk", settings.namespace))
     wait_until(lambda: store.progress(lacking).state == store.progress(mistyped).state == "failed", 120,
                "both jobs failed")
     assert store.progress(lacking).reason.startswith(f"job {lacking} cannot be read: its stored description lacks "

@@ -41,7 +41,7 @@ from celery.worker.control import control_command
 
 from visionfleet.pipeline.envvars import env_float, env_str
 from visionfleet.pipeline.telemetry import DRAINING, SPOT_NOTICE
-from visionfleet.workers.settings import WorkerSettings
+from visionfleet.workers.settings import current
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _drain_children(sig=None, how=None, **_) -> None:
             pass
     if how == "Warm" and not _watchdog_started.is_set():
         _watchdog_started.set()
-        deadline = WorkerSettings.from_env().drain_deadline_s
+        deadline = current().worker.drain_deadline_s
         threading.Thread(target=_watchdog, args=(deadline,), daemon=True, name="drain-watchdog").start()
 
 
@@ -164,7 +164,7 @@ def _watch_spot(url: str, every_s: float) -> None:
             left = seconds_left(when, time.time())
             log.warning("spot termination notice", extra={
                 "termination_time": when, "seconds_left": None if left is None else round(left, 1),
-                "drain_deadline_s": WorkerSettings.from_env().drain_deadline_s})
+                "drain_deadline_s": current().worker.drain_deadline_s})
             _terminate_self(f"spot termination notice: {when}")
             return
 
@@ -198,7 +198,7 @@ def _watch_parent(pid: int, every_s: float) -> None:
     _terminate_self(f"the command that started this worker (pid {pid}) is gone")
     # Past the drain and its watchdog, and still here (stuck on a broker that is gone, say): go now.
     # The pool processes go with this one (PDEATHSIG).
-    time.sleep(WorkerSettings.from_env().drain_deadline_s + 10)
+    time.sleep(current().worker.drain_deadline_s + 10)
     log.error("still running long after its command died: exiting now", extra={"parent_pid": pid})
     os._exit(1)
 

@@ -94,19 +94,18 @@ def forget_dead_processes(path: Path) -> None:
 class Exporter:
     """Serves the endpoint for ``expected`` pool processes of the worker processes under this one."""
 
-    def __init__(self, settings: ExporterSettings, path: Path, expected: int) -> None:
+    def __init__(self, settings: ExporterSettings, path: Path, expected: int, app, fleet) -> None:
+        """``app``: the workers' Celery app, whose broker readiness waits for; ``fleet``: their ``FleetCollector``."""
         from prometheus_client import CollectorRegistry
         from prometheus_client.multiprocess import MultiProcessCollector
 
-        from visionfleet.workers.fleet_metrics import FleetCollector
-
-        self.settings, self.path, self.expected = settings, path, expected
+        self.settings, self.path, self.expected, self.app = settings, path, expected, app
         self.stopping = False  # set at SIGTERM to the process above the workers, or once a drain is seen
         self._broker_ok_at = 0.0
         self._processes = MultiProcessCollector(None, str(path))  # also read alone, for readiness
         self.registry = CollectorRegistry()
         self.registry.register(self._processes)
-        self.registry.register(FleetCollector(FLEET_CACHE_S))
+        self.registry.register(fleet)
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> None:
@@ -161,11 +160,9 @@ class Exporter:
         return int(values.get("visionfleet_processes_ready", 0)), values.get("visionfleet_worker_draining", 0) > 0
 
     def _watch_broker(self) -> None:
-        from visionfleet.broker.celery_app import app
-
         while True:
             try:
-                with app.connection_for_read() as conn:
+                with self.app.connection_for_read() as conn:
                     conn.ensure_connection(max_retries=1, timeout=3)
                     conn.default_channel  # noqa: B018 -- opening a channel is a round trip (Redis: a PING)
                 self._broker_ok_at = time.monotonic()
@@ -215,12 +212,12 @@ def metric_names() -> set[str]:
     from prometheus_client.metrics import MetricWrapperBase
 
     from visionfleet.pipeline import telemetry
-    from visionfleet.workers.fleet_metrics import FleetCollector
+    from visionfleet.workers.fleet_metrics import described
 
     families = [family for metric in vars(telemetry).values() if isinstance(metric, MetricWrapperBase)
                 for family in metric.describe()]
     names = set()
-    for family in families + FleetCollector(FLEET_CACHE_S).describe():
+    for family in families + described():
         names.update(f"{family.name}{suffix}" for suffix in _SUFFIXES[family.type])
     return names
 

@@ -12,22 +12,23 @@ import time
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from visionfleet.broker.routes import BULK_QUEUE, ONLINE_QUEUE
+from visionfleet.broker.scaling import Policy
+from visionfleet.broker.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 
-_QUEUE_LABEL = {ONLINE_QUEUE: "online", BULK_QUEUE: "bulk"}  # the role, whatever the namespace
-
 
 class FleetCollector(Collector):
-    def __init__(self, cache_s: float) -> None:
-        self.cache_s = cache_s
+    """``app``, ``settings`` and ``policy``: what the worker command read at its start."""
+
+    def __init__(self, cache_s: float, app, settings: BrokerSettings, policy: Policy) -> None:
+        self.cache_s, self.app, self.settings, self.policy = cache_s, app, settings, policy
         self._read_at = -cache_s
         self._families: list = []
         self._sources = None  # (store, redis client), opened on the first scrape
 
     def describe(self) -> list:
-        return _families(None)
+        return described()
 
     def collect(self):
         if time.monotonic() - self._read_at >= self.cache_s:
@@ -41,36 +42,36 @@ class FleetCollector(Collector):
 
     def _read(self) -> dict | None:
         """The fleet as the scaling signal sees it; None without a Redis state store."""
-        from visionfleet.broker.celery_app import app
         from visionfleet.broker.fleet import look
         from visionfleet.broker.metrics import Metrics
-        from visionfleet.broker.routes import NAMESPACE
-        from visionfleet.broker.scaling import Policy, decide
+        from visionfleet.broker.scaling import decide
 
         if self._sources is None:
-            self._sources = _open()
+            self._sources = _open(self.settings)
         if not self._sources:
             return None
         store, client = self._sources
-        fleet, depths = look(store, app)
-        counters = Metrics(client, NAMESPACE).snapshot()["counters"]
-        return {"depths": depths, "decision": decide(fleet, Policy.from_env(), time.time()),
+        fleet, depths = look(store, self.app, self.settings.namespace)
+        counters = Metrics(client, self.settings.namespace).snapshot()["counters"]
+        return {"depths": depths, "decision": decide(fleet, self.policy, time.time()),
                 "rejected": counters.get("online_rejected", 0)}
 
 
-def _open() -> tuple:
+def _open(settings: BrokerSettings) -> tuple:
     """The fleet's store and Redis; () where there is none (embedded, or no Redis state store)."""
     import redis
 
-    from visionfleet.broker.routes import NAMESPACE
-    from visionfleet.broker.settings import BrokerSettings
     from visionfleet.checkpoints import open_store
 
-    settings = BrokerSettings.from_env()
     if settings.embedded or not settings.state_url.startswith(("redis", "unix")):
         return ()
-    return (open_store(settings.state_url, job_ttl_s=settings.job_ttl_s, namespace=NAMESPACE),
+    return (open_store(settings.state_url, job_ttl_s=settings.job_ttl_s, namespace=settings.namespace),
             redis.Redis.from_url(settings.state_url, decode_responses=True))
+
+
+def described() -> list:
+    """The families, without values: what a scrape may show."""
+    return _families(None)
 
 
 def _families(read: dict | None) -> list:
@@ -83,8 +84,8 @@ def _families(read: dict | None) -> list:
     rejected = CounterMetricFamily("visionfleet_online_rejected", "Online requests refused: backlog over its bound")
     if read is None:
         return [backlog, images, workers, desired, rejected]
-    for queue, depth in read["depths"].items():
-        backlog.add_metric([_QUEUE_LABEL[queue]], depth.backlog)
+    for role, depth in read["depths"].items():  # labelled by role, whatever the namespace
+        backlog.add_metric([role], depth.backlog)
     decision = read["decision"]
     images.add_metric([], decision.backlog_images)
     workers.add_metric([], decision.workers)

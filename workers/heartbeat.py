@@ -15,16 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from visionfleet.checkpoints.worker_registry import WorkerRegistry
-from visionfleet.pipeline.envvars import env_float
 from visionfleet.workers.exporter import SERVED_PORT_ENV
 
 log = logging.getLogger(__name__)
 
 LAPSE_AFTER_BEATS = 3  # missed beats before a worker counts as dead
-
-
-def beat_every_s() -> float:
-    return env_float("VISIONFLEET_HEARTBEAT_S", 5.0, minimum=0.1, maximum=300.0)
 
 
 @dataclass

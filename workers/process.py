@@ -14,62 +14,54 @@ import uuid
 import redis
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
-from visionfleet.broker.routes import NAMESPACE, RELABEL_SHARD_TASK
-from visionfleet.broker.settings import BrokerSettings
+from visionfleet.broker.routes import RELABEL_SHARD_TASK
 from visionfleet.checkpoints import StateStore, open_store
 from visionfleet.pipeline.access import Access
-from visionfleet.pipeline.envvars import env_str
-from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.job import Job
-from visionfleet.pipeline.labeller import LoadSettings
-from visionfleet.pipeline.models import DEFAULT_MODEL
 from visionfleet.pipeline.telemetry import PROCESSES_READY
-from visionfleet.workers import allocator, drain
+from visionfleet.workers import allocator, drain, settings as process_settings
 from visionfleet.workers.cache import RedisLabelCache
 from visionfleet.workers.fault_wait import FaultWait
-from visionfleet.workers.heartbeat import Activity, Heartbeat, beat_every_s, reap_dead_here
+from visionfleet.workers.heartbeat import Activity, Heartbeat, reap_dead_here
 from visionfleet.workers.hooks import worker_hooks
 from visionfleet.workers.labellers import Labellers
 from visionfleet.broker.metrics import Metrics
-from visionfleet.workers.online import OnlineService, OnlineSettings
-from visionfleet.workers.settings import WorkerSettings
+from visionfleet.workers.online import OnlineService
+from visionfleet.workers.settings import Settings
 from visionfleet.workers.takeover import Sweeper
 
 log = logging.getLogger(__name__)
 
-ROLE_ENV = "VISIONFLEET_ROLE"  # "online" or "bulk": set by `visionfleet worker`
-
 
 class ProcessContext:
-    def __init__(self) -> None:
-        self.settings = WorkerSettings.from_env()
-        self.runtime = RuntimeSettings.from_env()
-        self.load = LoadSettings.from_env()
-        broker = BrokerSettings.from_env()
+    def __init__(self, settings: Settings) -> None:
+        self.model, self.online_settings = settings.model, settings.online
+        self.settings, self.runtime, self.load = settings.worker, settings.runtime, settings.load
+        broker = settings.broker
         state_url = broker.state_url
-        self.store: StateStore = open_store(state_url, job_ttl_s=broker.job_ttl_s, namespace=NAMESPACE)
+        self.store: StateStore = open_store(state_url, job_ttl_s=broker.job_ttl_s, namespace=broker.namespace)
         self.embedded_job = broker.embedded_run if broker.embedded else None
+        self.namespace = broker.namespace
         self.access = Access.from_env()
         shared = state_url.startswith(("redis", "unix"))
         self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
-        self.metrics = Metrics(self.redis, NAMESPACE)
+        self.metrics = Metrics(self.redis, broker.namespace)
         self.hooks = worker_hooks(self.metrics)  # what watches the shards this process runs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.labellers = Labellers(self.runtime, self.load, self.owner)
         self.activity = Activity()
-        self.heartbeat = Heartbeat(self.store, self.owner, self.activity, beat_every_s())
+        self.heartbeat = Heartbeat(self.store, self.owner, self.activity, self.settings.heartbeat_s)
         self.faults = FaultWait(self.activity, self.settings, should_stop=drain.draining)  # what it waits out
         self._online: OnlineService | None = None
 
     def cache(self) -> RedisLabelCache | None:
         """The dedup cache, where there is a Redis to keep it in."""
-        return RedisLabelCache(self.redis, self.settings.cache_ttl_s, NAMESPACE) if self.redis is not None else None
+        return RedisLabelCache(self.redis, self.settings.cache_ttl_s, self.namespace) if self.redis is not None else None
 
     def online(self) -> OnlineService:
         if self._online is None:
-            settings = OnlineSettings.from_env()
-            self._online = OnlineService(self.labellers.default(default_model()), settings, self.cache(), self.metrics,
-                                         check=self.access.check_uri)
+            self._online = OnlineService(self.labellers.default(self.model), self.online_settings, self.cache(),
+                                         self.metrics, check=self.access.check_uri)
         return self._online
 
     def access_for(self, job: Job) -> Access:
@@ -77,18 +69,15 @@ class ProcessContext:
         return Access.from_env(job.spec) if job.job_id == self.embedded_job else self.access
 
 
-def default_model() -> str:
-    return env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)
-
-
 _context: ProcessContext | None = None
+_app = None  # the Celery app this worker runs: where a sweeper sends the shards it finds
 
 
 def context() -> ProcessContext:
-    """This process's context, built on first use."""
+    """This process's context, built on first use from the settings its edge handed over."""
     global _context
     if _context is None:
-        _context = ProcessContext()
+        _context = ProcessContext(process_settings.current())
     return _context
 
 
@@ -107,17 +96,15 @@ def _preload_bulk(**_) -> None:
     ctx = context()
     reap_dead_here(ctx.store)  # e.g. this machine's worker before a crash: its shards are free now
     ctx.heartbeat.start()
-    Sweeper(ctx.store, _send_shard, beat_every_s(), job_id=ctx.embedded_job).start()  # sends those at once
+    Sweeper(ctx.store, _send_shard, ctx.settings.heartbeat_s, job_id=ctx.embedded_job).start()  # sends those at once
     labeller = None
     if ctx.runtime.precision != "int8" or ctx.runtime.calibration:  # else each job brings its calibration
-        labeller = ctx.labellers.default(default_model())
+        labeller = ctx.labellers.default(ctx.model)
     _ready("bulk", labeller)
 
 
 def _send_shard(job_id: str, shard: int) -> None:
-    from visionfleet.broker.celery_app import app  # the app this worker runs: built already
-
-    app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
+    _app.send_task(RELABEL_SHARD_TASK, args=[job_id, shard])
 
 
 @worker_process_shutdown.connect
@@ -127,6 +114,12 @@ def _say_goodbye(**_) -> None:
 
 
 @worker_init.connect
-def _preload_online(**_) -> None:
-    if os.environ.get(ROLE_ENV) == "online":
+def _start(sender=None, **_) -> None:
+    """The worker's main process, before its pool forks. Under ``celery -A`` no command of ours handed
+    settings over: this is the edge, and the broker's are the ones the app was built from."""
+    global _app
+    _app = sender.app
+    if process_settings.current() is None:
+        process_settings.use(Settings.from_env(sender.app.broker_settings))
+    if process_settings.current().role == "online":
         _ready("online", context().online().labeller)

@@ -1,11 +1,26 @@
-"""How a worker process runs shards; read once per process."""
+"""What a worker process runs with: read from the environment once, at the process's edge, and passed down.
+
+The edge is ``visionfleet worker`` (and the embedded command, which checks its workers' settings before
+it starts them), or, under ``celery -A visionfleet.broker.celery_app worker``, the worker's start
+(``workers/process.py``). Celery's signal handlers take no arguments, so the edge hands the settings
+over with ``use``; pool processes inherit them with the fork.
+"""
 from dataclasses import dataclass
 
-from visionfleet.pipeline.envvars import env_float, env_int
+from visionfleet.broker.scaling import Policy
+from visionfleet.broker.settings import BrokerSettings
+from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.envvars import env_float, env_int, env_str
+from visionfleet.pipeline.labeller import LoadSettings
+from visionfleet.pipeline.model_spec import DEFAULT_MODEL
+from visionfleet.workers.exporter import ExporterSettings
+from visionfleet.workers.online import OnlineSettings
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
+    """How a worker process runs shards."""
+
     commit_every: int = 1000
     commit_interval_s: float = 30.0
     lease_ttl_s: float = 120.0
@@ -14,6 +29,7 @@ class WorkerSettings:
     cache_ttl_s: int = 7 * 24 * 3600
     fault_backoff_max_s: float = 30.0  # the longest pause between tries while a fault lasts
     fault_log_every_s: float = 60.0  # how often a worker that waits says so in its log
+    heartbeat_s: float = 5.0
 
     @classmethod
     def from_env(cls) -> "WorkerSettings":
@@ -26,4 +42,41 @@ class WorkerSettings:
             cache_ttl_s=env_int("VISIONFLEET_CACHE_TTL_S", 7 * 24 * 3600),
             fault_backoff_max_s=env_float("VISIONFLEET_FAULT_BACKOFF_MAX_S", 30.0, minimum=0.1, maximum=600.0),
             fault_log_every_s=env_float("VISIONFLEET_FAULT_LOG_EVERY_S", 60.0, minimum=1.0),
+            heartbeat_s=env_float("VISIONFLEET_HEARTBEAT_S", 5.0, minimum=0.1, maximum=300.0),
         )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One worker process's settings; each part goes to the component that needs it."""
+
+    broker: BrokerSettings
+    worker: WorkerSettings
+    runtime: RuntimeSettings
+    load: LoadSettings
+    online: OnlineSettings
+    serving: ExporterSettings  # metrics and probes, served by the process above the workers
+    policy: Policy  # the autoscaling signal among the fleet's gauges
+    model: str = DEFAULT_MODEL  # the worker's own (online requests, the bulk preload)
+    role: str | None = None  # "online" or "bulk" under `visionfleet worker`; None under `celery -A`
+
+    @classmethod
+    def from_env(cls, broker: BrokerSettings) -> "Settings":
+        """The rest, beside ``broker``, which the edge read already (for its app, its store)."""
+        return cls(broker, WorkerSettings.from_env(), RuntimeSettings.from_env(), LoadSettings.from_env(),
+                   OnlineSettings.from_env(), ExporterSettings.from_env(), Policy.from_env(),
+                   env_str("VISIONFLEET_MODEL", DEFAULT_MODEL))
+
+
+_current: Settings | None = None
+
+
+def use(settings: Settings) -> None:
+    """Hand this process's settings over, once, at its edge, before Celery starts the worker."""
+    global _current
+    _current = settings
+
+
+def current() -> Settings | None:
+    """This process's settings; None until its edge has handed them over."""
+    return _current

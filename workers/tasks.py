@@ -20,7 +20,7 @@ from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.storage import storage_for
 from visionfleet.workers import drain
 from visionfleet.workers.fault_wait import Interrupted
-from visionfleet.workers.heartbeat import LAPSE_AFTER_BEATS, beat_every_s
+from visionfleet.workers.heartbeat import LAPSE_AFTER_BEATS
 from visionfleet.workers.process import context
 from visionfleet.workers.shard_runner import Outcome, ShardRun
 
@@ -95,7 +95,7 @@ def _run(task, ctx, job: Job, progress, shard: int) -> str:
             ctx.store.note(job_id, "spot_notices")
     elif outcome is Outcome.BUSY:
         # A live worker holds the lease; look again once it could have expired, or its beats lapsed.
-        raise task.retry(countdown=min(ctx.settings.lease_ttl_s / 2, beat_every_s() * LAPSE_AFTER_BEATS))
+        raise task.retry(countdown=min(ctx.settings.lease_ttl_s / 2, ctx.settings.heartbeat_s * LAPSE_AFTER_BEATS))
     return outcome.value
 
 
