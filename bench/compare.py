@@ -111,7 +111,7 @@ def reference(photos: list[Path]) -> dict[str, Callable[[], object]]:
     from visionfleet.pipeline.calibration import calibration_set
     from visionfleet.pipeline.decode import Geometry, decode_image
     from visionfleet.pipeline.engines import RuntimeSettings
-    from visionfleet.pipeline.models import load_model
+    from visionfleet.pipeline.model_loader import load_model
 
     torch.set_num_threads(CORES)
     eager = load_model("efficientnet_lite0", RuntimeSettings(runtime="torch", precision="fp32", threads=CORES))
@@ -158,7 +158,7 @@ def ray_data(photos: list[Path]) -> Callable[[], object] | None:
             import torch
 
             from visionfleet.pipeline.engines import RuntimeSettings
-            from visionfleet.pipeline.models import load_model
+            from visionfleet.pipeline.model_loader import load_model
 
             torch.set_num_threads(1)
             self.model = load_model("efficientnet_lite0", RuntimeSettings(runtime="torch", precision="fp32", threads=1))

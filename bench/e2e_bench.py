@@ -77,7 +77,7 @@ def main() -> None:
     from visionfleet.checkpoints import open_store
     from visionfleet.pipeline.decode import decode_image
     from visionfleet.pipeline.engines import RuntimeSettings
-    from visionfleet.pipeline.models import load_model
+    from visionfleet.pipeline.model_loader import load_model
 
     settings = RuntimeSettings.from_env()
     threads = settings.threads

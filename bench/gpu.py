@@ -87,7 +87,7 @@ def model_alone(crops: np.ndarray, seconds: float) -> dict:
 
 def _model(precision: str, batch: int):
     from visionfleet.pipeline.engines import RuntimeSettings
-    from visionfleet.pipeline.models import load_model
+    from visionfleet.pipeline.model_loader import load_model
 
     return load_model("efficientnet_lite0", RuntimeSettings(runtime="torch", precision=precision, device="cuda",
                                                             max_batch_size=batch))

@@ -29,7 +29,7 @@ def _load(**_) -> None:
     import torch
 
     from visionfleet.pipeline.engines import RuntimeSettings
-    from visionfleet.pipeline.models import load_model
+    from visionfleet.pipeline.model_loader import load_model
 
     torch.set_num_threads(1)
     runtime = os.environ.get("NAIVE_RUNTIME", "torch")

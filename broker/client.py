@@ -24,7 +24,7 @@ from visionfleet.broker.routes import CLASSIFY_TASK, SENT_AT_HEADER, queue_name
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
-from visionfleet.broker.metrics import Metrics
+from visionfleet.broker.counters import Counters
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class VisionClient:
         self.online_queue = queue_name("online", broker.namespace)
         state_url = broker.state_url
         shared = state_url.startswith(("redis", "unix"))
-        self.metrics = Metrics(redis.Redis.from_url(state_url, decode_responses=True) if shared else None,
+        self.metrics = Counters(redis.Redis.from_url(state_url, decode_responses=True) if shared else None,
                                broker.namespace)
         self._with_retries = retry(
             retry=retry_if_exception_type(_CONNECTION_ERRORS),

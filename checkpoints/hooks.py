@@ -2,7 +2,7 @@
 
 A ``Hook`` hears of a run's events and does nothing by default; a plug-in
 overrides the events it needs, and lives in the layer of what it depends
-on (``workers.hooks``: Prometheus and the ledger; ``broker.metrics``: the
+on (``workers.watchers``: Prometheus and the ledger; ``broker.counters``: the
 fleet's counters; ``reports.run``: ``_REPORT.json``). A process builds
 its ``Hooks`` once, at start, and hands them down: the shard runner and
 ``finalize`` call them and know none of them. Here, in ``checkpoints``,

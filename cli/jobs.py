@@ -13,9 +13,8 @@ from visionfleet.cli.embedded import INTERRUPTED
 from visionfleet.cli.progress import JobView, wait as wait_for
 from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.pipeline.envvars import env_str
-from visionfleet.pipeline.job import DEFAULT_SHARD_SIZE, JobSpec
+from visionfleet.pipeline.job import DEFAULT_MODEL, DEFAULT_SHARD_SIZE, JobSpec
 from visionfleet.pipeline.location import Location
-from visionfleet.pipeline.model_spec import DEFAULT_MODEL
 from visionfleet.reports.run import RunReport
 
 Send = Callable[[str, int], None]

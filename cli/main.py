@@ -273,7 +273,7 @@ def report(job_id, output, price_per_hour, prices, instance_type) -> None:
                                             "not only liveness.")
 def health(ready) -> None:
     """Exit 0 if this machine's worker answers its probe, else 1 with the reason (for exec probes)."""
-    from visionfleet.cli.fleet import probe
+    from visionfleet.cli.probes import probe
 
     ok, said = probe(ready)
     click.echo(said, err=not ok)
@@ -284,7 +284,7 @@ def health(ready) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for autoscalers and scripts).")
 def scale(as_json) -> None:
     """How many workers the fleet should have now, and why: the autoscaling signal."""
-    from visionfleet.cli.fleet import scale as decide_scale, scale_line
+    from visionfleet.cli.probes import scale as decide_scale, scale_line
 
     answer = decide_scale(broker_settings())
     click.echo(json.dumps(answer) if as_json else scale_line(answer))

@@ -12,11 +12,11 @@ def classify_uris(settings: BrokerSettings, uris: list[str], *, timeout: float) 
 
 def _classify_here(broker: BrokerSettings, uris: list[str]) -> list[dict]:
     """No fleet configured: load the model in this process, like an embedded worker would."""
-    from visionfleet.workers.labellers import Labellers
+    from visionfleet.workers.labeller_pool import LabellerPool
     from visionfleet.workers.settings import Settings
 
     settings = Settings.from_env(broker)
-    labeller = Labellers(settings.runtime, settings.load, "cli").default(settings.model)
+    labeller = LabellerPool(settings.runtime, settings.load, "cli").default(settings.model)
     return list(labeller.label(uris, settings.online.top_k))
 
 

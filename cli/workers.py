@@ -55,7 +55,7 @@ def _supervised(workers: list[list[str]], settings: Settings, expected: int) -> 
     terminal's copy and ours would be two: Celery's cold shutdown), and they exit if this process is killed.
     """
     from visionfleet.broker.celery_app import make_app
-    from visionfleet.workers.fleet_metrics import FleetCollector
+    from visionfleet.workers.gauges import FleetCollector
 
     below = {"VISIONFLEET_PARENT_PID": str(os.getpid())}
     nodes = [host_format(args[args.index("--hostname") + 1]) for args in workers]

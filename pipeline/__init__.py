@@ -1,0 +1,16 @@
+"""The data path, free of Celery and of job state: layer 1 of 6 (imports nothing of the others).
+
+- A job: ``job`` (``JobSpec``, ``Job``), ``sources`` and ``inventory``
+  (listing), ``shard_lists`` (a shard's URIs), ``access`` (what a worker may
+  touch), ``faults`` (which failures pass), ``errors``, ``envvars``,
+  ``redaction`` (secrets kept out of logs).
+- Where bytes live: ``location`` (a local path or an OSS key, parsed once),
+  ``storage/`` (local, OSS), ``layout`` (every name under a job's output),
+  ``sink/`` (a job's output: parts, durable copies, ``_SUCCESS.json``;
+  JSON Lines today), ``records`` (one record per input).
+- Labelling: ``labeller`` (fetch, decode, batch, predict), ``decode``,
+  ``gpu_decode``, ``decode_budget``, ``model`` (the model contract),
+  ``model_loader`` (a model spec to a model), ``engines`` (a classifier on a
+  runtime and precision), ``runtimes/``, ``calibration``, ``artifacts``,
+  ``labels``, ``process_metrics`` (the Prometheus metrics a process records).
+"""

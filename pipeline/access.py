@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.job import JobSpec
-from visionfleet.pipeline.model_spec import DEFAULT_MODEL
+from visionfleet.pipeline.job import DEFAULT_MODEL
 from visionfleet.pipeline.storage import is_oss
 from visionfleet.pipeline.storage.local import absolute
 

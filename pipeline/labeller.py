@@ -25,7 +25,7 @@ from visionfleet.pipeline.labels import top_k
 from visionfleet.pipeline.model import Model
 from visionfleet.pipeline.records import error_record, ok_record
 from visionfleet.pipeline.storage import storage_for
-from visionfleet.pipeline.telemetry import BATCH_SIZE, CACHE_HITS, CACHE_MISSES, DECODE_BUDGET, \
+from visionfleet.pipeline.process_metrics import BATCH_SIZE, CACHE_HITS, CACHE_MISSES, DECODE_BUDGET, \
     show_decode_budget, stage
 
 log = logging.getLogger(__name__)

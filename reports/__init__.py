@@ -1,1 +1,7 @@
-"""Reports on finished runs: what a new run changed (diff) and what a run took and cost (report)."""
+"""Reports on finished runs: layer 4 of 6 (imports ``broker``, ``checkpoints``, ``pipeline``).
+
+``diff`` and ``diff_page`` (what a new run changed), ``run`` and
+``run_page`` (what a run took and cost; ``RunReport`` writes
+``_REPORT.json`` as a job ends), ``outputs`` (reading a run's parts),
+``page`` and ``charts`` (the HTML pages).
+"""

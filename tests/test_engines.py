@@ -13,7 +13,7 @@ from visionfleet.pipeline.calibration import calibration_set
 from visionfleet.pipeline.decode import Geometry, decode_image
 from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.models import DEFAULT_MODEL, load_model
+from visionfleet.pipeline.model_loader import DEFAULT_MODEL, load_model
 from visionfleet.pipeline.runtimes.choice import Engine, choose_engine
 from visionfleet.pipeline.storage import storage_for
 
@@ -180,7 +180,7 @@ def test_artifact_cache_builds_once_and_rebuilds_what_fails_verification(cache_r
 @pytest.mark.slow
 def test_two_workers_exporting_at_once_leave_one_whole_artifact(tmp_path, caplog):
     cache = tmp_path / "cache"
-    code = ("from visionfleet.pipeline.engines import RuntimeSettings; from visionfleet.pipeline.models import "
+    code = ("from visionfleet.pipeline.engines import RuntimeSettings; from visionfleet.pipeline.model_loader import "
             f"load_model; load_model('{DEFAULT_MODEL}', RuntimeSettings(runtime='onnxruntime', "
             f"model_cache={str(cache)!r}))")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.PIPE) for _ in range(2)]

@@ -147,7 +147,7 @@ def test_gpu_decode_turns_the_crop_upright(gpu, orientation):
 @needs_gpu
 def test_known_answers_through_gpu_decode(gpu):
     from visionfleet.pipeline.engines import RuntimeSettings
-    from visionfleet.pipeline.models import load_model
+    from visionfleet.pipeline.model_loader import load_model
 
     model = load_model("efficientnet_lite0", RuntimeSettings(runtime="torch", precision="fp16", device="cuda"))
     names = list(KNOWN)
@@ -207,7 +207,7 @@ def test_a_batch_decodes_as_each_alone_and_what_nvjpeg_refuses_takes_the_cpu_pat
 def test_labeller_on_a_gpu_labels_as_the_cpu_path_does(tmp_path):
     from visionfleet.pipeline.engines import RuntimeSettings
     from visionfleet.pipeline.labeller import Labeller, LoadSettings
-    from visionfleet.pipeline.models import load_model
+    from visionfleet.pipeline.model_loader import load_model
 
     for i, name in enumerate(list(KNOWN) * 12):
         (tmp_path / f"{i:03d}.jpg").write_bytes(encode(Image.open(bundled(name)).convert("RGB"), "JPEG", quality=95))
@@ -227,7 +227,7 @@ def test_labeller_on_a_gpu_labels_as_the_cpu_path_does(tmp_path):
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-3), ("fp16", 2e-3)])  # cuDNN may pick other kernels
 def test_cuda_graphs_answer_as_eager_at_every_batch_size(precision, tolerance):
     from visionfleet.pipeline.engines import RuntimeSettings
-    from visionfleet.pipeline.models import load_model
+    from visionfleet.pipeline.model_loader import load_model
 
     model = load_model("efficientnet_lite0", RuntimeSettings(runtime="torch", precision=precision, device="cuda",
                                                              max_batch_size=8))

@@ -6,7 +6,7 @@ import torch
 from visionfleet.pipeline.decode import Geometry, decode_image
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.engines import RuntimeSettings
-from visionfleet.pipeline.models import load_model
+from visionfleet.pipeline.model_loader import load_model
 from tests.photos import KNOWN, photo_bytes
 
 

@@ -7,7 +7,7 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
-from visionfleet.broker.metrics import FleetCounters, Metrics
+from visionfleet.broker.counters import CounterHook, Counters
 from visionfleet.broker.planner import plan_job
 from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE, Keys
@@ -21,7 +21,7 @@ from visionfleet.reports.run import RunReport
 from tests.photos import distinct_jpegs
 from tests.test_hooks import Failing, Recorder
 from tests.test_labeller import CountingModel
-from visionfleet.workers.hooks import MACHINE, Ledger, Prometheus
+from visionfleet.workers.watchers import MACHINE, Ledger, Prometheus
 from visionfleet.workers.settings import WorkerSettings
 from visionfleet.workers.shard_runner import Outcome, ShardRun
 
@@ -180,7 +180,7 @@ def test_the_worker_hooks_count_the_commits_keep_the_ledger_and_write_the_report
         return {(name, labels): REGISTRY.get_sample_value(name, dict(labels)) or 0.0 for name, labels in samples}
 
     before = now()
-    hooks = Hooks([Ledger(), Prometheus(), FleetCounters(Metrics(counters, DEFAULT_NAMESPACE)), RunReport()])
+    hooks = Hooks([Ledger(), Prometheus(), CounterHook(Counters(counters, DEFAULT_NAMESPACE)), RunReport()])
     assert runner(store, hooks=hooks).run(job_id, 0) is Outcome.DONE
     assert {key: value - before[key] for key, value in now().items()} == samples
     assert counters.hgetall(Keys(DEFAULT_NAMESPACE).METRICS) == {"bulk_images_ok": "20", "bulk_images_error": "0", "bulk_commits": "4",
@@ -190,7 +190,7 @@ def test_the_worker_hooks_count_the_commits_keep_the_ledger_and_write_the_report
     report = json.loads((root / "_REPORT.json").read_text())
     assert (report["images"], [w["worker"] for w in report["workers"]]) == (20, [MACHINE])
     takeovers = REGISTRY.get_sample_value("visionfleet_shard_takeovers_total")
-    for hook in (Prometheus(), FleetCounters(Metrics(counters, DEFAULT_NAMESPACE))):
+    for hook in (Prometheus(), CounterHook(Counters(counters, DEFAULT_NAMESPACE))):
         hook.on_shard_start(job_id, 0, 0)  # a first try is no takeover
         hook.on_shard_start(job_id, 0, 2)
     assert REGISTRY.get_sample_value("visionfleet_shard_takeovers_total") - takeovers == 1

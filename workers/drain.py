@@ -40,7 +40,7 @@ from celery.signals import worker_init, worker_process_init, worker_ready, worke
 from celery.worker.control import control_command
 
 from visionfleet.pipeline.envvars import env_float, env_str
-from visionfleet.pipeline.telemetry import DRAINING, SPOT_NOTICE
+from visionfleet.pipeline.process_metrics import DRAINING, SPOT_NOTICE
 from visionfleet.workers.settings import current
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ ever inherited by a forked pool process.
 - ``/healthz``: 200 while this process lives.
 - ``/readyz``: 200 once every pool process has its model loaded and warmed
   and the broker answers; 503 before, and from the first sign of a drain.
-- ``/metrics``: the processes' metrics (``pipeline/telemetry.py``) and the
+- ``/metrics``: the processes' metrics (``pipeline/process_metrics.py``) and the
   fleet's, read from Redis: queue backlog, images left, desired workers.
   The fleet ones are the same on every worker: aggregate them with ``max``.
 """
@@ -211,10 +211,10 @@ def metric_names() -> set[str]:
     what manifests, dashboards and alerts may name."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from visionfleet.pipeline import telemetry
-    from visionfleet.workers.fleet_metrics import described
+    from visionfleet.pipeline import process_metrics
+    from visionfleet.workers.gauges import described
 
-    families = [family for metric in vars(telemetry).values() if isinstance(metric, MetricWrapperBase)
+    families = [family for metric in vars(process_metrics).values() if isinstance(metric, MetricWrapperBase)
                 for family in metric.describe()]
     names = set()
     for family in families + described():

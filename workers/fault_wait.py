@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from visionfleet.pipeline.faults import Fault, infrastructure
-from visionfleet.pipeline.telemetry import FAULT_WAITS, WAITING_ON_FAULT
+from visionfleet.pipeline.process_metrics import FAULT_WAITS, WAITING_ON_FAULT
 from visionfleet.workers.heartbeat import Activity
 from visionfleet.workers.settings import WorkerSettings
 

@@ -16,9 +16,9 @@ from visionfleet.pipeline.errors import RetryableError
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.storage import is_oss, storage_for
-from visionfleet.pipeline.telemetry import IMAGES, ONLINE_REQUEST_SECONDS
+from visionfleet.pipeline.process_metrics import IMAGES, ONLINE_REQUEST_SECONDS
 from visionfleet.workers.batcher import BatchPolicy, DynamicBatcher
-from visionfleet.broker.metrics import Metrics
+from visionfleet.broker.counters import Counters
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def sidecar_uri(uri: str) -> str:
 
 class OnlineService:
     def __init__(self, labeller: Labeller, settings: OnlineSettings, cache: LabelCache | None,
-                 metrics: Metrics, check: Check | None = None) -> None:
+                 metrics: Counters, check: Check | None = None) -> None:
         self.labeller, self.settings, self.metrics, self.check = labeller, settings, metrics, check
         self.cache = cache if settings.cache else None
         policy = BatchPolicy(labeller.model.info.max_batch_size, settings.max_wait_s)

@@ -18,14 +18,14 @@ from visionfleet.broker.routes import RELABEL_SHARD_TASK
 from visionfleet.checkpoints import StateStore, open_store
 from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.job import Job
-from visionfleet.pipeline.telemetry import PROCESSES_READY
+from visionfleet.pipeline.process_metrics import PROCESSES_READY
 from visionfleet.workers import allocator, drain, settings as process_settings
 from visionfleet.workers.cache import RedisLabelCache
 from visionfleet.workers.fault_wait import FaultWait
 from visionfleet.workers.heartbeat import Activity, Heartbeat, reap_dead_here
-from visionfleet.workers.hooks import worker_hooks
-from visionfleet.workers.labellers import Labellers
-from visionfleet.broker.metrics import Metrics
+from visionfleet.workers.watchers import worker_hooks
+from visionfleet.workers.labeller_pool import LabellerPool
+from visionfleet.broker.counters import Counters
 from visionfleet.workers.online import OnlineService
 from visionfleet.workers.settings import Settings
 from visionfleet.workers.takeover import Sweeper
@@ -45,10 +45,10 @@ class ProcessContext:
         self.access = Access.from_env()
         shared = state_url.startswith(("redis", "unix"))
         self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
-        self.metrics = Metrics(self.redis, broker.namespace)
+        self.metrics = Counters(self.redis, broker.namespace)
         self.hooks = worker_hooks(self.metrics)  # what watches the shards this process runs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.labellers = Labellers(self.runtime, self.load, self.owner)
+        self.labellers = LabellerPool(self.runtime, self.load, self.owner)
         self.activity = Activity()
         self.heartbeat = Heartbeat(self.store, self.owner, self.activity, self.settings.heartbeat_s)
         self.faults = FaultWait(self.activity, self.settings, should_stop=drain.draining)  # what it waits out

@@ -12,7 +12,7 @@ from visionfleet.broker.settings import BrokerSettings
 from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.envvars import env_float, env_int, env_str
 from visionfleet.pipeline.labeller import LoadSettings
-from visionfleet.pipeline.model_spec import DEFAULT_MODEL
+from visionfleet.pipeline.job import DEFAULT_MODEL
 from visionfleet.workers.exporter import ExporterSettings
 from visionfleet.workers.online import OnlineSettings
 

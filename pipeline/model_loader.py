@@ -23,7 +23,7 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
-from visionfleet.pipeline.model_spec import DEFAULT_MODEL
+from visionfleet.pipeline.job import DEFAULT_MODEL
 from visionfleet.pipeline.runtimes.choice import choose_engine
 
 

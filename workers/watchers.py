@@ -1,17 +1,17 @@
 """The hooks a worker process registers at start: what watches the shards it runs."""
 import socket
 
-from visionfleet.broker.metrics import FleetCounters, Metrics
+from visionfleet.broker.counters import CounterHook, Counters
 from visionfleet.checkpoints.hooks import Commit, Hook, Hooks
 from visionfleet.checkpoints.run_ledger import Usage
-from visionfleet.pipeline.telemetry import COMMITS, IMAGES, SHARD_TAKEOVERS, STAGE_SECONDS
+from visionfleet.pipeline.process_metrics import COMMITS, IMAGES, SHARD_TAKEOVERS, STAGE_SECONDS
 from visionfleet.reports.run import RunReport
 
 MACHINE = socket.gethostname()  # whose work a commit is, in the job's ledger (the run report)
 
 
 class Prometheus(Hook):
-    """The bulk path's Prometheus metrics (``pipeline.telemetry``), which the worker's ``/metrics`` sums."""
+    """The bulk path's Prometheus metrics (``pipeline.process_metrics``), which the worker's ``/metrics`` sums."""
 
     def on_shard_start(self, job_id: str, shard: int, takeovers: int) -> None:
         if takeovers:
@@ -33,6 +33,6 @@ class Ledger(Hook):
         return Usage(machine=MACHINE, busy_s=commit.busy_s)
 
 
-def worker_hooks(metrics: Metrics) -> Hooks:
+def worker_hooks(metrics: Counters) -> Hooks:
     """Every hook a worker runs its shards with."""
-    return Hooks([Ledger(), Prometheus(), FleetCounters(metrics), RunReport()])
+    return Hooks([Ledger(), Prometheus(), CounterHook(metrics), RunReport()])

@@ -43,7 +43,7 @@ class FleetCollector(Collector):
     def _read(self) -> dict | None:
         """The fleet as the scaling signal sees it; None without a Redis state store."""
         from visionfleet.broker.fleet import look
-        from visionfleet.broker.metrics import Metrics
+        from visionfleet.broker.counters import Counters
         from visionfleet.broker.scaling import decide
 
         if self._sources is None:
@@ -52,7 +52,7 @@ class FleetCollector(Collector):
             return None
         store, client = self._sources
         fleet, depths = look(store, self.app, self.settings.namespace)
-        counters = Metrics(client, self.settings.namespace).snapshot()["counters"]
+        counters = Counters(client, self.settings.namespace).snapshot()["counters"]
         return {"depths": depths, "decision": decide(fleet, self.policy, time.time()),
                 "rejected": counters.get("online_rejected", 0)}
 

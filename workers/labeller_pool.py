@@ -20,17 +20,17 @@ from visionfleet.pipeline.decode import Geometry
 from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
-from visionfleet.pipeline.models import load_model
+from visionfleet.pipeline.model_loader import load_model
 from visionfleet.pipeline.sources import iter_source
 from visionfleet.pipeline.storage import storage_for
-from visionfleet.pipeline.telemetry import MODEL_LOAD_SECONDS
+from visionfleet.pipeline.process_metrics import MODEL_LOAD_SECONDS
 
 log = logging.getLogger(__name__)
 
 MAX_LOADED = 4
 
 
-class Labellers:
+class LabellerPool:
     def __init__(self, runtime: RuntimeSettings, load: LoadSettings, owner: str) -> None:
         self.runtime, self.load, self.owner = runtime, load, owner
         self.budget = load.decode_budget()  # the process's one: its labellers and calibrations decode within it

@@ -5,7 +5,7 @@ from visionfleet.checkpoints.keys import Keys
 from visionfleet.checkpoints.hooks import Commit, Hook
 
 
-class Metrics:
+class Counters:
     def __init__(self, client: redis.Redis | None, namespace: str) -> None:
         self._r = client  # None in embedded mode: nothing shared to report to
         self._keys = Keys(namespace)
@@ -38,10 +38,10 @@ class Metrics:
         }
 
 
-class FleetCounters(Hook):
+class CounterHook(Hook):
     """The bulk path's counters: images, commits, shards done, takeovers."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Counters) -> None:
         self._metrics = metrics
 
     def on_shard_start(self, job_id: str, shard: int, takeovers: int) -> None:
