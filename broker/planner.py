@@ -21,6 +21,7 @@ from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.runtimes.choice import choose_engine
+from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.sources import is_manifest, iter_source
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
 
@@ -37,6 +38,7 @@ def check_access(spec: JobSpec, *, embedded: bool) -> None:
     model or a place (the same rules, read from this environment), or source or output cannot be reached.
 
     A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
+    sink_for(spec.output, spec.output_format)  # an output format no worker writes
     choose_engine(spec.runtime, spec.precision, cuda=False)  # a pair no machine runs fails the same on a GPU
     access = Access.from_env(spec if embedded else None)
     access.check_model(spec.model)

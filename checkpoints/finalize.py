@@ -13,7 +13,6 @@ from visionfleet.checkpoints.hooks import Hooks
 from visionfleet.checkpoints.state import FINAL_STATES, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.job import Job
-from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.storage import storage_for
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ def finalize_if_complete(store: StateStore, job_id: str, hooks: Hooks) -> str | 
         "ok": progress.ok, "errors": progress.errors, "parts": store.parts(job_id),
         "created_at": progress.created_at, "finished_at": time.time(), **_engines(root),
     }
-    sink_for(root).finalise(summary)
+    job.sink().finalise(summary)
     store.set_state(job_id, "succeeded")
     hooks.on_job_end(store, job_id, "succeeded")
     log.info("job succeeded", extra={"job_id": job_id, "total": progress.total, "errors": progress.errors})

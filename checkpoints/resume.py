@@ -21,7 +21,6 @@ from visionfleet.checkpoints.state import Checkpoint, StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.job import Job
-from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.storage import is_oss, storage_for
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ def rebuild(store: StateStore, root: str, job_id: str) -> int:
     plan = _read_json(layout.plan_file(root), f"listing of job {job_id} never finished; start the job again")
     store.create_job(job_id, job.to_dict())
     store.set_planned(job_id, plan["total"], plan["shards"])
-    copies = sink_for(root).checkpoints()
+    copies = job.sink().checkpoints()
     for shard, data in copies:
         store.restore_shard(job_id, shard, Checkpoint.from_dict(data))
     log.info("job rebuilt from durable checkpoints", extra={"job_id": job_id, "shards_restored": len(copies)})

@@ -7,6 +7,7 @@ import click
 
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.pipeline.runtimes.choice import PRECISIONS, RUNTIMES
+from visionfleet.pipeline.sink import DEFAULT_FORMAT, FORMATS
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -92,6 +93,8 @@ def _job(job_id: str):
               show_default=True, help="auto: fp32 on CPU, fp16 on GPU; int8 is calibrated and accuracy-gated.")
 @click.option("--calibration", envvar="VISIONFLEET_CALIBRATION", default=None,
               help="int8 calibration images (folder, manifest or oss:// prefix)  [default: the job's own]")
+@click.option("--output-format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT, show_default=True,
+              help="How the label parts are written.")
 @click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Embedded mode only: worker processes to start.")

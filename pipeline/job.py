@@ -21,6 +21,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 
 from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.sink import DEFAULT_FORMAT, OutputSink, sink_for
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class JobSpec:
     allow_empty: bool = False  # else a source that matches nothing is a mistake (a typo in a prefix)
     include: tuple[str, ...] = ()  # globs on the key: keep only matching URIs
     exclude: tuple[str, ...] = ()  # globs on the key: drop matching URIs
+    output_format: str = DEFAULT_FORMAT  # how parts are written: a name in pipeline.sink.FORMATS
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class Job:
     def root(self) -> str:
         """Where the job writes: ``DEST/<job_id>``."""
         return self.spec.output
+
+    def sink(self) -> OutputSink:
+        """What writes the job's output: its parts, durable copies and ``_SUCCESS.json``."""
+        return sink_for(self.root, self.spec.output_format)
 
     def to_dict(self) -> dict:
         return {**asdict(self.spec), "job_id": self.job_id, "created_at": self.created_at,

@@ -13,7 +13,7 @@ from tests.helpers import wait_until
 from tests.test_labeller import CountingModel
 from tests.photos import distinct_jpegs
 from visionfleet.broker.celery_app import make_app
-from visionfleet.broker.planner import plan_job
+from visionfleet.broker.planner import check_access, plan_job
 from visionfleet.broker.routes import RELABEL_SHARD_TASK, queue_name
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints import open_store
@@ -43,7 +43,7 @@ def test_the_planner_stores_one_job_in_the_flat_shape_and_a_real_store_gives_it_
     assert stored == sqlite.job_meta(job_id)
     assert stored.keys() == {"source", "output", "model", "top_k", "shard_size", "all_files", "cache", "runtime",
                              "precision", "calibration", "allow_empty", "include", "exclude", "job_id",
-                             "created_at", "shard_lists", "schema"}  # today's meta, plus the schema
+                             "created_at", "shard_lists", "schema", "output_format"}  # the old meta, plus two
     assert (stored["output"], stored["shard_lists"], stored["schema"]) == (str(tmp_path / "out" / job_id), "jsonl", 1)
     job = Job.from_dict(stored)
     assert (job.job_id, job.root, job.spec.include, job.shard_lists) == (job_id, stored["output"], ("*.jpg",), "jsonl")
@@ -130,3 +130,18 @@ def test_a_worker_fails_a_job_it_cannot_read_with_the_reason_and_drops_the_messa
     wait_until(lambda: workers.logs(tail=100_000).count("its stored description cannot be read") == 2, 30,
                "one log line per job")
     assert all(w.poll() is None for w in workers.procs)
+
+
+def test_a_job_stored_before_output_formats_writes_json_lines(tmp_path):
+    stored = {k: v for k, v in a_job().to_dict().items() if k in FIRST_RELEASE}
+    job = Job.from_dict(stored)
+    assert job.spec.output_format == "jsonl"
+    assert job.sink().part_name(0, 0, 5, "t") == "part-000000-0000000-0000005-tt.jsonl"
+
+
+def test_an_output_format_no_worker_writes_is_refused_before_anything_is_planned(tmp_path):
+    (tmp_path / "in").mkdir()
+    spec = JobSpec(str(tmp_path / "in"), str(tmp_path / "out"), output_format="parquet")
+    with pytest.raises(ConfigError, match="no output format 'parquet'; choose one of: jsonl"):
+        check_access(spec, embedded=True)
+    assert not (tmp_path / "out").exists()

@@ -23,7 +23,6 @@ from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
-from visionfleet.pipeline.sink import sink_for
 from visionfleet.workers.fault_wait import FaultWait, Interrupted
 from visionfleet.workers.heartbeat import Activity
 from visionfleet.workers.settings import WorkerSettings
@@ -51,7 +50,7 @@ class _Shard:
     def __init__(self, job_id: str, index: int, lease: Lease, job: Job, uris: list[str], committed: Checkpoint):
         self.job_id, self.index, self.lease, self.job, self.uris = job_id, index, lease, job, uris
         self.root = job.root
-        self.sink = sink_for(self.root)
+        self.sink = job.sink()
         self.committed = committed
 
 
