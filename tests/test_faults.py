@@ -14,6 +14,7 @@ from tests.test_shard_runner import job, runner  # noqa: F401 (fixture)
 from visionfleet.checkpoints.state import Checkpoint
 from visionfleet.pipeline.errors import RetryableError
 from visionfleet.pipeline.faults import infrastructure
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage.local import LocalStorage
 from visionfleet.workers.fault_wait import FaultWait, Interrupted
 from visionfleet.workers.heartbeat import Activity
@@ -141,7 +142,7 @@ def test_a_store_that_goes_away_mid_shard_is_waited_out_and_counted_once(job, af
     flaky = FlakyStore(store, fails=5, after_applying=after_applying)
     run = runner(flaky)
     clock = no_time(run)
-    assert run.run(job_id, 0) is Outcome.DONE
+    assert run.run(Job.from_dict(store.job_meta(job_id)), 0) is Outcome.DONE
     assert flaky.fails == 0 and clock.now >= sum(run.faults.backoff_s(i) / 2 for i in range(5))
     exactly_once(store, job_id, root)
 
@@ -169,7 +170,7 @@ def test_a_full_output_disk_is_waited_out_holding_the_lease(job, monkeypatch):  
 
     clock.sleep = look_while_waiting
     run.faults._sleep = look_while_waiting
-    assert run.run(job_id, 0) is Outcome.DONE
+    assert run.run(Job.from_dict(store.job_meta(job_id)), 0) is Outcome.DONE
     assert full == [0] and held and all(lease is None for _, lease in held)  # no one could take it meanwhile
     assert held[0][0].startswith("output disk full (No space left on device: ")
     exactly_once(store, job_id, root)
@@ -182,7 +183,7 @@ def test_a_bug_still_fails_its_shard_recorded_before_the_output_is_touched(job, 
         raise RuntimeError("a bug in the writer")
 
     monkeypatch.setattr(LocalStorage, "write", broken)
-    assert runner(store).run(job_id, 0) is Outcome.FAILED
+    assert runner(store).run(Job.from_dict(store.job_meta(job_id)), 0) is Outcome.FAILED
     p = store.progress(job_id)
     assert p.state == "failed" and "RuntimeError: a bug in the writer" in p.failed_shards[0]
     assert store.checkpoint(job_id, 0) == Checkpoint(failed=p.failed_shards[0])

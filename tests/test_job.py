@@ -101,13 +101,14 @@ def test_a_job_stored_before_the_schema_runs_with_the_defaults_it_ran_with(tmp_p
     assert (job.shard_lists, job.spec.cache, job.spec.runtime, job.spec.calibration, job.spec.include) == \
         (None, False, "auto", None, ())
     labeller = Labeller(CountingModel(max_batch_size=4), LoadSettings(io_threads=2))
-    assert ShardRun(store, labeller, WorkerSettings(lease_ttl_s=60), "w1").run(job_id, 0) is Outcome.DONE
+    run = ShardRun(store, labeller, WorkerSettings(lease_ttl_s=60), "w1")
+    assert run.run(Job.from_dict(store.job_meta(job_id)), 0) is Outcome.DONE
     assert store.progress(job_id).state == "succeeded" and store.progress(job_id).ok == 6
 
 
 @pytest.mark.slow
-def test_a_worker_fails_a_job_it_cannot_read_with_the_reason_and_drops_the_message(fleet_env, workers,
-                                                                                    monkeypatch, tmp_path):
+def test_a_worker_fails_a_job_it_cannot_read_and_drops_an_unknown_jobs_message(fleet_env, workers, monkeypatch,
+                                                                                 tmp_path):
     for key, value in fleet_env.items():
         if key.startswith("VISIONFLEET_"):
             monkeypatch.setenv(key, value)
@@ -129,6 +130,10 @@ def test_a_worker_fails_a_job_it_cannot_read_with_the_reason_and_drops_the_messa
     assert store.progress(mistyped).reason.startswith(f"job {mistyped} cannot be read: its stored top_k is 'five'")
     wait_until(lambda: workers.logs(tail=100_000).count("its stored description cannot be read") == 2, 30,
                "one log line per job")
+    unknown = f"unknown-{uuid.uuid4().hex[:8]}"  # no such job at all: dropped by the task, the runner never sees it
+    app.send_task(RELABEL_SHARD_TASK, args=[unknown, 0], queue=queue_name("bulk", settings.namespace))
+    wait_until(lambda: any("unknown job: message dropped" in line and unknown in line
+                           for line in workers.logs(tail=100_000).splitlines()), 60, "the unknown job's message dropped")
     assert all(w.poll() is None for w in workers.procs)
 
 

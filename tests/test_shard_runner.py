@@ -14,7 +14,7 @@ from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE, Keys
 from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks
 from visionfleet.checkpoints.resume import resume_job
 from visionfleet.pipeline import shard_lists
-from visionfleet.pipeline.job import JobSpec
+from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from visionfleet.pipeline.sink import sink_for
 from visionfleet.reports.run import RunReport
@@ -39,6 +39,11 @@ def job(tmp_path):
     return store, job_id, tmp_path / "out" / job_id
 
 
+def stored(store, job_id):
+    """The job as the task hands it over: read once from the store."""
+    return Job.from_dict(store.job_meta(job_id))
+
+
 def runner(store, owner="w1", commit_every=6, stop=lambda: False, interval_s=3600.0, clock=None,
            hooks=NO_HOOKS) -> ShardRun:
     labeller = Labeller(CountingModel(max_batch_size=4), LoadSettings(io_threads=2))
@@ -49,7 +54,7 @@ def runner(store, owner="w1", commit_every=6, stop=lambda: False, interval_s=360
 
 def test_commits_every_n_and_finalises(job):
     store, job_id, root = job
-    assert runner(store).run(job_id, 0) is Outcome.DONE
+    assert runner(store).run(stored(store, job_id), 0) is Outcome.DONE
     parts = store.parts(job_id)
     assert [tuple(map(int, p.split("-")[2:4])) for p in sorted(parts, key=lambda p: p.split("-")[2])] == \
         [(0, 4), (4, 10), (10, 16), (16, 20)]  # the first after one model batch, then every 6
@@ -57,7 +62,7 @@ def test_commits_every_n_and_finalises(job):
     assert (summary["total"], summary["ok"], summary["errors"], sorted(summary["parts"])) == (20, 20, 0, parts)
     durable = json.loads((root / "_checkpoints" / "shard-000000.json").read_text())
     assert (durable["offset"], durable["done"], len(durable["parts"])) == (20, True, 4)
-    assert runner(store, owner="w2").run(job_id, 0) is Outcome.DONE  # a redelivery finds it done
+    assert runner(store, owner="w2").run(stored(store, job_id), 0) is Outcome.DONE  # a redelivery finds it done
 
 
 def test_drain_commits_what_it_has_and_hands_back(job):
@@ -68,9 +73,9 @@ def test_drain_commits_what_it_has_and_hands_back(job):
         calls.append(1)
         return len(calls) >= 10
 
-    assert runner(store, stop=stop_after_ten).run(job_id, 0) is Outcome.HANDED_BACK
+    assert runner(store, stop=stop_after_ten).run(stored(store, job_id), 0) is Outcome.HANDED_BACK
     assert store.checkpoint(job_id, 0).offset == 9  # one look before starting, then one per record
-    assert runner(store, owner="w2").run(job_id, 0) is Outcome.DONE  # released: no wait for the lease
+    assert runner(store, owner="w2").run(stored(store, job_id), 0) is Outcome.DONE  # released: no wait for the lease
     assert store.progress(job_id).state == "succeeded"
     lines = sum(len(p.read_text().splitlines()) for p in root.glob("part-*.jsonl"))
     assert lines == 20  # nothing labelled twice
@@ -79,7 +84,7 @@ def test_drain_commits_what_it_has_and_hands_back(job):
 def test_busy_while_another_lease_runs(job):
     store, job_id, _ = job
     store.acquire(job_id, 0, "someone-else", ttl_s=60)
-    assert runner(store).run(job_id, 0) is Outcome.BUSY
+    assert runner(store).run(stored(store, job_id), 0) is Outcome.BUSY
 
 
 def test_lost_lease_refuses_the_commit_and_removes_the_orphan(job):
@@ -91,14 +96,9 @@ def test_lost_lease_refuses_the_commit_and_removes_the_orphan(job):
         return False
 
     run = runner(store, stop=steal)
-    assert run.run(job_id, 0) is Outcome.LOST_LEASE
+    assert run.run(stored(store, job_id), 0) is Outcome.LOST_LEASE
     assert store.checkpoint(job_id, 0).offset == 0
     assert list(root.glob("part-*.jsonl")) == []
-
-
-def test_unknown_job(tmp_path):
-    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
-    assert runner(store).run("nope", 0) is Outcome.UNKNOWN_JOB
 
 
 def test_plan_files_describe_the_job(job):
@@ -120,9 +120,9 @@ def test_cancelled_job_stops_at_the_next_commit(job):
             store.set_state(job_id, "cancelled", "by test")
         return False
 
-    assert runner(store, stop=cancel_midway).run(job_id, 0) is Outcome.CANCELLED
+    assert runner(store, stop=cancel_midway).run(stored(store, job_id), 0) is Outcome.CANCELLED
     assert store.checkpoint(job_id, 0).offset == 10  # the commit after the cancel, then stop
-    assert runner(store, owner="w2").run(job_id, 0) is Outcome.CANCELLED  # redeliveries do nothing
+    assert runner(store, owner="w2").run(stored(store, job_id), 0) is Outcome.CANCELLED  # redeliveries do nothing
     assert not (root / "_SUCCESS.json").exists()
     assert store.progress(job_id).state == "cancelled"
 
@@ -135,7 +135,7 @@ def test_commits_also_on_time_under_an_injected_clock(job):
         now[0] += 1.0
         return now[0]
 
-    assert runner(store, commit_every=1000, interval_s=5.5, clock=clock).run(job_id, 0) is Outcome.DONE
+    assert runner(store, commit_every=1000, interval_s=5.5, clock=clock).run(stored(store, job_id), 0) is Outcome.DONE
     spans = sorted(tuple(map(int, p.split("-")[2:4])) for p in store.parts(job_id))
     # The first after one model batch; then one look per record and one per commit: 6 records per 5.5 s.
     assert spans == [(0, 4), (4, 10), (10, 16), (16, 20)]
@@ -154,7 +154,7 @@ def test_a_job_planned_before_json_lines_still_resumes_from_its_bare_lines(job):
     (plan / "job.json").write_text(json.dumps({k: meta[k] for k in first_release}))
     store.purge(job_id)
     assert resume_job(store, str(root.parent), job_id, lambda j, s: None).shards == [0]  # rebuilt from old files
-    assert runner(store).run(job_id, 0) is Outcome.DONE
+    assert runner(store).run(stored(store, job_id), 0) is Outcome.DONE
     assert store.progress(job_id).state == "succeeded" and store.progress(job_id).ok == 20
     records = [json.loads(line) for p in root.glob("part-*.jsonl") for line in p.read_text().splitlines()]
     assert sorted(r["uri"] for r in records) == sorted(uris)
@@ -181,10 +181,10 @@ def test_the_worker_hooks_count_the_commits_keep_the_ledger_and_write_the_report
 
     before = now()
     hooks = Hooks([Ledger(), Prometheus(), CounterHook(Counters(counters, DEFAULT_NAMESPACE)), RunReport()])
-    assert runner(store, hooks=hooks).run(job_id, 0) is Outcome.DONE
+    assert runner(store, hooks=hooks).run(stored(store, job_id), 0) is Outcome.DONE
     assert {key: value - before[key] for key, value in now().items()} == samples
-    assert counters.hgetall(Keys(DEFAULT_NAMESPACE).METRICS) == {"bulk_images_ok": "20", "bulk_images_error": "0", "bulk_commits": "4",
-                                              "bulk_shards_done": "1"}
+    assert counters.hgetall(Keys(DEFAULT_NAMESPACE).METRICS) == {
+        "bulk_images_ok": "20", "bulk_images_error": "0", "bulk_commits": "4", "bulk_shards_done": "1"}
     machine = store.ledger(job_id)["workers"][MACHINE]
     assert machine["images"] == 20 and machine["busy_s"] > 0  # kept by the store with each commit
     report = json.loads((root / "_REPORT.json").read_text())
@@ -201,7 +201,7 @@ def test_a_failing_hook_fails_no_shard_and_the_others_still_hear(job):
     store, job_id, root = job
     heard = []
     hooks = Hooks([Failing(), Recorder("after", heard), Ledger(), RunReport()])
-    assert runner(store, hooks=hooks).run(job_id, 0) is Outcome.DONE
+    assert runner(store, hooks=hooks).run(stored(store, job_id), 0) is Outcome.DONE
     assert store.progress(job_id).state == "succeeded"
     commits = [h[2] for h in heard if h[1] == "commit"]
     assert [(c.ok, c.done) for c in commits] == [(4, False), (6, False), (6, False), (4, True)]

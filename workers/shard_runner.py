@@ -68,11 +68,9 @@ class ShardRun:
         self._check = check  # the inputs this worker may read
         self._hooks = hooks  # what watches the run: metrics, counters, the ledger, the report
 
-    def run(self, job_id: str, index: int) -> Outcome:
-        stored = self.store.job_meta(job_id)
-        if stored is None:
-            return Outcome.UNKNOWN_JOB
-        job = Job.from_dict(stored)
+    def run(self, job: Job, index: int) -> Outcome:
+        """Shard ``index`` of ``job``, which the task read once from the store."""
+        job_id = job.job_id
         if self._cancelled(job_id):
             return Outcome.CANCELLED
         lease = self.store.acquire(job_id, index, self.owner, self.settings.lease_ttl_s)

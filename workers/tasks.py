@@ -85,7 +85,7 @@ def _run(task, ctx, job: Job, progress, shard: int) -> str:
         return Outcome.FAILED.value
     run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
                    activity=ctx.activity, check=access.check_uri, hooks=ctx.hooks, faults=ctx.faults)
-    outcome = run.run(job_id, shard)
+    outcome = run.run(job, shard)
     if outcome is Outcome.HANDED_BACK:
         # Published before this message is acked: a crash in between leaves
         # two messages, and the second finds the shard done or leased.
