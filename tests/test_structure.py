@@ -63,3 +63,11 @@ def test_interfaces_stay_small():
                 if len(public) > MAX_PUBLIC_METHODS:
                     big.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({len(public)} methods)")
     assert big == []
+
+
+def test_broker_settings_are_read_at_three_edges_at_most():
+    """The command, the ``celery -A`` app and a backend service's client: every other part is handed them."""
+    reads = [f"{path.relative_to(ROOT)}:{node.lineno}" for _, path, tree in _modules() for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_env"
+             and isinstance(node.func.value, ast.Name) and node.func.value.id == "BrokerSettings"]
+    assert 1 <= len(reads) <= 3, reads
