@@ -40,7 +40,7 @@ def check_access(spec: JobSpec, *, embedded: bool) -> None:
     A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
     sink_for(spec.output, spec.output_format)  # an output format no worker writes
     choose_engine(spec.runtime, spec.precision, cuda=False)  # a pair no machine runs fails the same on a GPU
-    access = Access.from_env(spec if embedded else None)
+    access = Access.from_env().for_job(spec) if embedded else Access.from_env()
     access.check_model(spec.model)
     workers_read = (spec.output, spec.calibration)
     if _read_here(spec.source, embedded):

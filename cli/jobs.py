@@ -15,13 +15,12 @@ from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.job import DEFAULT_MODEL, DEFAULT_SHARD_SIZE, JobSpec
 from visionfleet.pipeline.location import Location
-from visionfleet.reports.run import RunReport
+from visionfleet.reports.run import RunReport, prices_from_env
 
 Send = Callable[[str, int], None]
 Start = Callable[[StateStore, Send], None]
 
 NO_WORKER_HINT_S = 30  # a worker that is up takes a shard within seconds
-HOOKS = Hooks([RunReport()])  # a job that ends here (empty, or every shard ended before a resume) has its report
 
 
 def _drive(settings: BrokerSettings, job_id: str, start: Start, *, wait: bool, workers: int) -> int:
@@ -74,10 +73,10 @@ def run_relabel(settings: BrokerSettings, source: str, output: str, *, model: st
     spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
                    shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)
     check_access(spec, embedded=settings.embedded)
-    job_id = new_job_id()
+    hooks, job_id = _hooks(), new_job_id()
 
     def start(store: StateStore, send: Send) -> None:
-        plan_job(spec, store, send, job_id, hooks=HOOKS)
+        plan_job(spec, store, send, job_id, hooks=hooks)
         click.echo(f"job {job_id}: planned", err=True)
 
     return _drive(settings, job_id, start, wait=wait, workers=workers)
@@ -87,10 +86,10 @@ def run_resume(settings: BrokerSettings, job_id: str, output: str, *, wait: bool
                only_unfinished: bool = False) -> int:
     from visionfleet.checkpoints.resume import resume_job
 
-    output = _absolute(output)
+    output, hooks = _absolute(output), _hooks()
 
     def start(store: StateStore, send: Send) -> None:
-        resumed = resume_job(store, output, job_id, send, failed_too=not only_unfinished, hooks=HOOKS)
+        resumed = resume_job(store, output, job_id, send, failed_too=not only_unfinished, hooks=hooks)
         click.echo(f"job {job_id}: {len(resumed.shards)} shard(s) enqueued again, "
                    f"{len(resumed.failed)} of them failed before", err=True)
         if only_unfinished and (failed := store.progress(job_id).failed_shards):
@@ -98,6 +97,12 @@ def run_resume(settings: BrokerSettings, job_id: str, output: str, *, wait: bool
                        "--only-unfinished retries them", err=True)
 
     return _drive(settings, job_id, start, wait=wait, workers=1)
+
+
+def _hooks() -> Hooks:
+    """What watches a job here: one that ends here (empty, or every shard ended before a resume) has its
+    report, priced as this command's environment says."""
+    return Hooks([RunReport(prices_from_env())])
 
 
 def _absolute(uri: str) -> str:

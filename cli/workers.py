@@ -81,8 +81,7 @@ def check_settings(broker: BrokerSettings) -> Settings:
     with its message (exit 2) before any Celery worker starts or says it is ready, in every mode."""
     from visionfleet.pipeline.gpu_decode import check_decoder
     from visionfleet.pipeline.runtimes.choice import choose_engine
-    from visionfleet.reports.run import prices_from_env
-    from visionfleet.workers import allocator, drain
+    from visionfleet.workers import allocator
 
     settings = Settings.from_env(broker)
     runtime = settings.runtime
@@ -90,9 +89,7 @@ def check_settings(broker: BrokerSettings) -> Settings:
     # GPU decode on a machine without a GPU or torchvision: known now, not at the first job.
     check_decoder(settings.load.decode, "cuda" if has_cuda(runtime.device) else "cpu")
     allocator.choice()
-    drain.spot_poll_s()
     env_int("VISIONFLEET_ONLINE_THREADS", 1)
-    prices_from_env()  # each job's _REPORT.json prices it
     return settings
 
 

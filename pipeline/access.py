@@ -13,11 +13,11 @@ any module or open any file:
 
 The embedded default runs only the job its own command planned (its own queue
 folder): unset, the allowances are what that job names, its model and its
-source, output and calibration folders.
+source, output and calibration folders (``for_job``).
 """
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError, InputError
@@ -34,19 +34,28 @@ class Access:
     models: frozenset[str]
     local_roots: tuple[str, ...]  # real paths; none: no local path at all
     oss_buckets: frozenset[str] | None  # None: any bucket
+    # Whether the settings left the models, the local roots unset: one job's own fill them (``for_job``).
+    open_models: bool = False
+    open_roots: bool = False
 
     @classmethod
-    def from_env(cls, job: JobSpec | None = None) -> "Access":
-        """The worker's allowances; ``job``: the one job an embedded command runs, which fills the unset ones."""
+    def from_env(cls) -> "Access":
+        """The worker's allowances, read once at its edge."""
         models = _listed("VISIONFLEET_MODELS", ",")
         roots = _listed("VISIONFLEET_LOCAL_ROOTS", os.pathsep)
-        if job is not None:
-            models = models or {job.model}
-            roots = roots or {_folder(place) for place in (job.source, job.output, job.calibration) if place}
-        models = (models or set()) | {DEFAULT_MODEL, env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)}
         buckets = _listed("VISIONFLEET_OSS_BUCKETS", ",")
-        return cls(frozenset(models), tuple(sorted(os.path.realpath(r) for r in roots or () if not is_oss(r))),
-                   None if buckets is None else frozenset(buckets))
+        return cls(frozenset((models or set()) | {DEFAULT_MODEL, env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)}),
+                   _real_roots(roots or ()), None if buckets is None else frozenset(buckets),
+                   open_models=not models, open_roots=not roots)
+
+    def for_job(self, job: JobSpec) -> "Access":
+        """These allowances for the one job an embedded command runs: what they leave unset is what it names,
+        its model and its source, output and calibration folders."""
+        models = self.models | {job.model} if self.open_models else self.models
+        roots = self.local_roots
+        if self.open_roots:
+            roots = _real_roots({_folder(place) for place in (job.source, job.output, job.calibration) if place})
+        return replace(self, models=models, local_roots=roots)
 
     def check_model(self, spec: str) -> None:
         """Before anything is imported or opened for ``spec``."""
@@ -97,6 +106,10 @@ def _real_path(path: str) -> str:
 @functools.lru_cache(maxsize=4096)
 def _real_folder(folder: str) -> str:
     return os.path.realpath(folder)
+
+
+def _real_roots(roots) -> tuple[str, ...]:
+    return tuple(sorted(os.path.realpath(r) for r in roots if not is_oss(r)))
 
 
 def _listed(name: str, sep: str) -> set[str] | None:

@@ -21,6 +21,7 @@ from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.envvars import env_float, env_str
 from visionfleet.pipeline.errors import ConfigError
+from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import storage_for
 
 
@@ -58,7 +59,8 @@ def prices_from(path: str | None, instance_type: str | None, per_hour: float | N
 
 
 def prices_from_env() -> list[Price]:
-    """``VISIONFLEET_PRICE_PER_HOUR``: the fleet's $ per machine-hour, for the ``_REPORT.json`` of every job."""
+    """``VISIONFLEET_PRICE_PER_HOUR``: the fleet's $ per machine-hour, for the ``_REPORT.json`` of every job;
+    read once, at the edge (a worker's settings, a command), and given to ``RunReport``."""
     if env_str("VISIONFLEET_PRICE_PER_HOUR") is None:
         return []
     return [Price("VISIONFLEET_PRICE_PER_HOUR", env_float("VISIONFLEET_PRICE_PER_HOUR", 0.0, minimum=0.0), None)]
@@ -109,12 +111,15 @@ def _cost(price: Price, machine_s: float, images: int) -> dict:
 
 
 class RunReport(Hook):
-    """``_REPORT.json`` beside ``_SUCCESS.json`` when a job succeeds, priced by ``VISIONFLEET_PRICE_PER_HOUR``;
+    """``_REPORT.json`` beside ``_SUCCESS.json`` when a job succeeds, priced at ``prices`` (``prices_from_env``);
     `visionfleet report` writes the same with other prices, and a page (and again if this one failed)."""
+
+    def __init__(self, prices: list[Price]) -> None:
+        self.prices = prices
 
     def on_job_end(self, store: StateStore, job_id: str, state: str) -> None:
         if state != "succeeded":
             return
-        root = store.job_meta(job_id)["output"]
-        report = run_report(store.progress(job_id), store.ledger(job_id), prices_from_env())
+        root = Job.from_dict(store.job_meta(job_id)).root
+        report = run_report(store.progress(job_id), store.ledger(job_id), self.prices)
         storage_for(root).write(layout.child(root, layout.REPORT), json.dumps(report, indent=1).encode())

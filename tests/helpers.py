@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.samples import export
 from visionfleet.checkpoints import open_store
+from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -123,7 +124,8 @@ def wait_for_job(env: dict, workers: "Workers", job_id: str, timeout: float = 24
 
     With ``workers_stay_up`` a worker that exits fails the wait at once (a test that kills one says
     False); either way a timeout shows the workers' logs."""
-    store = open_store(env.get("VISIONFLEET_STATE_URL") or env["VISIONFLEET_BROKER_URL"])
+    store = open_store(env.get("VISIONFLEET_STATE_URL") or env["VISIONFLEET_BROKER_URL"],
+                       namespace=env.get("VISIONFLEET_NAMESPACE") or DEFAULT_NAMESPACE)  # the workers' keys
 
     def ended() -> bool:
         if workers_stay_up:

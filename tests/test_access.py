@@ -61,12 +61,29 @@ def test_an_embedded_run_may_use_what_its_own_job_names(clean_access_env, tmp_pa
     (tmp_path / "photos").mkdir()
     (tmp_path / "list.txt").write_text("a.jpg\n")
     job = JobSpec(model="torchscript:/m.pt", source=str(tmp_path / "list.txt"), output=str(tmp_path / "out" / "j"))
-    access = Access.from_env(job)
+    access = Access.from_env().for_job(job)
     access.check_model("torchscript:/m.pt")
     access.check_uri(str(tmp_path / "a.jpg"))  # beside the manifest
     access.check_uri(str(tmp_path / "out" / "j" / "part-1.jsonl"))
     with pytest.raises(InputError):
         access.check_uri("/etc/passwd")
+
+
+def test_a_job_fills_only_what_the_settings_leave_unset_and_reads_no_environment(clean_access_env, tmp_path):
+    clean_access_env.setenv("VISIONFLEET_MODELS", "pkg.mod:build")
+    access = Access.from_env()  # the edge
+    clean_access_env.setenv("VISIONFLEET_LOCAL_ROOTS", "/srv")  # too late: a job never reads it
+    job = JobSpec(model="torchscript:/m.pt", source=str(tmp_path / "in"), output=str(tmp_path / "out" / "j"))
+    widened = access.for_job(job)
+    for spec in ("pkg.mod:build", "efficientnet_lite0"):
+        widened.check_model(spec)
+    with pytest.raises(ConfigError, match="add it to VISIONFLEET_MODELS"):
+        widened.check_model("torchscript:/m.pt")  # the models were set: the job's own is not added
+    widened.check_uri(str(tmp_path / "out" / "j" / "part-1.jsonl"))  # the roots were unset: the job's folders
+    with pytest.raises(InputError, match="VISIONFLEET_LOCAL_ROOTS"):
+        widened.check_uri("/srv/a.jpg")
+    with pytest.raises(InputError, match="VISIONFLEET_LOCAL_ROOTS"):
+        access.check_uri(str(tmp_path / "out" / "j" / "part-1.jsonl"))  # widened for the job only
 
 
 @pytest.mark.slow

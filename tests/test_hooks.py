@@ -9,7 +9,7 @@ from visionfleet.broker.planner import JobSpec, plan_job
 from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.hooks import Commit, Hook, Hooks
 from visionfleet.checkpoints.run_ledger import Usage
-from visionfleet.reports.run import RunReport
+from visionfleet.reports.run import Price, RunReport
 
 COMMIT = Commit("j1", 3, ok=5, errors=1, done=True, busy_s=2.5)
 
@@ -94,7 +94,9 @@ def test_an_empty_job_ends_with_the_planner_and_its_hooks_hear_of_it(tmp_path):
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     heard = []
     spec = JobSpec(source=str(tmp_path / "in"), output=str(tmp_path / "out"), allow_empty=True)
-    job_id = plan_job(spec, store, lambda j, s: None, hooks=Hooks([Recorder("cli", heard), RunReport()]))
+    priced = RunReport([Price("VISIONFLEET_PRICE_PER_HOUR", 1.5, None)])  # the command's, read at its edge
+    job_id = plan_job(spec, store, lambda j, s: None, hooks=Hooks([Recorder("cli", heard), priced]))
     assert heard == [("cli", "end", job_id, "succeeded")]
     report = json.loads((tmp_path / "out" / job_id / "_REPORT.json").read_text())
     assert (report["state"], report["images"], report["workers"]) == ("succeeded", 0, [])
+    assert [(c["price"], c["spot_per_hour"]) for c in report["cost"]] == [("VISIONFLEET_PRICE_PER_HOUR", 1.5)]

@@ -180,7 +180,7 @@ def test_the_worker_hooks_count_the_commits_keep_the_ledger_and_write_the_report
         return {(name, labels): REGISTRY.get_sample_value(name, dict(labels)) or 0.0 for name, labels in samples}
 
     before = now()
-    hooks = Hooks([Ledger(), Prometheus(), CounterHook(Counters(counters, DEFAULT_NAMESPACE)), RunReport()])
+    hooks = Hooks([Ledger(), Prometheus(), CounterHook(Counters(counters, DEFAULT_NAMESPACE)), RunReport([])])
     assert runner(store, hooks=hooks).run(stored(store, job_id), 0) is Outcome.DONE
     assert {key: value - before[key] for key, value in now().items()} == samples
     assert counters.hgetall(Keys(DEFAULT_NAMESPACE).METRICS) == {
@@ -200,7 +200,7 @@ def test_the_worker_hooks_count_the_commits_keep_the_ledger_and_write_the_report
 def test_a_failing_hook_fails_no_shard_and_the_others_still_hear(job):
     store, job_id, root = job
     heard = []
-    hooks = Hooks([Failing(), Recorder("after", heard), Ledger(), RunReport()])
+    hooks = Hooks([Failing(), Recorder("after", heard), Ledger(), RunReport([])])
     assert runner(store, hooks=hooks).run(stored(store, job_id), 0) is Outcome.DONE
     assert store.progress(job_id).state == "succeeded"
     commits = [h[2] for h in heard if h[1] == "commit"]

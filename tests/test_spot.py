@@ -3,6 +3,7 @@
 import pytest
 
 from visionfleet.workers.drain import ALIBABA_SPOT_NOTICE_URL, seconds_left, spot_notice_url
+from visionfleet.workers.settings import WorkerSettings
 
 
 def dmi(tmp_path, vendor: str, product: str):
@@ -17,19 +18,22 @@ def test_auto_polls_only_on_alibaba_ecs(tmp_path, monkeypatch, value):
         monkeypatch.delenv("VISIONFLEET_SPOT_NOTICE_URL", raising=False)
     else:
         monkeypatch.setenv("VISIONFLEET_SPOT_NOTICE_URL", value)
-    assert spot_notice_url(dmi(tmp_path, "Alibaba Cloud", "Alibaba Cloud ECS")) == ALIBABA_SPOT_NOTICE_URL
-    assert spot_notice_url(dmi(tmp_path, "QEMU", "Standard PC (Q35 + ICH9, 2009)")) is None
-    assert spot_notice_url(dmi(tmp_path, "Amazon EC2", "m5.large")) is None
-    assert spot_notice_url(tmp_path / "no-dmi-here") is None  # containers without /sys/class/dmi, macOS
+    url = WorkerSettings.from_env().spot_notice_url
+    assert spot_notice_url(url, dmi(tmp_path, "Alibaba Cloud", "Alibaba Cloud ECS")) == ALIBABA_SPOT_NOTICE_URL
+    assert spot_notice_url(url, dmi(tmp_path, "QEMU", "Standard PC (Q35 + ICH9, 2009)")) is None
+    assert spot_notice_url(url, dmi(tmp_path, "Amazon EC2", "m5.large")) is None
+    assert spot_notice_url(url, tmp_path / "no-dmi-here") is None  # containers without /sys/class/dmi, macOS
 
 
 def test_an_explicit_url_or_off_wins(tmp_path, monkeypatch):
     (tmp_path / "ecs").mkdir()
     (tmp_path / "qemu").mkdir()
     monkeypatch.setenv("VISIONFLEET_SPOT_NOTICE_URL", "http://127.0.0.1:9/notice")
-    assert spot_notice_url(dmi(tmp_path / "qemu", "QEMU", "x")) == "http://127.0.0.1:9/notice"
+    url = WorkerSettings.from_env().spot_notice_url
+    assert spot_notice_url(url, dmi(tmp_path / "qemu", "QEMU", "x")) == "http://127.0.0.1:9/notice"
     monkeypatch.setenv("VISIONFLEET_SPOT_NOTICE_URL", "off")
-    assert spot_notice_url(dmi(tmp_path / "ecs", "Alibaba Cloud", "Alibaba Cloud ECS")) is None
+    url = WorkerSettings.from_env().spot_notice_url
+    assert spot_notice_url(url, dmi(tmp_path / "ecs", "Alibaba Cloud", "Alibaba Cloud ECS")) is None
 
 
 def test_the_time_left_comes_from_the_notice():

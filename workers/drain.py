@@ -39,9 +39,8 @@ import billiard.process
 from celery.signals import worker_init, worker_process_init, worker_ready, worker_shutting_down
 from celery.worker.control import control_command
 
-from visionfleet.pipeline.envvars import env_float, env_str
 from visionfleet.pipeline.process_metrics import DRAINING, SPOT_NOTICE
-from visionfleet.workers.settings import current
+from visionfleet.workers.settings import at_worker_start, current
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +111,9 @@ def visionfleet_drain(state, **_) -> dict:
     return {"ok": "draining"}
 
 
-def spot_notice_url(dmi: Path = DMI) -> str | None:
-    """The URL to poll: ``auto`` (the default) polls Alibaba's metadata path only on an Alibaba
-    Cloud ECS machine, as its firmware says (DMI); elsewhere nothing. An explicit URL wins."""
-    url = env_str("VISIONFLEET_SPOT_NOTICE_URL", "auto")
+def spot_notice_url(url: str, dmi: Path = DMI) -> str | None:
+    """The URL to poll for ``url`` (the setting): ``auto`` (the default) polls Alibaba's metadata path only on
+    an Alibaba Cloud ECS machine, as its firmware says (DMI); elsewhere nothing. An explicit URL wins."""
     if url.lower() in _OFF:
         return None
     if url.lower() == "auto":
@@ -169,27 +167,18 @@ def _watch_spot(url: str, every_s: float) -> None:
             return
 
 
-def spot_poll_s() -> float:
-    return env_float("VISIONFLEET_SPOT_POLL_S", 5.0, minimum=0.1)
-
-
 @worker_ready.connect
 def _start_spot_watch(sender=None, **_) -> None:
-    url = spot_notice_url()
+    settings = current().worker
+    url = spot_notice_url(settings.spot_notice_url)
     # The embedded default runs on a laptop, not a spot instance: no polling there.
     if url is None or sender.app.conf.broker_url.startswith("filesystem://"):
         log.info("not watching for spot termination notices", extra={
             "why": "embedded" if url else "VISIONFLEET_SPOT_NOTICE_URL is off, or auto and not on Alibaba Cloud ECS"})
         return
-    every = spot_poll_s()
+    every = settings.spot_poll_s
     threading.Thread(target=_watch_spot, args=(url, every), daemon=True, name="spot-watch").start()
     log.info("watching for spot termination notices", extra={"url": url, "every_s": every})
-
-
-def parent_pid() -> int | None:
-    """``VISIONFLEET_PARENT_PID``: set by a command that starts its own workers (the embedded default)."""
-    raw = env_str("VISIONFLEET_PARENT_PID")
-    return int(raw) if raw and raw.isdigit() else None
 
 
 def _watch_parent(pid: int, every_s: float) -> None:
@@ -204,9 +193,11 @@ def _watch_parent(pid: int, every_s: float) -> None:
 
 
 @worker_init.connect
-def _exit_with_parent(**_) -> None:
+def _exit_with_parent(sender=None, **_) -> None:
     """A worker started by a command that was then killed (SIGKILL, a closed terminal) drains and exits
-    instead of staying behind, for good; watched from the start, before it reaches the broker."""
-    pid = parent_pid()
+    instead of staying behind, for good; watched from the start, before it reaches the broker.
+    ``VISIONFLEET_PARENT_PID``: set by a command that starts its own workers (``visionfleet worker``, the
+    embedded default)."""
+    pid = at_worker_start(sender.app).worker.parent_pid
     if pid is not None:
         threading.Thread(target=_watch_parent, args=(pid, 1.0), daemon=True, name="parent-watch").start()

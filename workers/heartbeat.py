@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from visionfleet.checkpoints.worker_registry import WorkerRegistry
-from visionfleet.workers.exporter import SERVED_PORT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +40,7 @@ class Activity:
     # Called when a shard starts: a beat then, so the lease is covered (and a death
     # seen) from the first second, not from the next regular beat.
     on_start: Callable[[], None] = field(default=lambda: None, repr=False)
+    metrics_port: int | None = None  # where `stats` finds this worker's metrics (``WorkerSettings``)
 
     def start(self, job_id: str, shard: int, token: str) -> None:
         self.job_id, self.shard, self.token, self.labelled = job_id, shard, token, 0
@@ -68,8 +68,8 @@ class Activity:
         busy = self.busy_s + (time.monotonic() - self._since if self._since is not None else 0.0)
         info = {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": os.getpid(),
                 "images": self.images, "busy_s": round(busy, 3)}
-        if os.environ.get(SERVED_PORT_ENV, "").isdigit():  # where `stats` finds this worker's metrics
-            info["metrics_port"] = int(os.environ[SERVED_PORT_ENV])
+        if self.metrics_port is not None:
+            info["metrics_port"] = self.metrics_port
         if self.job_id is not None:
             info.update(job_id=self.job_id, shard=self.shard, token=self.token, labelled=self.labelled)
         elif self._waiting_on is not None:  # no lease: the beat says where it waits, and renews nothing

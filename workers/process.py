@@ -42,14 +42,14 @@ class ProcessContext:
         self.store: StateStore = open_store(state_url, job_ttl_s=broker.job_ttl_s, namespace=broker.namespace)
         self.embedded_job = broker.embedded_run if broker.embedded else None
         self.namespace = broker.namespace
-        self.access = Access.from_env()
+        self.access = settings.access
         shared = state_url.startswith(("redis", "unix"))
         self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
         self.metrics = Counters(self.redis, broker.namespace)
-        self.hooks = worker_hooks(self.metrics)  # what watches the shards this process runs
+        self.hooks = worker_hooks(self.metrics, settings.prices)  # what watches the shards this process runs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.labellers = LabellerPool(self.runtime, self.load, self.owner)
-        self.activity = Activity()
+        self.activity = Activity(metrics_port=self.settings.metrics_port)
         self.heartbeat = Heartbeat(self.store, self.owner, self.activity, self.settings.heartbeat_s)
         self.faults = FaultWait(self.activity, self.settings, should_stop=drain.draining)  # what it waits out
         self._online: OnlineService | None = None
@@ -66,7 +66,7 @@ class ProcessContext:
 
     def access_for(self, job: Job) -> Access:
         """What this worker may touch for a job: its settings, and in an embedded run, what its own job names."""
-        return Access.from_env(job.spec) if job.job_id == self.embedded_job else self.access
+        return self.access.for_job(job.spec) if job.job_id == self.embedded_job else self.access
 
 
 _context: ProcessContext | None = None
@@ -115,11 +115,9 @@ def _say_goodbye(**_) -> None:
 
 @worker_init.connect
 def _start(sender=None, **_) -> None:
-    """The worker's main process, before its pool forks. Under ``celery -A`` no command of ours handed
-    settings over: this is the edge, and the broker's are the ones the app was built from."""
+    """The worker's main process, before its pool forks; under ``celery -A``, its start is the edge
+    (``settings.at_worker_start``)."""
     global _app
     _app = sender.app
-    if process_settings.current() is None:
-        process_settings.use(Settings.from_env(sender.app.broker_settings))
-    if process_settings.current().role == "online":
+    if process_settings.at_worker_start(sender.app).role == "online":
         _ready("online", context().online().labeller)

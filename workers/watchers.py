@@ -5,7 +5,7 @@ from visionfleet.broker.counters import CounterHook, Counters
 from visionfleet.checkpoints.hooks import Commit, Hook, Hooks
 from visionfleet.checkpoints.run_ledger import Usage
 from visionfleet.pipeline.process_metrics import COMMITS, IMAGES, SHARD_TAKEOVERS, STAGE_SECONDS
-from visionfleet.reports.run import RunReport
+from visionfleet.reports.run import Price, RunReport
 
 MACHINE = socket.gethostname()  # whose work a commit is, in the job's ledger (the run report)
 
@@ -33,6 +33,6 @@ class Ledger(Hook):
         return Usage(machine=MACHINE, busy_s=commit.busy_s)
 
 
-def worker_hooks(metrics: Counters) -> Hooks:
-    """Every hook a worker runs its shards with."""
-    return Hooks([Ledger(), Prometheus(), CounterHook(metrics), RunReport()])
+def worker_hooks(metrics: Counters, prices: list[Price]) -> Hooks:
+    """Every hook a worker runs its shards with; ``prices``: its settings', for each job's report."""
+    return Hooks([Ledger(), Prometheus(), CounterHook(metrics), RunReport(prices)])
