@@ -13,6 +13,7 @@ started for the job and stopped after it pays, idle gaps included.
 ``RunReport`` is the hook that writes it as ``_REPORT.json`` when a job succeeds.
 """
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from visionfleet.pipeline.envvars import env_float, env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import storage_for
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -121,5 +124,9 @@ class RunReport(Hook):
         if state != "succeeded":
             return
         root = Job.from_dict(store.job_meta(job_id)).root
-        report = run_report(store.progress(job_id), store.ledger(job_id), self.prices)
-        storage_for(root).write(layout.child(root, layout.REPORT), json.dumps(report, indent=1).encode())
+        try:
+            report = run_report(store.progress(job_id), store.ledger(job_id), self.prices)
+            storage_for(root).write(layout.child(root, layout.REPORT), json.dumps(report, indent=1).encode())
+        except Exception as exc:  # the job has succeeded: say how to get the report it lacks
+            log.warning("run report not written; `visionfleet report` makes it", extra={
+                "job_id": job_id, "error": f"{type(exc).__name__}: {exc}"})

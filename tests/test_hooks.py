@@ -5,7 +5,8 @@ import logging
 
 import pytest
 
-from visionfleet.broker.planner import JobSpec, plan_job
+from visionfleet.broker.planner import plan_job
+from visionfleet.pipeline.job import JobSpec
 from visionfleet.checkpoints import open_store
 from visionfleet.checkpoints.hooks import Commit, Hook, Hooks
 from visionfleet.checkpoints.run_ledger import Usage
@@ -100,3 +101,15 @@ def test_an_empty_job_ends_with_the_planner_and_its_hooks_hear_of_it(tmp_path):
     report = json.loads((tmp_path / "out" / job_id / "_REPORT.json").read_text())
     assert (report["state"], report["images"], report["workers"]) == ("succeeded", 0, [])
     assert [(c["price"], c["spot_per_hour"]) for c in report["cost"]] == [("VISIONFLEET_PRICE_PER_HOUR", 1.5)]
+
+
+def test_a_report_that_cannot_be_written_says_how_to_make_it_and_the_job_stays_succeeded(tmp_path, caplog):
+    (tmp_path / "in").mkdir()
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    spec = JobSpec(source=str(tmp_path / "in"), output=str(tmp_path / "out"), allow_empty=True)
+    job_id = plan_job(spec, store, lambda j, s: None)
+    (tmp_path / "out" / job_id / "_REPORT.json").mkdir()  # where the report goes, taken: its write fails
+    with caplog.at_level(logging.WARNING):
+        RunReport([]).on_job_end(store, job_id, "succeeded")
+    assert [r.job_id for r in caplog.records if r.getMessage().startswith("run report not written")] == [job_id]
+    assert store.progress(job_id).state == "succeeded"
