@@ -12,7 +12,8 @@ from kombu.utils.json import loads
 
 from visionfleet.broker.routes import ROLES, queue_name
 from visionfleet.broker.scaling import Fleet, Process
-from visionfleet.checkpoints.state import FINAL_STATES, StateStore
+from visionfleet.checkpoints.job_book import FINAL_STATES
+from visionfleet.checkpoints.state import StateStore
 
 JOBS_SCANNED = 1000  # the newest jobs looked at for images left: far more than run at once
 

@@ -8,7 +8,9 @@ namespace. ``finalize`` and ``resume`` end and rebuild a job on top; ``hooks`` i
 watches a run (metrics, counters, the ledger, the report), told as it goes.
 """
 from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE
-from visionfleet.checkpoints.state import Checkpoint, Progress, StateStore
+from visionfleet.checkpoints.job_book import Progress
+from visionfleet.checkpoints.shard_leases import Checkpoint
+from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline.errors import ConfigError
 
 __all__ = ["Checkpoint", "Progress", "StateStore", "open_store"]

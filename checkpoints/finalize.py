@@ -10,7 +10,8 @@ import logging
 import time
 
 from visionfleet.checkpoints.hooks import Hooks
-from visionfleet.checkpoints.state import FINAL_STATES, StateStore
+from visionfleet.checkpoints.job_book import FINAL_STATES
+from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import storage_for

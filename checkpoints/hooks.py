@@ -14,7 +14,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from visionfleet.checkpoints.state import StateStore, Usage
+from visionfleet.checkpoints.run_ledger import Usage
+from visionfleet.checkpoints.state import StateStore
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks
-from visionfleet.checkpoints.state import Checkpoint, StateStore
+from visionfleet.checkpoints.shard_leases import Checkpoint
+from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.job import Job

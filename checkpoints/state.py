@@ -5,15 +5,11 @@ Each concern is its own small interface (``job_book``, ``shard_leases``,
 one. Steps that must be atomic across concerns stay in one transaction: a
 fenced commit writes its ledger usage, a takeover its ledger counts, a beat
 its registry record and the lease it keeps alive.
-
-The data the store holds is named here too, where callers import it.
 """
-from visionfleet.checkpoints.job_book import FINAL_STATES, JobBook, Progress
-from visionfleet.checkpoints.run_ledger import Usage, RunLedger
-from visionfleet.checkpoints.shard_leases import Checkpoint, Lease, ShardLeases
+from visionfleet.checkpoints.job_book import JobBook
+from visionfleet.checkpoints.run_ledger import RunLedger
+from visionfleet.checkpoints.shard_leases import ShardLeases
 from visionfleet.checkpoints.worker_registry import WorkerRegistry
-
-__all__ = ["FINAL_STATES", "Checkpoint", "Lease", "Progress", "StateStore", "Usage"]
 
 
 class StateStore(JobBook, ShardLeases, WorkerRegistry, RunLedger):

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import click
 
 from visionfleet.broker.settings import EMBEDDED_RUN_ENV, BrokerSettings
-from visionfleet.checkpoints.state import FINAL_STATES, StateStore
+from visionfleet.checkpoints.job_book import FINAL_STATES
+from visionfleet.checkpoints.state import StateStore
 from visionfleet.cli.progress import JobView, look, resume_command, wait as wait_for
 from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.errors import VisionfleetError

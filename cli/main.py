@@ -127,7 +127,7 @@ def worker(queues, concurrency, hostname, loglevel) -> None:
 @click.option("--watch", is_flag=True, help="Refresh until the job ends.")
 def status(job_id, as_json, watch) -> None:
     """Show a job's state, counts, speed, ETA and the workers on it."""
-    from visionfleet.checkpoints.state import FINAL_STATES
+    from visionfleet.checkpoints.job_book import FINAL_STATES
     from visionfleet.cli.progress import look
 
     store, _ = _job(job_id)
@@ -155,7 +155,7 @@ def resume(job_id, output, wait, only_unfinished) -> None:
 @click.argument("job_id")
 def cancel(job_id) -> None:
     """Cancel JOB_ID: workers stop its shards at their next commit; nothing more is written."""
-    from visionfleet.checkpoints.state import FINAL_STATES
+    from visionfleet.checkpoints.job_book import FINAL_STATES
 
     store, progress = _job(job_id)
     if progress.state in FINAL_STATES:
@@ -182,7 +182,7 @@ def jobs(as_json, limit) -> None:
 @click.argument("job_id")
 def purge(job_id) -> None:
     """Remove an ended job's state now (its output under DEST stays; `resume` can rebuild it)."""
-    from visionfleet.checkpoints.state import FINAL_STATES
+    from visionfleet.checkpoints.job_book import FINAL_STATES
 
     store, progress = _job(job_id)
     if progress.state not in FINAL_STATES:

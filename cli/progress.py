@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from visionfleet.checkpoints.state import FINAL_STATES, Progress, StateStore
+from visionfleet.checkpoints.job_book import FINAL_STATES, Progress
+from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.pipeline.job import Job

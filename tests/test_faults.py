@@ -11,7 +11,7 @@ import redis
 
 from tests.photos import distinct_jpegs
 from tests.test_shard_runner import job, runner  # noqa: F401 (fixture)
-from visionfleet.checkpoints.state import Checkpoint
+from visionfleet.checkpoints.shard_leases import Checkpoint
 from visionfleet.pipeline.errors import RetryableError
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.job import Job

@@ -6,7 +6,7 @@ import pytest
 from tests.helpers import wait_until
 
 from visionfleet.checkpoints import open_store
-from visionfleet.checkpoints.state import Checkpoint
+from visionfleet.checkpoints.shard_leases import Checkpoint
 
 pytest_plugins = ["tests.stores"]  # the store fixtures: SQLite and Redis
 

@@ -1,6 +1,6 @@
 """The shard leases' contract (``checkpoints.shard_leases.ShardLeases``): leases, fencing, checkpoints, commits,
 on SQLite and on Redis."""
-from visionfleet.checkpoints.state import Checkpoint
+from visionfleet.checkpoints.shard_leases import Checkpoint
 
 pytest_plugins = ["tests.stores"]  # the store fixtures: SQLite and Redis
 

@@ -2,7 +2,7 @@
 their own transaction (a commit's usage, a takeover's counts), on SQLite and on Redis."""
 from tests.helpers import wait_until
 
-from visionfleet.checkpoints.state import Usage
+from visionfleet.checkpoints.run_ledger import Usage
 
 pytest_plugins = ["tests.stores"]  # the store fixtures: SQLite and Redis
 

@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.hooks import NO_HOOKS, Commit, Hooks
-from visionfleet.checkpoints.state import Checkpoint, Lease, StateStore
+from visionfleet.checkpoints.shard_leases import Checkpoint, Lease
+from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.job import Job

@@ -11,7 +11,7 @@ from celery import shared_task
 from celery.exceptions import Reject
 
 from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK, SENT_AT_HEADER
-from visionfleet.checkpoints.state import FINAL_STATES
+from visionfleet.checkpoints.job_book import FINAL_STATES
 from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.faults import infrastructure
