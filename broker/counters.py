@@ -41,13 +41,13 @@ class Counters:
 class CounterHook(Hook):
     """The bulk path's counters: images, commits, shards done, takeovers."""
 
-    def __init__(self, metrics: Counters) -> None:
-        self._metrics = metrics
+    def __init__(self, counters: Counters) -> None:
+        self._counters = counters
 
     def on_shard_start(self, job_id: str, shard: int, takeovers: int) -> None:
         if takeovers:
-            self._metrics.count("bulk_shard_takeovers")
+            self._counters.count("bulk_shard_takeovers")
 
     def on_commit(self, commit: Commit) -> None:
-        self._metrics.counts(bulk_images_ok=commit.ok, bulk_images_error=commit.errors, bulk_commits=1,
+        self._counters.counts(bulk_images_ok=commit.ok, bulk_images_error=commit.errors, bulk_commits=1,
                              bulk_shards_done=int(commit.done))

@@ -45,7 +45,7 @@ def shard_list(root: str | Location, shard: int, *, legacy: bool = False) -> str
     return _under(root, PLAN_DIR, f"shard-{shard:06d}.{'txt' if legacy else 'jsonl'}")
 
 
-def part_stem(shard: int, start: int, end: int, token: int) -> str:
+def part_stem(shard: int, start: int, end: int, token: str) -> str:
     """A part's name without its extension, which is the output format's."""
     return f"part-{shard:06d}-{start:07d}-{end:07d}-t{token}"
 

@@ -33,6 +33,6 @@ class Ledger(Hook):
         return Usage(machine=MACHINE, busy_s=commit.busy_s)
 
 
-def worker_hooks(metrics: Counters, prices: list[Price]) -> Hooks:
+def worker_hooks(counters: Counters, prices: list[Price]) -> Hooks:
     """Every hook a worker runs its shards with; ``prices``: its settings', for each job's report."""
-    return Hooks([Ledger(), Prometheus(), CounterHook(metrics), RunReport(prices)])
+    return Hooks([Ledger(), Prometheus(), CounterHook(counters), RunReport(prices)])

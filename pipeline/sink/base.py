@@ -27,10 +27,10 @@ class OutputSink(ABC):
     def encode(self, records: list[dict]) -> bytes:
         """One part's bytes: ``records`` in input order."""
 
-    def part_name(self, shard: int, start: int, end: int, token: int) -> str:
+    def part_name(self, shard: int, start: int, end: int, token: str) -> str:
         return layout.part_stem(shard, start, end, token) + self.extension
 
-    def write_part(self, shard: int, start: int, end: int, token: int, records: list[dict]) -> str:
+    def write_part(self, shard: int, start: int, end: int, token: str, records: list[dict]) -> str:
         """The records of URIs ``[start, end)`` of ``shard``, written by the holder of lease ``token``, as
         one part: whole or not at all, so a reader never meets half of one. Its name, for the commit."""
         name = self.part_name(shard, start, end, token)
