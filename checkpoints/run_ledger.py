@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 LEDGER_EVENTS = ("drains", "spot_notices")
-# Second buckets kept per job: an hour of commits. The report draws seconds only for a job short enough
+# Second buckets kept per job: an hour of labelling. The report draws seconds only for a job short enough
 # to want buckets under a minute (up to an hour: 30 s buckets, 120 points), so a longer job needs them
 # no more; its minute buckets, kept always, stay one field a minute however long it runs. Without this
 # bound a multi-day 50M-image job would hold a field per second (100k+) for a chart that cannot use them.
@@ -32,8 +32,9 @@ class RunLedger(ABC):
 
     @abstractmethod
     def ledger(self, job_id: str) -> dict:
-        """What the run report needs: ``timeline`` {minute: images} and ``seconds`` {second: images} (epoch
-        seconds at the bucket's start; seconds only for the first ``SECONDS_KEPT`` seconds that had a
-        commit, and none in a ledger from before they were kept), ``workers`` {machine: {images, busy_s,
+        """What the run report needs: ``timeline`` {minute: images committed in it} and ``seconds`` {second:
+        images labelled in it, each commit's spread evenly over the busy seconds it took} (epoch seconds at
+        the bucket's start; at most ``SECONDS_KEPT`` seconds, and none in a ledger from before they were
+        kept), ``workers`` {machine: {images, busy_s,
         first_at, last_at}}, and the counts ``redone`` (images a dead holder had labelled, as its last beat
         said, when its shard was taken over), ``takeovers``, ``drains`` and ``spot_notices``."""
