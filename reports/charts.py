@@ -54,12 +54,19 @@ def columns(labels: list[str], values: list[float], *, ylabel: str) -> str:
     return _svg(fig)
 
 
-def line(xs: list[float], ys: list[float], *, xlabel: str, ylabel: str) -> str:
+def line(xs: list[float], ys: list[float], *, xlabel: str, ylabel: str, mean: float | None = None,
+         mean_label: str = "") -> str:
+    """Steps from each x to the next (``ys[i]`` over ``xs[i]..xs[i+1]``); ``mean`` as a dashed level."""
     fig, ax = plt.subplots(figsize=(7, 2.6))
     ax.plot(xs, ys, drawstyle="steps-post", color="#55a868")
     ax.fill_between(xs, ys, step="post", alpha=0.25, color="#55a868")
+    if mean is not None:
+        ax.axhline(mean, color="#4c72b0", linestyle="--", linewidth=1, label=mean_label)
+        ax.legend(loc="lower right", frameon=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if xs[-1] > xs[0]:
+        ax.set_xlim(xs[0], xs[-1])  # the run's span, start to end: no margin that reads as time
     ax.set_ylim(bottom=0)
     return _svg(fig)
 
