@@ -19,12 +19,12 @@ def _svg(fig) -> str:
     return _XML_HEAD.sub("", out.getvalue())  # an element to put in the page, not a document
 
 
-def heatmap(classes: list[str], matrix: list[list[int]], *, xlabel: str, ylabel: str) -> str:
-    size = max(4.0, 0.45 * len(classes) + 2)
+def heatmap(rows: list[str], columns: list[str], matrix: list[list[int]], *, xlabel: str, ylabel: str) -> str:
+    size = max(4.0, 0.45 * len(columns) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(matrix, cmap="viridis")
-    ax.set_xticks(range(len(classes)), [_short(c) for c in classes], rotation=60, ha="right")
-    ax.set_yticks(range(len(classes)), [_short(c) for c in classes])
+    ax.set_xticks(range(len(columns)), [_short(c) for c in columns], rotation=60, ha="right")
+    ax.set_yticks(range(len(rows)), [_short(c) for c in rows])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     peak = max((max(row) for row in matrix), default=0)

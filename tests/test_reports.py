@@ -12,7 +12,8 @@ from tests.helpers import embedded_env, relabel, visionfleet, wait_until
 from tests.test_preemption import FAST, Job
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.reports import diff as diff_module
-from visionfleet.reports.diff import diff
+from visionfleet.reports.diff import ANOTHER, OTHER, TOP_CLASSES, diff
+from visionfleet.reports.diff_page import render as render_diff
 from visionfleet.reports.outputs import JobOutput
 from visionfleet.reports.page import number
 
@@ -95,6 +96,25 @@ def test_partitions_join_the_same_as_one_and_a_sample_keeps_the_most_confident(t
     assert len(rows) == 10 and rows == everything[:10]
     assert [min(r["old"]["score"], r["new"]["score"]) for r in everything] == \
         sorted((min(r["old"]["score"], r["new"]["score"]) for r in everything), reverse=True)
+
+
+def test_every_change_is_off_the_diagonal_even_between_two_rarer_classes(tmp_path):
+    """As reported: 34 of 67 changes sat in the "other -> other" cell, on the diagonal that reads "unchanged"."""
+    common = [record(i, f"common{i % TOP_CLASSES}", 0.9) for i in range(150)]  # 15 of each: the top classes
+    rare = [record(i, f"rare{i % 5}", 0.6) for i in range(150, 200)]  # 10 of each: "other"
+    old = synthetic(tmp_path / "old", common + rare)
+    moved = [record(i, f"common{(i + 1) % TOP_CLASSES}", 0.9) if i < 10 else r for i, r in enumerate(common)]
+    swapped = [record(i, f"rare{(i + 1) % 5}", 0.7) if i % 2 == 0 else r for i, r in enumerate(rare, 150)]
+    result = diff(old, synthetic(tmp_path / "new", moved + swapped), tmp_path / "report")
+    t, m = result["totals"], result["transitions"]
+    assert t["changed_top1"] == 10 + 25
+    assert m["classes"][-1] == OTHER and m["columns"] == m["classes"] + [ANOTHER]
+    matrix = m["matrix"]
+    off_diagonal = sum(n for i, row in enumerate(matrix) for j, n in enumerate(row) if i != j)
+    assert off_diagonal == t["changed_top1"] and sum(map(sum, matrix)) == t["both_ok"]
+    assert (matrix[-1][-2], matrix[-1][-1]) == (25, 25)  # a rare label kept; one changed to another rare one
+    page = render_diff(result, tmp_path / "report" / "changed.jsonl")
+    assert "Off the diagonal is what changed: 35 images." in page
 
 
 @pytest.mark.slow
