@@ -34,9 +34,8 @@ def _throughput(report: dict) -> str:
     ys = [t["images_per_s"] or 0 for t in timeline]
     svg = charts.line(xs, ys + ys[-1:], xlabel=f"{unit} from the start", ylabel="images/s",
                       mean=report["images_per_s"], mean_label="images/s over the run")
-    return figure(svg, f"images labelled per second (each commit's spread over the seconds it took), in "
-                       f"{_bucket(size)} buckets, over {unit} from the start; dashed: the mean over the run "
-                       "(images/s above)")
+    return figure(svg, f"images labelled per second, in {_bucket(size)} buckets, over {unit} from the start; "
+                       "dashed: the mean over the run (images/s above)")
 
 
 def _bucket(size: int) -> str:

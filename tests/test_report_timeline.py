@@ -1,6 +1,9 @@
 """The run report's timeline: buckets that fit the run, a curve whose mean is the headline rate, old ledgers."""
 import pytest
 
+from visionfleet.checkpoints.job_book import Progress
+from visionfleet.reports.run import run_report
+from visionfleet.reports.run_page import render
 from visionfleet.reports.timeline import MOST_POINTS, bucket_s, timeline
 
 START = 1_764_700_000.4  # epoch seconds, not on a second or minute boundary
@@ -69,3 +72,20 @@ def test_an_old_ledger_or_one_past_its_seconds_is_drawn_by_the_minute():
 
 def test_a_run_without_a_commit_has_no_points():
     assert timeline({"timeline": {}, "seconds": {}}, START, START + 10)["timeline"] == []
+
+
+@pytest.mark.parametrize(("span", "seconds", "axis", "bucket"), [
+    (20, True, "seconds from the start", "1-second buckets"),
+    (2 * 3600, True, "minutes from the start", "1-minute buckets"),  # past the seconds kept: by the minute
+    (5 * 86400, False, "hours from the start", "1-hour buckets")])
+def test_the_page_draws_the_axis_in_the_bucket_s_unit(span, seconds, axis, bucket):
+    commits = {START + span * i / 50: 10 for i in range(1, 51)}
+    ledger = {**ledger_of(commits, seconds=seconds), "workers": {}, "redone": 0, "takeovers": 0, "drains": 0,
+              "spot_notices": 0}
+    if seconds and span > 3600:
+        ledger["seconds"] = dict(list(ledger["seconds"].items())[:10])  # the store kept its first hour only
+    progress = Progress("j", "succeeded", True, 500, 1, 1, 500, 0, START - 2, START, START + span)
+    report = run_report(progress, ledger, [])
+    assert report["images_per_s"] == round(500 / span, 3) and report["timeline"][0]["offset_s"] == 0
+    page = render(report)
+    assert f"in {bucket}, over {axis}" in page
