@@ -42,6 +42,10 @@ class Keys:
         """Hash: minute (epoch seconds at its start) -> images committed in it (the run report)."""
         return f"{self.job(job_id)}:timeline"
 
+    def job_seconds(self, job_id: str) -> str:
+        """Hash: second (epoch) -> images committed in it, for its first ``SECONDS_KEPT`` seconds (the run report)."""
+        return f"{self.job(job_id)}:seconds"
+
     def job_machines(self, job_id: str) -> str:
         """Hash: ``<host>|images``, ``<host>|busy_s``, ``<host>|first_at``, ``<host>|last_at`` (the run report)."""
         return f"{self.job(job_id)}:machines"

@@ -2,6 +2,7 @@
 
 ``diff`` and ``diff_page`` (what a new run changed), ``run`` and
 ``run_page`` (what a run took and cost; ``RunReport`` writes
-``_REPORT.json`` as a job ends), ``outputs`` (reading a run's parts),
+``_REPORT.json`` as a job ends; ``timeline``, its images per second in
+buckets that fit the run), ``outputs`` (reading a run's parts),
 ``page`` and ``charts`` (the HTML pages).
 """

@@ -19,12 +19,12 @@ def _svg(fig) -> str:
     return _XML_HEAD.sub("", out.getvalue())  # an element to put in the page, not a document
 
 
-def heatmap(classes: list[str], matrix: list[list[int]], *, xlabel: str, ylabel: str) -> str:
-    size = max(4.0, 0.45 * len(classes) + 2)
+def heatmap(rows: list[str], columns: list[str], matrix: list[list[int]], *, xlabel: str, ylabel: str) -> str:
+    size = max(4.0, 0.45 * len(columns) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(matrix, cmap="viridis")
-    ax.set_xticks(range(len(classes)), [_short(c) for c in classes], rotation=60, ha="right")
-    ax.set_yticks(range(len(classes)), [_short(c) for c in classes])
+    ax.set_xticks(range(len(columns)), [_short(c) for c in columns], rotation=60, ha="right")
+    ax.set_yticks(range(len(rows)), [_short(c) for c in rows])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     peak = max((max(row) for row in matrix), default=0)
@@ -54,12 +54,19 @@ def columns(labels: list[str], values: list[float], *, ylabel: str) -> str:
     return _svg(fig)
 
 
-def line(xs: list[float], ys: list[float], *, xlabel: str, ylabel: str) -> str:
+def line(xs: list[float], ys: list[float], *, xlabel: str, ylabel: str, mean: float | None = None,
+         mean_label: str = "") -> str:
+    """Steps from each x to the next (``ys[i]`` over ``xs[i]..xs[i+1]``); ``mean`` as a dashed level."""
     fig, ax = plt.subplots(figsize=(7, 2.6))
     ax.plot(xs, ys, drawstyle="steps-post", color="#55a868")
     ax.fill_between(xs, ys, step="post", alpha=0.25, color="#55a868")
+    if mean is not None:
+        ax.axhline(mean, color="#4c72b0", linestyle="--", linewidth=1, label=mean_label)
+        ax.legend(loc="lower right", frameon=False)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if xs[-1] > xs[0]:
+        ax.set_xlim(xs[0], xs[-1])  # the run's span, start to end: no margin that reads as time
     ax.set_ylim(bottom=0)
     return _svg(fig)
 

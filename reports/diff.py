@@ -27,6 +27,9 @@ TOP_CLASSES = 10  # rows and columns of the transition matrix, beside "other"
 GAINED_LOST = 10
 BANDS = 10  # confidence bands of the new top-1 score, each 1/BANDS wide
 OTHER = "other"
+# The column of an image whose label changed from one rarer class to another: in "other -> other" it would
+# sit on the diagonal, and the diagonal is what did not change.
+ANOTHER = "another other"
 
 
 @dataclass
@@ -167,14 +170,16 @@ def _side(output: JobOutput) -> dict:
 
 
 def _matrix(transitions: Counter, frequency: Counter) -> dict:
-    """Rows: the old label; columns: the new one; the most frequent classes and "other"."""
+    """Rows: the old label; columns: the new one; the most frequent classes and "other", and one more column,
+    ``ANOTHER``, for a change between two rarer classes: off the diagonal is every change, nothing else."""
     classes = sorted(frequency, key=lambda label: (-frequency[label], label))[:TOP_CLASSES]  # ties: by name
     index = {label: i for i, label in enumerate(classes)}
-    size = len(classes) + 1
-    matrix = [[0] * size for _ in range(size)]
+    other = len(classes)
+    matrix = [[0] * (other + 2) for _ in range(other + 1)]
     for (a, b), n in transitions.items():
-        matrix[index.get(a, size - 1)][index.get(b, size - 1)] += n
-    return {"classes": classes + [OTHER], "matrix": matrix}
+        row, column = index.get(a, other), index.get(b, other)
+        matrix[row][other + 1 if row == column == other and a != b else column] += n
+    return {"classes": classes + [OTHER], "columns": classes + [OTHER, ANOTHER], "matrix": matrix}
 
 
 def _gained_lost(old_counts: Counter, new_counts: Counter) -> dict:

@@ -42,9 +42,11 @@ def render(result: dict, changed: Path, *, thumbnails: bool = False) -> str:
               r.get("total"), r.get("errors")] for side, r in (("old", old), ("new", new))],
             [[None] * 6 + [f"{side}.total", f"{side}.errors"] for side in ("old", "new")])),
         section("Where the top-1 labels went", charts.heatmap(
-            matrix["classes"], matrix["matrix"], xlabel="new top-1", ylabel="old top-1"),
+            matrix["classes"], matrix["columns"], matrix["matrix"], xlabel="new top-1", ylabel="old top-1"),
             paragraph("Images labelled ok by both runs, by old and new top-1 label: the most frequent classes, "
-                      "the rest as \u201cother\u201d. Off the diagonal is what changed.")),
+                      "the rest as \u201cother\u201d. An image whose label changed from one rarer class to "
+                      "another is in the column \u201canother other\u201d. Off the diagonal is what changed: "
+                      f"{totals['changed_top1']:,} images.")),
         section("Classes gained and lost", _gained_lost(result)),
         section("Change rate by the new run's confidence",
                 charts.columns([f"{b['from']:.1f}\u2013{b['to']:.1f}" for b in bands],

@@ -1,7 +1,8 @@
 """What a run cost: time, speed over time, work redone, and $ per million images.
 
 Built from the job's ledger in the state store, which the workers keep as
-they commit: images per minute, and per machine the images, the seconds
+they commit: images per second and per minute (drawn in buckets that fit
+the run: ``timeline``), and per machine the images, the seconds
 its processes spent on shards and the span it worked on the job; the
 images a dead worker had labelled but not committed (redone by whoever
 took its shard over), takeovers, drains and spot notices.
@@ -24,6 +25,7 @@ from visionfleet.pipeline.envvars import env_float, env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import storage_for
+from visionfleet.reports.timeline import timeline
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +89,7 @@ def run_report(progress, ledger: dict, prices: list[Price]) -> dict:
         "wall_s": round(ended - progress.created_at, 3),
         "labelling_s": round(ended - started, 3),
         "images_per_s": round(images / (ended - started), 3) if ended > started else None,
-        "timeline": [{"minute": int(m), "images": n} for m, n in sorted(ledger["timeline"].items())],
+        **timeline(ledger, started, ended),
         "busy_worker_s": round(busy_s, 3),
         "machine_s": round(machine_s, 3),
         "redone_images": ledger["redone"], "takeovers": ledger["takeovers"], "drains": ledger["drains"],

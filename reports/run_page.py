@@ -4,7 +4,6 @@ from visionfleet.reports.page import cards, figure, page, paragraph, section, ta
 
 
 def render(report: dict) -> str:
-    timeline = report["timeline"]
     sections = [
         cards([("images", "images", report["images"]), ("images_per_s", "images/s", report["images_per_s"]),
                ("wall_s", "seconds, start to end", report["wall_s"]),
@@ -12,7 +11,7 @@ def render(report: dict) -> str:
                ("redone_images", "images redone", report["redone_images"]),
                ("takeovers", "shard takeovers", report["takeovers"]), ("drains", "drains", report["drains"]),
                ("spot_notices", "spot notices", report["spot_notices"])]),
-        section("Images per second over time", _throughput(timeline)),
+        section("Images per second over time", _throughput(report)),
         section("Cost", _cost(report)),
         section("Machines", table(
             ["machine", "images", "share", "busy seconds", "span seconds"],
@@ -25,14 +24,25 @@ def render(report: dict) -> str:
                 f"errors", sections)
 
 
-def _throughput(timeline: list[dict]) -> str:
+def _throughput(report: dict) -> str:
+    """The timeline as steps, each bucket as wide as it is (the last may differ), in the unit of its buckets."""
+    timeline, size = report["timeline"], report["timeline_bucket_s"]
     if not timeline:
         return paragraph("No commit was recorded.")
-    start = timeline[0]["minute"]
-    xs = [t["minute"] - start for t in timeline] + [timeline[-1]["minute"] - start + 1]
-    ys = [t["images"] / 60 for t in timeline]
-    return figure(charts.line(xs, ys + ys[-1:], xlabel="minutes from the first commit", ylabel="images/s"),
-                  "committed images per second, by minute")
+    unit, per = next((u, s) for u, s in (("hours", 3600), ("minutes", 60), ("seconds", 1)) if size >= s)
+    xs = [t["offset_s"] / per for t in timeline] + [report["labelling_s"] / per]
+    ys = [t["images_per_s"] or 0 for t in timeline]
+    svg = charts.line(xs, ys + ys[-1:], xlabel=f"{unit} from the start", ylabel="images/s",
+                      mean=report["images_per_s"], mean_label="images/s over the run")
+    return figure(svg, f"images labelled per second, in {_bucket(size)} buckets, over {unit} from the start; "
+                       "dashed: the mean over the run (images/s above)")
+
+
+def _bucket(size: int) -> str:
+    for unit, per in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if size % per == 0:
+            return f"{size // per}-{unit}"
+    return f"{size}-second"
 
 
 def _cost(report: dict) -> str:

@@ -8,11 +8,12 @@ import pytest
 
 from bench.samples import PHOTOS
 from tests.browser import load, value_at
-from tests.helpers import embedded_env, relabel, visionfleet, wait_until
+from tests.helpers import embedded_env, linked_photos, relabel, visionfleet, wait_until
 from tests.test_preemption import FAST, Job
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.reports import diff as diff_module
-from visionfleet.reports.diff import diff
+from visionfleet.reports.diff import ANOTHER, OTHER, TOP_CLASSES, diff
+from visionfleet.reports.diff_page import render as render_diff
 from visionfleet.reports.outputs import JobOutput
 from visionfleet.reports.page import number
 
@@ -97,6 +98,25 @@ def test_partitions_join_the_same_as_one_and_a_sample_keeps_the_most_confident(t
         sorted((min(r["old"]["score"], r["new"]["score"]) for r in everything), reverse=True)
 
 
+def test_every_change_is_off_the_diagonal_even_between_two_rarer_classes(tmp_path):
+    """As reported: 34 of 67 changes sat in the "other -> other" cell, on the diagonal that reads "unchanged"."""
+    common = [record(i, f"common{i % TOP_CLASSES}", 0.9) for i in range(150)]  # 15 of each: the top classes
+    rare = [record(i, f"rare{i % 5}", 0.6) for i in range(150, 200)]  # 10 of each: "other"
+    old = synthetic(tmp_path / "old", common + rare)
+    moved = [record(i, f"common{(i + 1) % TOP_CLASSES}", 0.9) if i < 10 else r for i, r in enumerate(common)]
+    swapped = [record(i, f"rare{(i + 1) % 5}", 0.7) if i % 2 == 0 else r for i, r in enumerate(rare, 150)]
+    result = diff(old, synthetic(tmp_path / "new", moved + swapped), tmp_path / "report")
+    t, m = result["totals"], result["transitions"]
+    assert t["changed_top1"] == 10 + 25
+    assert m["classes"][-1] == OTHER and m["columns"] == m["classes"] + [ANOTHER]
+    matrix = m["matrix"]
+    off_diagonal = sum(n for i, row in enumerate(matrix) for j, n in enumerate(row) if i != j)
+    assert off_diagonal == t["changed_top1"] and sum(map(sum, matrix)) == t["both_ok"]
+    assert (matrix[-1][-2], matrix[-1][-1]) == (25, 25)  # a rare label kept; one changed to another rare one
+    page = render_diff(result, tmp_path / "report" / "changed.jsonl")
+    assert "Off the diagonal is what changed: 35 images." in page
+
+
 @pytest.mark.slow
 def test_diff_refuses_a_folder_that_is_not_a_finished_job(tmp_path):
     (tmp_path / "half").mkdir()
@@ -139,6 +159,29 @@ def test_report_of_a_run_with_a_killed_worker_counts_the_redone_images(bucket, f
     auto = json.loads(job.read(f"{job.root}/_REPORT.json"))  # written when the job ended, beside _SUCCESS.json
     assert (auto["redone_images"], auto["takeovers"]) == (report["redone_images"], 1)
     assert_page_shows_the_json(tmp_path / "run" / "report.html", report)
+
+
+@pytest.mark.slow
+def test_report_of_a_twenty_second_job_is_drawn_by_the_second_and_its_mean_is_the_headline(tmp_path):
+    """As reported: a 34 s job was drawn over "0-60 minutes", flat, far below its headline images/s."""
+    env = embedded_env(tmp_path)
+    job_id = relabel(env, str(linked_photos(tmp_path, 1500)), "--output", str(tmp_path / "labels"), "--wait",
+                     cwd=tmp_path)  # about 20 s of labelling on 2 cores
+    result = visionfleet("report", job_id, "--output", str(tmp_path / "run"), env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    points, span = report["timeline"], report["labelling_s"]
+    assert report["timeline_bucket_s"] < 60 and len(points) >= 5, (report["timeline_bucket_s"], span)
+    assert points[0]["offset_s"] == 0 and points[-1]["offset_s"] < span
+    assert sum(p["images"] for p in points) == report["images"] == 1500
+    ends = [p["offset_s"] for p in points[1:]] + [span]
+    mean = sum(p["images_per_s"] * (end - p["offset_s"]) for p, end in zip(points, ends)) / span
+    assert mean == pytest.approx(report["images_per_s"], rel=1e-2)
+    auto = json.loads((tmp_path / "labels" / job_id / "_REPORT.json").read_text())  # written as the job ended
+    assert auto["timeline_bucket_s"] == report["timeline_bucket_s"]
+    assert sum(p["images"] for p in auto["timeline"]) == 1500
+    assert_page_shows_the_json(tmp_path / "run" / "report.html", report)
+    assert "over seconds from the start" in (tmp_path / "run" / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 -- Move a shard's checkpoint, fenced by its token. KEYS: shard, job, job parts, shard parts, job timeline,
--- job machines. ARGV: token, offset, ok, errors, part, done, ttl_s, machine ('' for no usage), busy_s.
+-- job machines, job seconds. ARGV: token, offset, ok, errors, part, done, ttl_s, machine ('' for no usage),
+-- busy_s, seconds_kept.
 -- record_usage: usage.lua, loaded in front of this script.
 local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
 -- A part's name carries the holder's token and range: listed already, this very commit went through
@@ -23,6 +24,7 @@ if ARGV[6] == '1' then
   redis.call('HINCRBY', KEYS[2], 'shards_done', 1)
 end
 if ARGV[8] ~= '' then
-  record_usage(KEYS[5], KEYS[6], ARGV[8], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[9], now)
+  record_usage(KEYS[5], KEYS[7], KEYS[6], ARGV[8], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[9], now,
+               tonumber(ARGV[10]))
 end
 return 1

@@ -2,7 +2,7 @@
 
 The commit script carries the run ledger's usage (``usage.lua``), so both are one atomic step."""
 from visionfleet.checkpoints.redis.db import RedisDb
-from visionfleet.checkpoints.run_ledger import Usage
+from visionfleet.checkpoints.run_ledger import SECONDS_KEPT, Usage
 from visionfleet.checkpoints.shard_leases import Checkpoint, Lease, ShardLeases, new_token
 
 
@@ -26,8 +26,8 @@ class RedisLeases(RedisDb, ShardLeases):
         machine, busy_s = (usage.machine, usage.busy_s) if usage is not None else ("", 0.0)
         return bool(self._lua["commit"](
             keys=[k.shard(job_id, shard), k.job(job_id), k.job_parts(job_id), k.shard_parts(job_id, shard),
-                  k.job_timeline(job_id), k.job_machines(job_id)],
-            args=[token, offset, ok, errors, part or "", int(done), ttl_s, machine, busy_s],
+                  k.job_timeline(job_id), k.job_machines(job_id), k.job_seconds(job_id)],
+            args=[token, offset, ok, errors, part or "", int(done), ttl_s, machine, busy_s, SECONDS_KEPT],
         ))
 
     def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:

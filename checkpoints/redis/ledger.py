@@ -1,4 +1,4 @@
-"""The run ledger on Redis: the job's timeline and machines hashes, and its event counts."""
+"""The run ledger on Redis: the job's timeline, seconds and machines hashes, and its event counts."""
 from visionfleet.checkpoints.redis.db import RedisDb
 from visionfleet.checkpoints.run_ledger import LEDGER_EVENTS, RunLedger
 
@@ -12,12 +12,14 @@ class RedisLedger(RedisDb, RunLedger):
     def ledger(self, job_id: str) -> dict:
         pipe = self._r.pipeline(transaction=False)
         pipe.hgetall(self._keys.job_timeline(job_id))
+        pipe.hgetall(self._keys.job_seconds(job_id))
         pipe.hgetall(self._keys.job_machines(job_id))
         pipe.hmget(self._keys.job(job_id), "redone", "takeovers", *LEDGER_EVENTS)
-        timeline, machines, counts = pipe.execute()
+        timeline, seconds, machines, counts = pipe.execute()
         workers: dict[str, dict] = {}
         for name, value in machines.items():
             host, _, what = name.rpartition("|")
             workers.setdefault(host, {})[what] = int(value) if what == "images" else float(value)
-        return {"timeline": {int(m): int(n) for m, n in timeline.items()}, "workers": workers,
+        return {"timeline": {int(m): int(n) for m, n in timeline.items()},
+                "seconds": {int(s): int(n) for s, n in seconds.items()}, "workers": workers,
                 **dict(zip(("redone", "takeovers", *LEDGER_EVENTS), (int(c or 0) for c in counts)))}
