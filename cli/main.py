@@ -210,7 +210,8 @@ def drain(names, everyone) -> None:
     for name in drained:
         click.echo(f"{name}: draining")
     if not drained:
-        raise VisionfleetError("no worker answered; check the names and VISIONFLEET_BROKER_URL")
+        raise VisionfleetError("no worker answered; check the names (`visionfleet stats` lists them), "
+                               "VISIONFLEET_BROKER_URL and VISIONFLEET_NAMESPACE")
 
 
 @main.command()
