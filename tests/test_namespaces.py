@@ -1,13 +1,15 @@
 """A fleet under a namespace other than the default: what operators read is true there too.
 
 Queue depths, the autoscaling signal, online backpressure and a plain Celery producer
-(``visionfleet.celery_config``) with work waiting and no worker; then two named worker
+(``visionfleet.celery_config``) with work waiting and no worker; one count of workers (a
+``visionfleet worker`` instance) in ``scale``, ``stats`` and ``status``; then two named worker
 instances on one host, counted alike by ``scale``, ``stats`` and ``/metrics``, and drained
 by the name given with ``-n``."""
 import json
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import redis
@@ -127,3 +129,30 @@ def vf_classify(env: dict, uri: str) -> dict:
     result = visionfleet("classify", uri, "--timeout", "60", env=env)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def test_scale_stats_and_status_count_worker_instances_alike(redis_url, job_id):
+    """Beats of five processes: two instances on one host (two bulk processes each) and one elsewhere."""
+    from visionfleet.broker.fleet import processes
+    from visionfleet.broker.scaling import Fleet, Policy, decide
+    from visionfleet.checkpoints import open_store
+    from visionfleet.cli.online import worker_instances
+    from visionfleet.cli.progress import look
+
+    store = open_store(redis_url, namespace=f"t{job_id[-8:]}")
+    store.create_job(job_id, {})
+    beats = [("w1@vm", "vm", True), ("w1@vm", "vm", False), ("w2@vm", "vm", True), ("w2@vm", "vm", True),
+             ("w3@other", "other", False)]
+    for i, (instance, host, on_job) in enumerate(beats):
+        store.beat(f"{job_id}-{i}", {"instance": instance, "host": host, "pidns": "pid:[1]", "pid": 100 + i,
+                                     **({"job_id": job_id, "shard": i} if on_job else {})}, ttl_s=60)
+    try:
+        decision = decide(Fleet(0, 0, processes(store)), Policy(), time.time())
+        counted = worker_instances(store.workers())
+        assert (decision.workers, decision.busy_workers) == (counted["live"], counted["busy"]) == (3, 2)
+        assert (counted["hosts"], counted["processes"], counted["names"]) == (2, 5, ["w1@vm", "w2@vm", "w3@other"])
+        assert look(store, job_id).instances == 2
+    finally:
+        for i in range(len(beats)):
+            store.forget(f"{job_id}-{i}")
+        store.purge(job_id)
