@@ -74,5 +74,5 @@ def _workers_line(workers: dict) -> str:
     """``2 worker instances live on 1 host (w1@vm, w2@vm), 1 on a shard``: the unit ``scale`` counts."""
     live, hosts = workers["live"], workers["hosts"]
     names = f" ({', '.join(workers['names'])})" if workers["names"] else ""
-    return (f"{live} worker instance{'' if live == 1 else 's'} live on {hosts} host{'' if hosts == 1 else 's'}{names}, "
-            f"{workers['busy']} on a shard")
+    return (f"{live} worker instance{'' if live == 1 else 's'} live on {hosts} host{'' if hosts == 1 else 's'}"
+            f"{names}, {workers['busy']} on a shard")
