@@ -8,7 +8,7 @@ nothing until a worker or producer actually sends or consumes.
 from celery import Celery
 from kombu import Exchange, Queue
 
-from visionfleet.broker.routes import CLASSIFY_TASK, DEFAULT_NAMESPACE, RELABEL_SHARD_TASK, queue_name
+from visionfleet.broker.routes import celery_config, queue_name
 from visionfleet.broker.settings import BrokerSettings
 
 
@@ -17,22 +17,18 @@ def make_app(settings: BrokerSettings) -> Celery:
     (``workers/process.py``) takes them from at its start."""
     settings.prepare()
     online, bulk = (queue_name(role, settings.namespace) for role in ("online", "bulk"))
+    shared = celery_config(settings.namespace)  # what a plain Celery producer uses too: one source
     # drain before process: its hooks (the parent watch, the drain signal's handler) run before a model loads.
     app = Celery("visionfleet", include=[f"visionfleet.workers.{m}" for m in ("logs", "drain", "process", "tasks")])
     app.conf.update(
         broker_url=settings.broker_url or "filesystem://",
         result_backend=settings.result_backend,
-        broker_transport_options=_transport_options(settings),
+        broker_transport_options=_transport_options(settings, shared.pop("broker_transport_options")),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker outlives a broker restart
-        # JSON only: a pickle message would let whoever reaches the broker run code.
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
+        # JSON only (``shared``): a pickle message would let whoever reaches the broker run code.
         # Each queue its own exchange: a message for one never lands in the other.
         task_queues=tuple(Queue(q, Exchange(q, type="direct"), routing_key=q) for q in (online, bulk)),
-        task_default_queue=bulk,
-        task_routes={RELABEL_SHARD_TASK: {"queue": bulk}, CLASSIFY_TASK: {"queue": online}},
         # A shard is acked only once it is committed: a dead worker's shard
         # is redelivered, never dropped. One at a time per process, so one
         # worker does not hoard shards that others could run.
@@ -44,20 +40,14 @@ def make_app(settings: BrokerSettings) -> Celery:
         worker_send_task_events=not settings.embedded,
         task_send_sent_event=not settings.embedded,
         result_expires=settings.result_expires_s,
-        **_namespaced(settings.namespace),
+        **shared,
     )
     app.broker_settings = settings
     return app
 
 
-def _namespaced(namespace: str) -> dict:
-    """Another namespace's remote control (``drain --all``) and events never reach this fleet."""
-    if namespace == DEFAULT_NAMESPACE:
-        return {}
-    return {"control_exchange": f"{namespace}.celery", "event_exchange": f"{namespace}.celeryev"}
-
-
-def _transport_options(settings: BrokerSettings) -> dict:
+def _transport_options(settings: BrokerSettings, namespaced: dict) -> dict:
+    """``namespaced``: the namespace's key prefix (``celery_config``), a Redis option."""
     if settings.embedded:
         folder = str(settings.broker_dir)
         # The default 1 s polling adds up to a second per shard; 0.1 s costs
@@ -74,9 +64,7 @@ def _transport_options(settings: BrokerSettings) -> dict:
         options = {"visibility_timeout": redeliver, "unacked_restore_interval": min(10, max(1, redeliver // 4)),
                    "unacked_restore_throttle": 1, "socket_timeout": 30, "socket_connect_timeout": 10,
                    "health_check_interval": 25}
-        if settings.namespace != DEFAULT_NAMESPACE:  # kombu's own keys (unacked messages, bindings) too
-            options["global_keyprefix"] = f"{settings.namespace}:broker:"
-        return options
+        return {**options, **namespaced}
     return {}
 
 

@@ -20,6 +20,7 @@ from celery.exceptions import TimeoutError as CeleryTimeout
 from celery.result import AsyncResult
 from tenacity import RetryError, retry, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from visionfleet.broker.fleet import waiting
 from visionfleet.broker.routes import CLASSIFY_TASK, SENT_AT_HEADER, queue_name
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.pipeline.envvars import env_int
@@ -93,10 +94,7 @@ class VisionClient:
     def _queue_size(self, queue: str) -> int:
         with self.app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1)
-            try:
-                return conn.default_channel.queue_declare(queue=queue, passive=True).message_count
-            except conn.channel_errors:
-                return 0  # not declared yet: nothing waiting
+            return waiting(conn, queue)
 
     def submit(self, uri: str) -> AsyncResult:
         """Enqueue one image; fails fast with ``OverloadedError`` when the backlog is over its bound."""

@@ -2,18 +2,21 @@
 
 The inputs of the autoscaling signal (``broker/scaling.py``) and of the
 fleet-wide gauges every worker exports: messages per queue, waiting and
-claimed; images left in running jobs; the live worker processes and the
-speed each measured.
+claimed; images left in running jobs; the live worker processes, the
+instance each belongs to and the speed each measured.
 """
 from dataclasses import dataclass
 
+import redis
 from celery import Celery
+from kombu.transport import virtual
 from kombu.utils.json import loads
 
 from visionfleet.broker.routes import ROLES, queue_name
 from visionfleet.broker.scaling import Fleet, Process
 from visionfleet.checkpoints.job_book import FINAL_STATES
 from visionfleet.checkpoints.state import StateStore
+from visionfleet.checkpoints.worker_registry import instance_of
 
 JOBS_SCANNED = 1000  # the newest jobs looked at for images left: far more than run at once
 
@@ -37,20 +40,37 @@ def queue_depths(app: Celery, namespace: str) -> dict[str, QueueDepth]:
         depths = {}
         for role in ROLES:
             queue = queue_name(role, namespace)
-            try:
-                waiting = channel.queue_declare(queue=queue, passive=True).message_count
-            except conn.channel_errors:
-                waiting = 0  # not declared yet: nothing sent
-            depths[role] = QueueDepth(waiting, None if claimed is None else claimed.get(queue, 0))
+            depths[role] = QueueDepth(waiting(conn, queue), None if claimed is None else claimed.get(queue, 0))
         return depths
 
 
+def waiting(conn, queue: str) -> int:
+    """Messages waiting in ``queue``: every reader of a queue's depth (stats, scale, gauges, backpressure) asks here.
+
+    On kombu's own transports (Redis, the embedded filesystem) the count is asked for directly: a queue
+    nobody sent to counts 0. A passive declare would ask first whether the queue exists, and kombu's Redis
+    transport answers that with EXISTS, one of the commands its ``global_keyprefix`` (our namespace) does
+    not prefix: under a namespace every queue "did not exist" and read 0 while its list held the messages.
+    """
+    channel = conn.default_channel
+    if isinstance(channel, virtual.Channel):
+        return channel._size(queue)  # kombu's count (LLEN per priority on Redis), through its key prefix
+    try:
+        return channel.queue_declare(queue=queue, passive=True).message_count
+    except conn.channel_errors:
+        return 0  # AMQP: not declared yet, nothing sent
+
+
 def _claimed_on_redis(channel) -> dict[str, int] | None:
-    """Messages in kombu's ``unacked`` hash, by routing key (each queue's own); None on other brokers."""
+    """Messages in kombu's ``unacked`` hash, by routing key (each queue's own); None on other brokers.
+
+    Read with a plain client and the namespace's prefix spelled out: kombu's prefixing client leaves
+    HVALS unprefixed, which read the default namespace's hash instead of this one's."""
     if not hasattr(channel, "unacked_key"):
         return None
+    plain = redis.Redis(connection_pool=channel.client.connection_pool)
     counts: dict[str, int] = {}
-    for raw in channel.client.hvals(channel.unacked_key):
+    for raw in plain.hvals(channel.global_keyprefix + channel.unacked_key):
         routing_key = loads(raw)[2]
         counts[routing_key] = counts.get(routing_key, 0) + 1
     return counts
@@ -62,9 +82,9 @@ def images_left(store: StateStore) -> int:
 
 
 def processes(store: StateStore) -> tuple[Process, ...]:
-    """The live worker processes; a worker is the machine (or container) they share."""
+    """The live worker processes; a worker is the ``visionfleet worker`` instance they belong to."""
     return tuple(
-        Process(worker=f"{w.get('host')}|{w.get('pidns')}", alive_until=float(w["alive_until"]),
+        Process(worker="|".join(instance_of(w)), alive_until=float(w["alive_until"]),
                 images=int(w.get("images", 0)), busy_s=float(w.get("busy_s", 0.0)), on_shard=bool(w.get("job_id")))
         for w in store.workers())
 

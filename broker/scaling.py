@@ -7,6 +7,10 @@ wait (their latency comes first), stay within the bounds, and never ask for
 zero while a worker holds a shard or images wait. ``visionfleet scale
 --json`` prints it; every worker exports it as ``visionfleet_desired_workers``.
 
+A worker, here and in every count of workers, is one ``visionfleet worker``
+instance (whatever processes it runs): the unit the deploy recipes scale,
+one per pod or machine.
+
 Celery's queue length is not the input: with late acks and prefetch, a
 claimed shard leaves the list while it may run for an hour, so the list
 reads empty while every worker is busy.
@@ -46,7 +50,7 @@ class Policy:
 class Process:
     """One worker process, as its last heartbeat says."""
 
-    worker: str  # the machine (or container) it runs on: one scaling unit
+    worker: str  # the `visionfleet worker` instance it belongs to: one scaling unit (a pod or machine each)
     alive_until: float  # its beats lapse then
     images: int = 0  # committed since it started
     busy_s: float = 0.0  # seconds spent on shards since it started

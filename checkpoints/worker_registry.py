@@ -8,6 +8,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 
+def instance_of(info: dict) -> tuple[str, str, str]:
+    """The ``visionfleet worker`` instance a beating process belongs to: the one unit every count of workers
+    counts (``scale``, ``stats``, ``/metrics``, ``status``). Its name (``-n``, or ``PID@host``) with its host
+    and pid namespace, as two containers may share both a host name and a pid. A beat without one (a worker
+    of an earlier release) is its own instance."""
+    return (str(info.get("instance") or info.get("owner")), str(info.get("host")), str(info.get("pidns")))
+
+
 def names_a_shard(info: dict) -> bool:
     """The beat names a shard (whether it is still leased to that worker, the shard's record says)."""
     return bool(info.get("job_id")) and info.get("shard") is not None

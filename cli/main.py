@@ -192,21 +192,26 @@ def purge(job_id) -> None:
 
 
 @main.command()
-@click.option("--worker", "-w", "names", multiple=True, help="Worker node name (repeatable), e.g. bulk-4242@host.")
+@click.option("--worker", "-w", "names", multiple=True,
+              help="A worker's name, as given to `worker -n` (w2@%h) or listed by `stats`, or one of its node names "
+                   "(bulk-w2@host); repeatable.")
 @click.option("--all", "everyone", is_flag=True, help="Drain every worker.")
 def drain(names, everyone) -> None:
     """Ask workers to commit, hand their shards back and exit."""
     if not names and not everyone:
-        raise VisionfleetError("name workers with --worker NAME (see Flower or `celery inspect ping`) or use --all")
+        raise VisionfleetError("name workers with --worker NAME (`visionfleet stats` lists them) or use --all")
     from visionfleet.broker.celery_app import make_app
+    from visionfleet.cli.workers import node_names
 
     app = make_app(broker_settings())
-    replies = app.control.broadcast("visionfleet_drain", destination=list(names) or None, reply=True, timeout=3)
+    nodes = sorted({node for name in names for node in node_names(name)}) or None
+    replies = app.control.broadcast("visionfleet_drain", destination=nodes, reply=True, timeout=3)
     drained = sorted(name for reply in replies for name in reply)
     for name in drained:
         click.echo(f"{name}: draining")
     if not drained:
-        raise VisionfleetError("no worker answered; check the names and VISIONFLEET_BROKER_URL")
+        raise VisionfleetError("no worker answered; check the names (`visionfleet stats` lists them), "
+                               "VISIONFLEET_BROKER_URL and VISIONFLEET_NAMESPACE")
 
 
 @main.command()

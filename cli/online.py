@@ -25,17 +25,27 @@ def fleet_stats(settings: BrokerSettings) -> dict:
     from visionfleet.broker.routes import ROLES, queue_name
     from visionfleet.cli.reach import reachable_store
 
-    workers = reachable_store(settings).workers()  # a quick ping first: no minute of retries
+    beats = reachable_store(settings).workers()  # a quick ping first: no minute of retries
     client = VisionClient(broker=settings)
     queues = [queue_name(role, settings.namespace) for role in ROLES]
     return {
         "queues": {q: client.queue_size(q) for q in queues},
         "online_max_backlog": client.settings.max_backlog,
-        "bulk_workers_live": len(workers),
-        "bulk_workers_busy": sum(1 for w in workers if w.get("job_id")),
-        "metrics_ports": sorted({f"{w.get('host')}:{w['metrics_port']}" for w in workers if w.get("metrics_port")}),
+        "workers": worker_instances(beats),
+        "metrics_ports": sorted({f"{w.get('host')}:{w['metrics_port']}" for w in beats if w.get("metrics_port")}),
         **client.metrics.snapshot(),
     }
+
+
+def worker_instances(beats: list[dict]) -> dict:
+    """The live bulk workers counted as ``scale`` and ``/metrics`` count them: one per ``visionfleet worker``."""
+    from visionfleet.checkpoints.worker_registry import instance_of
+
+    instances = {instance_of(w) for w in beats}
+    busy = {instance_of(w) for w in beats if w.get("job_id")}
+    return {"unit": "worker instance", "live": len(instances), "busy": len(busy),
+            "hosts": len({(host, pidns) for _, host, pidns in instances}), "processes": len(beats),
+            "names": sorted(name for name, _, _ in instances)}
 
 
 def stats_table(snapshot: dict) -> list[str]:
@@ -51,11 +61,18 @@ def stats_table(snapshot: dict) -> list[str]:
     sizes = " ".join(f"{size}x{n}" for size, n in sorted(snapshot["online_batch_sizes"].items()))
     return [
         "queues   " + ", ".join(f"{q} {n} waiting" for q, n in snapshot["queues"].items()),
-        f"workers  {snapshot['bulk_workers_live']} bulk live, {snapshot['bulk_workers_busy']} on a shard; "
-        f"metrics on {', '.join(snapshot['metrics_ports']) or 'no port'}",
+        f"workers  {_workers_line(snapshot['workers'])}; metrics on {', '.join(snapshot['metrics_ports']) or 'no port'}",
         "bulk     " + row("bulk_images_ok", "bulk_images_error", "bulk_commits", "bulk_shards_done",
                           "bulk_shard_takeovers"),
         "online   " + row("online_requests", "online_rejected", "online_batches")
         + f", backlog bound {snapshot['online_max_backlog']}",
         "batches  " + (sizes or "none yet") + "  (online, size x count)",
     ]
+
+
+def _workers_line(workers: dict) -> str:
+    """``2 worker instances live on 1 host (w1@vm, w2@vm), 1 on a shard``: the unit ``scale`` counts."""
+    live, hosts = workers["live"], workers["hosts"]
+    names = f" ({', '.join(workers['names'])})" if workers["names"] else ""
+    return (f"{live} worker instance{'' if live == 1 else 's'} live on {hosts} host{'' if hosts == 1 else 's'}"
+            f"{names}, {workers['busy']} on a shard")

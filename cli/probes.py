@@ -46,12 +46,12 @@ def scale(settings) -> dict:
     fleet, depths = look(store, app, settings.namespace)
     decision = decide(fleet, policy, time.time())
     queues = {role: {"waiting": depth.waiting, "claimed": depth.claimed} for role, depth in depths.items()}
-    return {**decision.as_dict(), "min_workers": policy.min_workers, "max_workers": policy.max_workers,
+    return {**decision.as_dict(), "unit": "worker instance", "min_workers": policy.min_workers, "max_workers": policy.max_workers,
             "target_finish_s": policy.target_finish_s, "queues": queues}
 
 
 def scale_line(answer: dict) -> str:
     rate = answer["images_per_worker_s"]
-    return (f"desired workers {answer['desired_workers']} (now {answer['workers']}, {answer['busy_workers']} on a "
-            f"shard; {answer['backlog_images']} images left, {answer['online_backlog']} online waiting, "
+    return (f"desired worker instances {answer['desired_workers']} (now {answer['workers']}, "
+            f"{answer['busy_workers']} on a shard; {answer['backlog_images']} images left, {answer['online_backlog']} online waiting, "
             f"{'rate not measured yet' if rate is None else f'{rate} images/s per worker'}): {answer['reason']}")

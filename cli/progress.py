@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from visionfleet.checkpoints.job_book import FINAL_STATES, Progress
 from visionfleet.checkpoints.state import StateStore
+from visionfleet.checkpoints.worker_registry import instance_of
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.pipeline.job import Job
@@ -57,14 +58,19 @@ class JobView:
             return None
         return max(0.0, self.now - (p.seen_at or p.started_at or self.now))
 
+    @property
+    def instances(self) -> int:
+        """The ``visionfleet worker`` instances on the job: the unit ``scale`` and ``stats`` count."""
+        return len({instance_of(w) for w in self.workers})
+
     def as_dict(self) -> dict:
-        workers = [{"owner": w["owner"], "shard": w.get("shard"), "labelled": w.get("labelled", 0),
+        workers = [{"owner": w["owner"], "instance": instance_of(w)[0], "shard": w.get("shard"), "labelled": w.get("labelled", 0),
                     "seen_s_ago": round(max(0.0, self.now - w["seen_at"]), 1)} for w in self.workers]
         unattended = self.unattended_s
         body = {**self.progress.as_dict(), "state": self.state}
         if unattended is not None:
             body["eta_s"] = None
-        return {**body, "workers": workers, "in_flight": self.in_flight, "waiting": self.waiting,
+        return {**body, "workers": workers, "worker_instances": self.instances, "in_flight": self.in_flight, "waiting": self.waiting,
                 "no_worker_for_s": None if unattended is None else round(unattended)}
 
     def line(self) -> str:
@@ -79,7 +85,7 @@ class JobView:
         elif p.eta_s is not None:
             line += f", ETA {p.eta_s:.0f}s"
         if self.workers and p.state not in FINAL_STATES:
-            line += f", {len(self.workers)} worker(s) on it"
+            line += f", {self.instances} worker instance(s) on it"
             if self.in_flight:
                 line += f" ({self.in_flight} labelled, not yet committed)"
             line += "".join(f"; {waiting_line(w)}" for w in self.waiting)

@@ -7,13 +7,18 @@
   on CPU so it leaves the cores to bulk work.
 - both (the default): one of each, as two processes under this one, so an
   online request never waits behind a running shard.
+
+One command is one worker *instance*, the unit every count of workers counts
+(``scale``, ``stats``, ``/metrics``, ``status``), named by ``-n`` (``w2@%h``)
+or ``PID@host``; its Celery nodes are ``bulk-NAME`` and ``online-NAME`` (or
+NAME itself when it runs one queue). ``drain --worker`` takes either.
 """
 import dataclasses
 import logging
 import os
 import sys
 
-from celery.utils.nodenames import host_format
+from celery.utils.nodenames import default_nodename, host_format
 
 from visionfleet.broker.routes import queue_name
 from visionfleet.broker.settings import BrokerSettings
@@ -23,7 +28,7 @@ from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.engines import has_cuda
 from visionfleet.workers.exporter import FLEET_CACHE_S, SERVED_PORT_ENV, Exporter, share_metrics
 from visionfleet.workers.logs import configure
-from visionfleet.workers.settings import Settings
+from visionfleet.workers.settings import INSTANCE_ENV, Settings
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,9 @@ def run_worker(broker: BrokerSettings, queues: str, *, concurrency: int, hostnam
     if not chosen or unknown:
         raise ConfigError(f"--queues {queues!r}: use online, bulk, or online,bulk")
     settings = check_settings(broker)
+    if settings.worker.instance is None:  # else a command above named it: these are its workers
+        worker = dataclasses.replace(settings.worker, instance=instance_name(hostname or f"{os.getpid()}@%h"))
+        settings = dataclasses.replace(settings, worker=worker)
     names = [_name(q, hostname, several=len(chosen) > 1) for q in chosen]
     if settings.serving.port is not None or set(chosen) == set(QUEUES):
         common = ["--concurrency", str(concurrency), "--loglevel", loglevel]
@@ -57,16 +65,18 @@ def _supervised(workers: list[list[str]], settings: Settings, expected: int) -> 
     from visionfleet.broker.celery_app import make_app
     from visionfleet.workers.gauges import FleetCollector
 
-    below = {"VISIONFLEET_PARENT_PID": str(os.getpid())}
+    below = {"VISIONFLEET_PARENT_PID": str(os.getpid()), INSTANCE_ENV: settings.worker.instance}
     nodes = [host_format(args[args.index("--hostname") + 1]) for args in workers]
     if settings.serving.port is None:
-        log.info("starting workers", extra={"nodes": nodes, "metrics_port": None})
+        log.info("starting workers", extra={"instance": settings.worker.instance, "nodes": nodes,
+                                            "metrics_port": None})
         return WorkerProcesses([(args, below) for args in workers], own_session=True).supervise()
     app = make_app(settings.broker)
     exporter = Exporter(settings.serving, share_metrics(), expected, app,
                         FleetCollector(FLEET_CACHE_S, app, settings.broker, settings.policy))
     exporter.start()
-    log.info("starting workers", extra={"nodes": nodes, "metrics_port": exporter.port})
+    log.info("starting workers", extra={"instance": settings.worker.instance, "nodes": nodes,
+                                        "metrics_port": exporter.port})
     try:
         # The workers below write into the shared folder and serve nothing themselves.
         below.update({"VISIONFLEET_METRICS_PORT": "off", SERVED_PORT_ENV: str(exporter.port)})
@@ -91,6 +101,18 @@ def check_settings(broker: BrokerSettings) -> Settings:
     allocator.choice()
     env_int("VISIONFLEET_ONLINE_THREADS", 1)
     return settings
+
+
+def instance_name(name: str) -> str:
+    """A worker instance's name as Celery would spell a node of that name: ``w2@%h`` is ``w2@thishost``,
+    ``w2`` alone ``w2@thishost``."""
+    return default_nodename(host_format(name))
+
+
+def node_names(instance: str) -> list[str]:
+    """The Celery node names an instance named ``instance`` may run: itself (one queue) and one per queue."""
+    name = instance_name(instance)
+    return [name, *(f"{queue}-{name}" for queue in QUEUES)]
 
 
 def _name(queue: str, hostname: str | None, *, several: bool) -> str:

@@ -244,7 +244,7 @@ def test_stats_count_the_bulk_path_and_workers_send_task_events(bucket, fleet_en
     stats = json.loads(visionfleet("stats", "--json", env=fleet_env).stdout)
     counters = stats["counters"]
     assert (counters["bulk_images_ok"], counters["bulk_shards_done"]) == (len(KNOWN), 1)
-    assert counters["bulk_commits"] >= 1 and stats["bulk_workers_live"] == 1
+    assert counters["bulk_commits"] >= 1 and stats["workers"]["live"] == 1
     table = visionfleet("stats", env=fleet_env).stdout
     assert f"bulk     images ok {len(KNOWN)}, images error 0" in table, table
     from visionfleet.broker.celery_app import make_app

@@ -51,7 +51,7 @@ def test_status_counts_what_live_workers_have_labelled_and_names_them(tmp_path):
     store.beat("w1", {"job_id": "j1", "shard": 0, "token": lease.token, "labelled": 2}, ttl_s=60)
     view = look(store, "j1")
     assert view.in_flight == 2 and view.unattended_s is None
-    assert "1 worker(s) on it (2 labelled, not yet committed)" in view.line()
+    assert "1 worker instance(s) on it (2 labelled, not yet committed)" in view.line()
     got = view.as_dict()
     assert [(w["owner"], w["shard"], w["labelled"]) for w in got["workers"]] == [("w1", 0, 2)]
     assert got["done"] == 0 and got["no_worker_for_s"] is None

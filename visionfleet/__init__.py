@@ -4,6 +4,7 @@ The public API, for backend services and model plug-ins::
 
     from visionfleet import VisionClient
     record = VisionClient().classify("oss://bucket/upload/123.jpg", timeout=10)
+    app.conf.update(celery_config("staging"))   # a plain Celery app, sending to that namespace's fleet
 
     from visionfleet import Geometry, Model, ModelInfo, RuntimeSettings
     def build(settings: RuntimeSettings) -> Model: ...   # relabel --model pkg.mod:build
@@ -26,6 +27,7 @@ __all__ = [
     # client side: what a backend service calls
     "VisionClient",
     "ClientSettings",
+    "celery_config",  # for a plain Celery producer: app.conf.update(celery_config("staging"))
     # plug-in side: what a model factory builds
     "Model",
     "ModelInfo",
@@ -37,6 +39,7 @@ __all__ = [
 _HOME = {
     "VisionClient": "visionfleet.broker.client",
     "ClientSettings": "visionfleet.broker.client",
+    "celery_config": "visionfleet.broker.routes",
     "Model": "visionfleet.pipeline.model",
     "ModelInfo": "visionfleet.pipeline.model",
     "Geometry": "visionfleet.pipeline.decode",

@@ -78,7 +78,8 @@ def _families(read: dict | None) -> list:
     backlog = GaugeMetricFamily("visionfleet_queue_backlog", "Messages waiting plus claimed but unfinished "
                                 "(claimed: Redis broker only)", labels=["queue"])
     images = GaugeMetricFamily("visionfleet_backlog_images", "Images not yet labelled in running jobs")
-    workers = GaugeMetricFamily("visionfleet_workers", "Live bulk workers (machines), as their heartbeats say")
+    workers = GaugeMetricFamily("visionfleet_workers", "Live worker instances (one `visionfleet worker` each), "
+                                "as their heartbeats say")
     desired = GaugeMetricFamily("visionfleet_desired_workers", "Workers the fleet should have now "
                                 "(`visionfleet scale --json`)")
     rejected = CounterMetricFamily("visionfleet_online_rejected", "Online requests refused: backlog over its bound")

@@ -41,6 +41,7 @@ class Activity:
     # seen) from the first second, not from the next regular beat.
     on_start: Callable[[], None] = field(default=lambda: None, repr=False)
     metrics_port: int | None = None  # where `stats` finds this worker's metrics (``WorkerSettings``)
+    instance: str | None = None  # the `visionfleet worker` this process belongs to (``instance_of``)
 
     def start(self, job_id: str, shard: int, token: str) -> None:
         self.job_id, self.shard, self.token, self.labelled = job_id, shard, token, 0
@@ -67,7 +68,7 @@ class Activity:
     def as_info(self) -> dict:
         busy = self.busy_s + (time.monotonic() - self._since if self._since is not None else 0.0)
         info = {"host": socket.gethostname(), "pidns": pid_namespace(), "pid": os.getpid(),
-                "images": self.images, "busy_s": round(busy, 3)}
+                "instance": self.instance, "images": self.images, "busy_s": round(busy, 3)}
         if self.metrics_port is not None:
             info["metrics_port"] = self.metrics_port
         if self.job_id is not None:

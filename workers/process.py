@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import uuid
+from dataclasses import replace
 
 import redis
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
@@ -49,7 +50,7 @@ class ProcessContext:
         self.hooks = worker_hooks(self.metrics, settings.prices)  # what watches the shards this process runs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.labellers = LabellerPool(self.runtime, self.load, self.owner)
-        self.activity = Activity(metrics_port=self.settings.metrics_port)
+        self.activity = Activity(metrics_port=self.settings.metrics_port, instance=self.settings.instance)
         self.heartbeat = Heartbeat(self.store, self.owner, self.activity, self.settings.heartbeat_s)
         self.faults = FaultWait(self.activity, self.settings, should_stop=drain.draining)  # what it waits out
         self._online: OnlineService | None = None
@@ -119,5 +120,9 @@ def _start(sender=None, **_) -> None:
     (``settings.at_worker_start``)."""
     global _app
     _app = sender.app
-    if process_settings.at_worker_start(sender.app).role == "online":
+    settings = process_settings.at_worker_start(sender.app)
+    if settings.worker.instance is None:  # under `celery -A`, no command of ours above: this node is the instance
+        settings = replace(settings, worker=replace(settings.worker, instance=sender.hostname))
+        process_settings.use(settings)
+    if settings.role == "online":
         _ready("online", context().online().labeller)

@@ -19,6 +19,10 @@ from visionfleet.workers.exporter import SERVED_PORT_ENV, ExporterSettings
 from visionfleet.workers.online import OnlineSettings
 
 
+# Given by `visionfleet worker` to the Celery workers it starts: the instance they belong to (its -n name).
+INSTANCE_ENV = "VISIONFLEET_INSTANCE"
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """How a worker process runs shards, says what it does, and stops."""
@@ -36,6 +40,7 @@ class WorkerSettings:
     spot_notice_url: str = "auto"  # a URL to poll, off, or auto: Alibaba's, on Alibaba Cloud ECS (``drain``)
     spot_poll_s: float = 5.0
     parent_pid: int | None = None  # the command that started this worker: it drains and exits when that is gone
+    instance: str | None = None  # the `visionfleet worker` it belongs to, in its beats; None: not known yet
 
     @classmethod
     def from_env(cls) -> "WorkerSettings":
@@ -54,6 +59,7 @@ class WorkerSettings:
             spot_notice_url=env_str("VISIONFLEET_SPOT_NOTICE_URL", "auto"),
             spot_poll_s=env_float("VISIONFLEET_SPOT_POLL_S", 5.0, minimum=0.1),
             parent_pid=int(parent) if parent.isdigit() else None,
+            instance=env_str(INSTANCE_ENV),
         )
 
 

@@ -6,9 +6,9 @@
 # `aliyun` CLI configured with a key or RAM role allowed cms:PutCustomMetric.
 #
 # Reports, each with the dimension {"fleet": "$VISIONFLEET_NAMESPACE"}:
-#   visionfleet_desired_workers  how many workers the fleet should have
+#   visionfleet_desired_workers  how many worker instances the fleet should have (one per ECS instance here)
 #   visionfleet_backlog_images   images not yet labelled in running jobs
-#   visionfleet_workers          live workers, as their heartbeats say
+#   visionfleet_workers          live worker instances, as their heartbeats say
 #
 # Settings (environment):
 #   VISIONFLEET_NAMESPACE     fleet name, also the `fleet` dimension (default vf)
