@@ -45,3 +45,30 @@ def test_a_broker_that_does_not_answer_stops_relabel_before_a_job_exists(tmp_pat
     result = visionfleet("relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), env=env, timeout=60)
     assert_clean_error(result, "cannot reach the broker at amqp://guest:***@127.0.0.1")
     assert set(jobs.scan_iter("vf:job:*")) == before
+
+
+def test_a_model_no_worker_could_load_is_refused_before_anything_is_written(tmp_path, photos):
+    env, dest = embedded_env(tmp_path), tmp_path / "labels"
+    typo = ("unknown model 'efficientnet_lite1' (did you mean efficientnet_lite0?)",
+            "built-in models: efficientnet_lite0", "torchscript:/path/model.pt or package.module:factory")
+    for args, extra in [(("--model", "efficientnet_lite1"), {}), ((), {"VISIONFLEET_MODEL": "efficientnet_lite1"})]:
+        assert_clean_error(visionfleet("relabel", str(photos), "-o", str(dest), *args, env={**env, **extra}), *typo)
+    photo = str(sorted(photos.iterdir())[0])
+    assert_clean_error(visionfleet("classify", photo, env={**env, "VISIONFLEET_MODEL": "efficientnet_lite1"}), *typo)
+    missing = tmp_path / "nope.pt"  # embedded: the workers run here, so their file is this machine's
+    assert_clean_error(visionfleet("relabel", str(photos), "-o", str(dest), "--model", f"torchscript:{missing}",
+                                   env=env), f"TorchScript model file {missing} does not exist")
+    assert not dest.exists()  # no DEST, no job folder, no _plan/
+    assert not (tmp_path / "home" / "state.db").exists()  # nothing was planned
+
+
+def test_fp16_on_a_cpu_is_refused_before_planning_naming_the_cpu_and_the_slowdown(tmp_path, photos):
+    env, dest = {**embedded_env(tmp_path), "VISIONFLEET_DEVICE": "cpu"}, tmp_path / "labels"  # CPU on any machine
+    for args in (("--precision", "fp16"), ("--runtime", "torch", "--precision", "fp16")):
+        result = visionfleet("relabel", str(photos), "-o", str(dest), *args, env=env)
+        assert_clean_error(result, "fp16 on a CPU runs about 20x slower than fp32", "no CUDA GPU",
+                           "use --precision fp32 (or int8)")
+    photo = str(sorted(photos.iterdir())[0])
+    assert_clean_error(visionfleet("classify", photo, env={**env, "VISIONFLEET_PRECISION": "fp16"}),
+                       "fp16 on a CPU runs about 20x slower")
+    assert not dest.exists() and not (tmp_path / "home" / "state.db").exists()
