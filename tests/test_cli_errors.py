@@ -72,3 +72,15 @@ def test_fp16_on_a_cpu_is_refused_before_planning_naming_the_cpu_and_the_slowdow
     assert_clean_error(visionfleet("classify", photo, env={**env, "VISIONFLEET_PRECISION": "fp16"}),
                        "fp16 on a CPU runs about 20x slower")
     assert not dest.exists() and not (tmp_path / "home" / "state.db").exists()
+
+
+def test_a_calibration_typed_for_a_job_that_is_not_int8_is_refused(tmp_path, photos):
+    env, dest = embedded_env(tmp_path), tmp_path / "labels"
+    result = visionfleet("relabel", str(photos), "-o", str(dest), "--precision", "fp32", "--calibration", str(photos),
+                         env=env)
+    assert_clean_error(result, "--calibration is used by int8 only, and this job runs fp32", "--precision int8")
+    assert not dest.exists()
+    (tmp_path / "empty").mkdir()  # VISIONFLEET_CALIBRATION is the workers' setting too: not the job's mistake
+    result = visionfleet("relabel", str(tmp_path / "empty"), "-o", str(dest), "--precision", "fp32", "--allow-empty",
+                         env={**env, "VISIONFLEET_CALIBRATION": str(photos)}, timeout=120)
+    assert result.returncode == 0, result.stderr
