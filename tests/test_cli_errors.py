@@ -1,4 +1,6 @@
 """User mistakes and servers that are down: one line naming the fix, exit 2, no traceback."""
+import os
+
 import pytest
 import redis
 
@@ -84,3 +86,13 @@ def test_a_calibration_typed_for_a_job_that_is_not_int8_is_refused(tmp_path, pho
     result = visionfleet("relabel", str(tmp_path / "empty"), "-o", str(dest), "--precision", "fp32", "--allow-empty",
                          env={**env, "VISIONFLEET_CALIBRATION": str(photos)}, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(os.path.exists("/proc/driver/nvidia/version"), reason="this machine has an NVIDIA driver")
+def test_a_cuda_device_on_a_machine_without_one_is_refused_before_planning(tmp_path, photos):
+    env, dest = {**embedded_env(tmp_path), "VISIONFLEET_DEVICE": "cuda"}, tmp_path / "labels"
+    words = ("VISIONFLEET_DEVICE=cuda, but this machine has no NVIDIA driver", "set VISIONFLEET_DEVICE=auto or cpu")
+    assert_clean_error(visionfleet("relabel", str(photos), "-o", str(dest), env=env), *words)
+    assert_clean_error(visionfleet("classify", str(sorted(photos.iterdir())[0]), env=env), *words)
+    assert_clean_error(visionfleet("worker", "-Q", "bulk", env=env, timeout=60), *words)
+    assert not dest.exists() and not (tmp_path / "home" / "state.db").exists()

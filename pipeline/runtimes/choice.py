@@ -79,10 +79,15 @@ def _fastest(precision: str, *, cuda: bool) -> str:
 
 def has_cuda(device: str) -> bool:
     """Whether this worker runs on a CUDA GPU. Without the NVIDIA driver there is none, and
-    the answer costs nothing; only where the driver is loaded is torch imported to ask."""
+    the answer costs nothing; only where the driver is loaded is torch imported to ask.
+    A CUDA device asked for where there is no driver is refused now, not when the model loads."""
+    driver = os.path.exists("/proc/driver/nvidia/version")
+    if device.startswith("cuda") and not driver:
+        raise ConfigError(f"VISIONFLEET_DEVICE={device}, but this machine has no NVIDIA driver (no CUDA GPU); "
+                          "set VISIONFLEET_DEVICE=auto or cpu, or run this where the GPU is")
     if device != "auto":
         return device.startswith("cuda")
-    if not os.path.exists("/proc/driver/nvidia/version"):
+    if not driver:
         return False
     import torch
 
