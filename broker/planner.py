@@ -18,9 +18,11 @@ from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.access import Access
+from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job, JobSpec
-from visionfleet.pipeline.runtimes.choice import choose_engine
+from visionfleet.pipeline.model_spec import check_model_spec, is_plugin
+from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.sources import is_manifest, iter_source
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
@@ -34,12 +36,14 @@ def new_job_id() -> str:
 
 
 def check_access(spec: JobSpec, *, embedded: bool) -> None:
-    """Fail before anything is enqueued if the engine cannot run anywhere, the workers would refuse the
-    model or a place (the same rules, read from this environment), or source or output cannot be reached.
+    """Fail before anything is enqueued (or written to the output) if the model cannot load anywhere, the
+    engine cannot run anywhere (embedded: on this machine), the workers would refuse the model or a place
+    (the same rules, read from this environment), or source or output cannot be reached.
 
     A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
+    check_model_spec(spec.model, local=embedded)
     sink_for(spec.output, spec.output_format)  # an output format no worker writes
-    choose_engine(spec.runtime, spec.precision, cuda=False)  # a pair no machine runs fails the same on a GPU
+    _check_engine(spec, embedded)
     access = Access.from_env().for_job(spec) if embedded else Access.from_env()
     access.check_model(spec.model)
     workers_read = (spec.output, spec.calibration)
@@ -57,6 +61,14 @@ def check_access(spec: JobSpec, *, embedded: bool) -> None:
             storage_for(uri).check_access(uri)
     if not is_oss(spec.output):
         _check_local_output(spec.output)
+
+
+def _check_engine(spec: JobSpec, embedded: bool) -> None:
+    """A pair no machine runs fails the same on a GPU. Embedded, the workers run on this machine, so a pair
+    that is a trap on its CPU (fp16) is refused too; a fleet's workers may have GPUs: each judges its own.
+    A plug-in runs as its factory builds it, where this cannot judge."""
+    cuda = not embedded or is_plugin(spec.model) or has_cuda(env_str("VISIONFLEET_DEVICE", "auto"))
+    choose_engine(spec.runtime, spec.precision, cuda=cuda, cpu_bf16=not cuda and cpu_has_bf16())
 
 
 def _read_here(source: str, embedded: bool) -> bool:

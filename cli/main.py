@@ -102,6 +102,10 @@ def relabel(source, output, wait, workers, **options) -> None:
     """Label every image in SOURCE (folder, manifest or oss:// prefix) into OUTPUT/<job_id>/."""
     from visionfleet.cli.jobs import run_relabel
 
+    typed = click.get_current_context().get_parameter_source("calibration") is click.core.ParameterSource.COMMANDLINE
+    if typed and options["precision"] not in ("auto", "int8"):  # auto: a fleet's workers may run int8
+        raise VisionfleetError(f"--calibration is used by int8 only, and this job runs {options['precision']} "
+                               "(--precision or VISIONFLEET_PRECISION); add --precision int8, or drop --calibration")
     sys.exit(run_relabel(broker_settings(), source, output, wait=wait, workers=workers, **options))
 
 

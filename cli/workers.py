@@ -25,7 +25,8 @@ from visionfleet.broker.settings import BrokerSettings
 from visionfleet.cli.supervisor import WorkerProcesses
 from visionfleet.pipeline.envvars import env_int, env_str
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.engines import has_cuda
+from visionfleet.pipeline.model_spec import check_model_spec, is_plugin
+from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 from visionfleet.workers.exporter import FLEET_CACHE_S, SERVED_PORT_ENV, Exporter, share_metrics
 from visionfleet.workers.logs import configure
 from visionfleet.workers.settings import INSTANCE_ENV, Settings
@@ -90,14 +91,16 @@ def check_settings(broker: BrokerSettings) -> Settings:
     """Read every setting a worker reads, here and at once: a bad value stops this command
     with its message (exit 2) before any Celery worker starts or says it is ready, in every mode."""
     from visionfleet.pipeline.gpu_decode import check_decoder
-    from visionfleet.pipeline.runtimes.choice import choose_engine
     from visionfleet.workers import allocator
 
     settings = Settings.from_env(broker)
-    runtime = settings.runtime
-    choose_engine(runtime.runtime, runtime.precision, cuda=False)  # a pair no machine runs
-    # GPU decode on a machine without a GPU or torchvision: known now, not at the first job.
-    check_decoder(settings.load.decode, "cuda" if has_cuda(runtime.device) else "cpu")
+    runtime, cuda = settings.runtime, has_cuda(settings.runtime.device)
+    check_model_spec(settings.model, local=True)  # its own model (online, the bulk preload)
+    # A pair no machine runs, or one that is a trap on this one (fp16 on its CPU): known now, not at the first
+    # job. A plug-in runs as its factory builds it: not judged.
+    gpu_or_plugin = cuda or is_plugin(settings.model)
+    choose_engine(runtime.runtime, runtime.precision, cuda=gpu_or_plugin, cpu_bf16=not gpu_or_plugin and cpu_has_bf16())
+    check_decoder(settings.load.decode, "cuda" if cuda else "cpu")  # GPU decode without a GPU or torchvision
     allocator.choice()
     env_int("VISIONFLEET_ONLINE_THREADS", 1)
     return settings

@@ -10,6 +10,7 @@
   JSON Lines today), ``records`` (one record per input).
 - Labelling: ``labeller`` (fetch, decode, batch, predict), ``decode``,
   ``gpu_decode``, ``decode_budget``, ``model`` (the model contract),
+  ``model_spec`` (what a model spec names, checked before it loads),
   ``model_loader`` (a model spec to a model), ``engines`` (a classifier on a
   runtime and precision), ``runtimes/``, ``calibration``, ``artifacts``,
   ``labels``, ``process_metrics`` (the Prometheus metrics a process records).

@@ -76,18 +76,6 @@ class RuntimeSettings:
                                    precision=self.precision if precision == "auto" else precision)
 
 
-def has_cuda(device: str) -> bool:
-    """Whether this worker runs on a CUDA GPU. Without the NVIDIA driver there is none, and
-    the answer costs nothing; only where the driver is loaded is torch imported to ask."""
-    if device != "auto":
-        return device.startswith("cuda")
-    if not os.path.exists("/proc/driver/nvidia/version"):
-        return False
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def build_model(net: TorchNet, engine: Engine, settings: RuntimeSettings, calibration: Calibration | None) -> Model:
     """``net`` ready to predict on ``engine``; int8 only if it passes the accuracy gate."""
     if engine.runtime == "torch":

@@ -18,30 +18,27 @@ import importlib
 import os
 from pathlib import Path
 
-from visionfleet.pipeline.engines import Calibration, RuntimeSettings, TorchNet, build_model, has_cuda
+from visionfleet.pipeline.engines import Calibration, RuntimeSettings, TorchNet, build_model
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
 from visionfleet.pipeline.job import DEFAULT_MODEL
-from visionfleet.pipeline.runtimes.choice import choose_engine
-
+from visionfleet.pipeline.model_spec import TORCHSCRIPT, check_model_spec
+from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 
 
 def load_model(spec: str, settings: RuntimeSettings, calibration: Calibration | None = None) -> Model:
     """Build the model a spec names, weights loaded, on the runtime and precision ``settings`` choose."""
+    check_model_spec(spec, local=True)  # this process loads it
     if spec == DEFAULT_MODEL:
         net = _efficientnet_lite0(settings)
-    elif spec.startswith("torchscript:"):
-        net = _torchscript(Path(spec.removeprefix("torchscript:")), settings)
-    elif ":" in spec:
-        return _plugin(spec, settings)
+    elif spec.startswith(TORCHSCRIPT):
+        net = _torchscript(Path(spec.removeprefix(TORCHSCRIPT)), settings)
     else:
-        raise ConfigError(
-            f"unknown model {spec!r}; use {DEFAULT_MODEL}, torchscript:/path/model.pt "
-            "or package.module:factory (see README, 'Plugging in a model')"
-        )
-    engine = choose_engine(settings.runtime, settings.precision, cuda=has_cuda(settings.device))
+        return _plugin(spec, settings)
+    cuda = has_cuda(settings.device)
+    engine = choose_engine(settings.runtime, settings.precision, cuda=cuda, cpu_bf16=not cuda and cpu_has_bf16())
     return build_model(net, engine, settings, calibration)
 
 
@@ -69,9 +66,6 @@ def _efficientnet_lite0(settings: RuntimeSettings) -> TorchNet:
 
 
 def _torchscript(path: Path, settings: RuntimeSettings) -> TorchNet:
-    if not path.is_file():
-        raise ConfigError(f"TorchScript model file {path} does not exist; check the path in the model spec")
-
     def load():
         import torch
 

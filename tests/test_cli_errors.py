@@ -1,4 +1,6 @@
 """User mistakes and servers that are down: one line naming the fix, exit 2, no traceback."""
+import os
+
 import pytest
 import redis
 
@@ -45,3 +47,52 @@ def test_a_broker_that_does_not_answer_stops_relabel_before_a_job_exists(tmp_pat
     result = visionfleet("relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "out"), env=env, timeout=60)
     assert_clean_error(result, "cannot reach the broker at amqp://guest:***@127.0.0.1")
     assert set(jobs.scan_iter("vf:job:*")) == before
+
+
+def test_a_model_no_worker_could_load_is_refused_before_anything_is_written(tmp_path, photos):
+    env, dest = embedded_env(tmp_path), tmp_path / "labels"
+    typo = ("unknown model 'efficientnet_lite1' (did you mean efficientnet_lite0?)",
+            "built-in models: efficientnet_lite0", "torchscript:/path/model.pt or package.module:factory")
+    for args, extra in [(("--model", "efficientnet_lite1"), {}), ((), {"VISIONFLEET_MODEL": "efficientnet_lite1"})]:
+        assert_clean_error(visionfleet("relabel", str(photos), "-o", str(dest), *args, env={**env, **extra}), *typo)
+    photo = str(sorted(photos.iterdir())[0])
+    assert_clean_error(visionfleet("classify", photo, env={**env, "VISIONFLEET_MODEL": "efficientnet_lite1"}), *typo)
+    missing = tmp_path / "nope.pt"  # embedded: the workers run here, so their file is this machine's
+    assert_clean_error(visionfleet("relabel", str(photos), "-o", str(dest), "--model", f"torchscript:{missing}",
+                                   env=env), f"TorchScript model file {missing} does not exist")
+    assert not dest.exists()  # no DEST, no job folder, no _plan/
+    assert not (tmp_path / "home" / "state.db").exists()  # nothing was planned
+
+
+def test_fp16_on_a_cpu_is_refused_before_planning_naming_the_cpu_and_the_slowdown(tmp_path, photos):
+    env, dest = {**embedded_env(tmp_path), "VISIONFLEET_DEVICE": "cpu"}, tmp_path / "labels"  # CPU on any machine
+    for args in (("--precision", "fp16"), ("--runtime", "torch", "--precision", "fp16")):
+        result = visionfleet("relabel", str(photos), "-o", str(dest), *args, env=env)
+        assert_clean_error(result, "fp16 on a CPU runs about 20x slower than fp32", "no CUDA GPU",
+                           "use --precision fp32 (or int8)")
+    photo = str(sorted(photos.iterdir())[0])
+    assert_clean_error(visionfleet("classify", photo, env={**env, "VISIONFLEET_PRECISION": "fp16"}),
+                       "fp16 on a CPU runs about 20x slower")
+    assert not dest.exists() and not (tmp_path / "home" / "state.db").exists()
+
+
+def test_a_calibration_typed_for_a_job_that_is_not_int8_is_refused(tmp_path, photos):
+    env, dest = embedded_env(tmp_path), tmp_path / "labels"
+    result = visionfleet("relabel", str(photos), "-o", str(dest), "--precision", "fp32", "--calibration", str(photos),
+                         env=env)
+    assert_clean_error(result, "--calibration is used by int8 only, and this job runs fp32", "--precision int8")
+    assert not dest.exists()
+    (tmp_path / "empty").mkdir()  # VISIONFLEET_CALIBRATION is the workers' setting too: not the job's mistake
+    result = visionfleet("relabel", str(tmp_path / "empty"), "-o", str(dest), "--precision", "fp32", "--allow-empty",
+                         env={**env, "VISIONFLEET_CALIBRATION": str(photos)}, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.skipif(os.path.exists("/proc/driver/nvidia/version"), reason="this machine has an NVIDIA driver")
+def test_a_cuda_device_on_a_machine_without_one_is_refused_before_planning(tmp_path, photos):
+    env, dest = {**embedded_env(tmp_path), "VISIONFLEET_DEVICE": "cuda"}, tmp_path / "labels"
+    words = ("VISIONFLEET_DEVICE=cuda, but this machine has no NVIDIA driver", "set VISIONFLEET_DEVICE=auto or cpu")
+    assert_clean_error(visionfleet("relabel", str(photos), "-o", str(dest), env=env), *words)
+    assert_clean_error(visionfleet("classify", str(sorted(photos.iterdir())[0]), env=env), *words)
+    assert_clean_error(visionfleet("worker", "-Q", "bulk", env=env, timeout=60), *words)
+    assert not dest.exists() and not (tmp_path / "home" / "state.db").exists()

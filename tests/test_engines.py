@@ -31,7 +31,7 @@ CALIBRATION_PHOTOS = ("astronaut.png", "motorcycle_left.png", "rocket.jpg", "hor
     ("auto", "auto", True, Engine("torch", "fp16")),
     ("auto", "int8", False, Engine("onnxruntime", "int8")),
     ("auto", "int8", True, Engine("onnxruntime", "int8")),
-    ("auto", "bf16", False, Engine("torch", "bf16")),
+    ("auto", "bf16", True, Engine("torch", "bf16")),
     ("torch", "auto", False, Engine("torch", "fp32")),
     ("onnxruntime", "auto", True, Engine("onnxruntime", "fp32")),
 ])
@@ -48,6 +48,19 @@ def test_choose_engine(runtime, precision, cuda, expected):
 def test_choose_engine_refuses_what_cannot_run(runtime, precision, words):
     with pytest.raises(ConfigError, match=words):
         choose_engine(runtime, precision, cuda=False)
+
+
+@pytest.mark.parametrize("precision, cpu_bf16, slower", [("fp16", False, "about 20x"), ("fp16", True, "about 20x"),
+                                                         ("bf16", False, "3x to 25x")])
+def test_a_half_precision_that_is_a_trap_on_a_cpu_is_refused_naming_the_cpu(precision, cpu_bf16, slower):
+    with pytest.raises(ConfigError, match=f"{precision} on a CPU.* runs {slower} slower than fp32.*no CUDA GPU; "
+                                          "use --precision fp32 \\(or int8\\)"):
+        choose_engine("auto", precision, cuda=False, cpu_bf16=cpu_bf16)
+    assert choose_engine("torch", precision, cuda=True) == Engine("torch", precision)
+
+
+def test_bf16_runs_on_a_cpu_with_bf16_instructions():
+    assert choose_engine("auto", "bf16", cuda=False, cpu_bf16=True) == Engine("torch", "bf16")
 
 
 def known_crops() -> np.ndarray:

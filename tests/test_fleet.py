@@ -186,14 +186,34 @@ def test_a_model_that_cannot_load_fails_the_job_within_a_minute_with_the_reason(
     corrupt.write_bytes(b"not a TorchScript archive")
     allowed = {"VISIONFLEET_MODELS": f"nosuchmodel,torchscript:{corrupt}"}
     workers.start(1, **allowed)
-    for model, words in [("nosuchmodel", "unknown model 'nosuchmodel'"),
-                         (f"torchscript:{corrupt}", "failed to load 3 times: RuntimeError")]:
-        result = visionfleet("relabel", f"oss://{bucket.bucket_name}/in/", "-o", f"oss://{bucket.bucket_name}/out/",
-                             "--model", model, "--wait", env={**fleet_env, **allowed}, timeout=60)
-        assert result.returncode == 1, result.stderr
-        assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
-        status = wait_for_job(fleet_env, workers, result.stdout.strip().splitlines()[-1], timeout=5)
-        assert status["state"] == "failed" and words in status["reason"]
+    src, out = f"oss://{bucket.bucket_name}/in/", f"oss://{bucket.bucket_name}/out/"
+    typo = visionfleet("relabel", src, "-o", out, "--model", "nosuchmodel", env={**fleet_env, **allowed}, timeout=60)
+    assert typo.returncode == 2 and "unknown model 'nosuchmodel'" in typo.stderr, typo.stderr  # no worker needed
+    assert open_store(fleet_env["VISIONFLEET_BROKER_URL"]).jobs(10) == []  # nothing planned
+    result = visionfleet("relabel", src, "-o", out, "--model", f"torchscript:{corrupt}", "--wait",
+                         env={**fleet_env, **allowed}, timeout=60)
+    assert result.returncode == 1, result.stderr
+    words = "failed to load 3 times: RuntimeError"
+    assert words in result.stderr and "Traceback" not in result.stderr, result.stderr
+    status = wait_for_job(fleet_env, workers, result.stdout.strip().splitlines()[-1], timeout=5)
+    assert status["state"] == "failed" and words in status["reason"]
+
+
+def test_an_fp16_job_on_a_worker_without_a_gpu_fails_fast_naming_the_cpu(bucket, fleet_env, workers):
+    """The submitter is not the worker, so it cannot judge the workers' machines; a worker with no GPU
+    fails the job before labelling anything, and the CPU is named where the user looks."""
+    for name in KNOWN:
+        bucket.put_object(f"in/{name}", photo_bytes(name))
+    workers.start(1, VISIONFLEET_DEVICE="cpu")  # no GPU, on any machine
+    result = visionfleet("relabel", f"oss://{bucket.bucket_name}/in/", "-o", f"oss://{bucket.bucket_name}/out/",
+                         "--runtime", "torch", "--precision", "fp16", "--wait", env=fleet_env, timeout=90)
+    words = "fp16 on a CPU runs about 20x slower than fp32"
+    assert result.returncode == 1 and words in result.stderr and "Traceback" not in result.stderr, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    status = wait_for_job(fleet_env, workers, job_id, timeout=5)
+    assert (status["state"], status["done"]) == ("failed", 0) and words in status["reason"]
+    assert "use --precision fp32" in visionfleet("status", job_id, env=fleet_env).stdout
+    assert words in workers.logs()
 
 
 def test_jobs_lists_recent_jobs_and_purge_removes_an_ended_one(bucket, fleet_env):
