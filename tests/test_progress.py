@@ -151,3 +151,10 @@ def test_an_interrupted_job_reads_interrupted_with_what_finishes_it_and_stays_ru
     got = view.as_dict()
     assert (got["state"], got["interrupted"]) == ("running", True)
     assert "  interrupted  1/3 done  0 errors  " in job_row(view.progress, view.now)
+
+
+def test_counted_nouns_agree_with_their_number():
+    from visionfleet.pipeline.words import count
+
+    assert [count(n, "drain") for n in (0, 1, 2)] == ["0 drains", "1 drain", "2 drains"]
+    assert (count(1, "try", "tries"), count(3, "try", "tries")) == ("1 try", "3 tries")
