@@ -56,8 +56,8 @@ class Progress:
     @property
     def eta_s(self) -> float | None:
         rate = self.rate
-        if not rate or not self.planned or self.state in FINAL_STATES:
-            return None
+        if not rate or not self.planned or self.state in FINAL_STATES or self.interrupted:
+            return None  # an interrupted job goes nowhere until it is resumed
         return max(self.total - self.done, 0) / rate
 
     def as_dict(self) -> dict:

@@ -158,3 +158,14 @@ def test_counted_nouns_agree_with_their_number():
 
     assert [count(n, "drain") for n in (0, 1, 2)] == ["0 drains", "1 drain", "2 drains"]
     assert (count(1, "try", "tries"), count(3, "try", "tries")) == ("1 try", "3 tries")
+
+
+def test_an_interrupted_job_has_no_eta_until_it_is_resumed():
+    from visionfleet.checkpoints.job_book import Progress
+
+    def progress(interrupted: bool) -> Progress:  # 1 of 3 labelled in its first second
+        return Progress("j1", "running", planned=True, total=3, shards=1, shards_done=0, ok=1, errors=0,
+                        created_at=0.0, started_at=10.0, updated_at=11.0, interrupted=interrupted)
+
+    assert progress(False).eta_s == 2.0
+    assert progress(True).eta_s is None and progress(True).as_dict()["eta_s"] is None
