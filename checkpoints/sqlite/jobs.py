@@ -57,8 +57,11 @@ class SqliteJobBook(SqliteDb, JobBook):
     def _drop_expired(self) -> None:
         """Expired jobs go without a tombstone (the TTL is documented); expired tombstones go too."""
         now = time.time()
+        expired = [r[0] for r in self._all("SELECT job_id FROM jobs WHERE expires_at < ?", now)]
+        if not expired and not self._all("SELECT 1 FROM purged WHERE expires_at < ? LIMIT 1", now):
+            return  # the usual case: no write lock taken
         with self._tx() as db:
-            for (job_id,) in db.execute("SELECT job_id FROM jobs WHERE expires_at < ?", (now,)).fetchall():
+            for job_id in expired:
                 self._forget(db, job_id)
             db.execute("DELETE FROM purged WHERE expires_at < ?", (now,))
 
