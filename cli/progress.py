@@ -94,7 +94,7 @@ class JobView:
         unattended = self.unattended_s
         if unattended is not None and not p.interrupted:  # an interrupted one's reason says what finishes it
             line += f"; no worker has been seen on it for {unattended:.0f}s: {self.fix()}"
-        elif p.eta_s is not None and unattended is None:
+        elif p.eta_s is not None:
             line += f", ETA {p.eta_s:.0f}s"
         if self.workers and p.state not in FINAL_STATES:
             line += f", {count(len(self.workers), 'worker')} on it"
