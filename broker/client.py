@@ -25,6 +25,7 @@ from visionfleet.broker.routes import CLASSIFY_TASK, SENT_AT_HEADER, queue_name
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
+from visionfleet.pipeline.words import count
 from visionfleet.broker.counters import Counters
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class VisionClient:
             cause = exc.last_attempt.exception()
             raise BrokerUnavailable(
                 f"cannot reach the broker at {redact(str(self.app.conf.broker_url))} after "
-                f"{self.settings.connect_attempts} tries ({cause}); check VISIONFLEET_BROKER_URL and that it is up"
+                f"{count(self.settings.connect_attempts, 'try', 'tries')} ({cause}); check VISIONFLEET_BROKER_URL and that it is up"
             ) from None
 
     def backlog(self) -> int:

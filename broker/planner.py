@@ -26,6 +26,7 @@ from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, ha
 from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.sources import is_manifest, iter_source
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
+from visionfleet.pipeline.words import count
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
             total, shards = total + len(chunk), shards + 1
     except BaseException as exc:  # Ctrl-C too: a job half listed cannot be resumed, say so
         what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
-        store.set_state(job_id, "failed", f"planning {what} after {shards} shards; start the job again")
+        store.set_state(job_id, "failed", f"planning {what} after {count(shards, 'shard')}; start the job again")
         raise
     storage.write(layout.plan_file(root), json.dumps({"total": total, "shards": shards}).encode())
     store.set_planned(job_id, total, shards)

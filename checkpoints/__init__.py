@@ -1,7 +1,7 @@
 """Job and shard state, one interface per concern, each on SQLite and on Redis: layer 2 of 6 (imports ``pipeline``).
 
-``job_book`` (jobs, state, progress, parts), ``shard_leases`` (leases, fencing,
-checkpoints, commits), ``worker_registry`` (heartbeats, dead holders),
+``job_book`` (jobs, state, progress, parts, purged jobs' tombstones),
+``shard_leases`` (leases, fencing, checkpoints, commits), ``worker_registry`` (heartbeats, dead holders),
 ``run_ledger`` (what a run report needs); ``state.StateStore`` is all four,
 as ``sqlite/`` and ``redis/`` build it; ``keys`` names the Redis keys of a
 namespace. ``finalize`` and ``resume`` end and rebuild a job on top; ``hooks`` is what

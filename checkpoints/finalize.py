@@ -15,6 +15,7 @@ from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.words import count
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def finalize_if_complete(store: StateStore, job_id: str, hooks: Hooks) -> str | 
         return progress.state
     reason = None
     if progress.failed_shards:
-        reason = f"{len(progress.failed_shards)} shard(s) failed; see `visionfleet status {job_id}`"
+        reason = f"{count(len(progress.failed_shards), 'shard')} failed; see `visionfleet status {job_id}`"
     elif progress.done != progress.total:
         reason = f"committed {progress.done} records for {progress.total} inputs"
     if reason is not None:

@@ -2,7 +2,12 @@
 
 A job is created with its immutable description, planned (``total`` URIs in
 ``shards`` shards), counted as its shards commit, and ended with a final
-state; an ended job's state expires after ``job_ttl_s``.
+state; an ended job's state expires after ``job_ttl_s``. A job whose run
+stopped before it ended (Ctrl-C of the embedded default) is marked
+``interrupted`` until it is resumed: its state stays ``queued`` or
+``running``, the states scripts know, and ``Progress.interrupted`` says why
+nothing moves. A purged job leaves a tombstone for ``tombstone_ttl_s``, so
+that asking about it says it was purged.
 """
 import contextlib
 import time
@@ -11,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 FINAL_STATES = ("succeeded", "failed", "cancelled")
+INTERRUPTED = "interrupted"  # a mark stored in place of a state, never a state itself
 
 
 @dataclass
@@ -29,6 +35,7 @@ class Progress:
     failed_shards: dict[int, str] = field(default_factory=dict)
     reason: str | None = None
     seen_at: float | None = None  # a worker's last heartbeat while on this job
+    interrupted: bool = False  # its run was stopped before it ended, and it has not been resumed since
 
     @property
     def done(self) -> int:
@@ -49,8 +56,8 @@ class Progress:
     @property
     def eta_s(self) -> float | None:
         rate = self.rate
-        if not rate or not self.planned or self.state in FINAL_STATES:
-            return None
+        if not rate or not self.planned or self.state in FINAL_STATES or self.interrupted:
+            return None  # an interrupted job goes nowhere until it is resumed
         return max(self.total - self.done, 0) / rate
 
     def as_dict(self) -> dict:
@@ -61,8 +68,13 @@ class Progress:
             "failed_shards": {str(k): v for k, v in self.failed_shards.items()},
             "images_per_s": round(self.rate, 2) if self.rate else None,
             "eta_s": round(self.eta_s) if self.eta_s is not None else None,
-            "reason": self.reason, "created_at": self.created_at,
+            "reason": self.reason, "created_at": self.created_at, "interrupted": self.interrupted,
         }
+
+    @property
+    def label(self) -> str:
+        """The state for people: ``interrupted`` in place of the queued or running of an interrupted job."""
+        return INTERRUPTED if self.interrupted and self.state not in FINAL_STATES else self.state
 
 
 def derive_state(stored: str | None, started: bool) -> str:
@@ -77,6 +89,8 @@ class JobBook(ABC):
     # Seconds an ended job's state is kept (VISIONFLEET_JOB_TTL_S); None: for good.
     # Its durable copy under DEST stays either way, and `resume` rebuilds from it.
     job_ttl_s: float | None = None
+    # Seconds a purged job's tombstone is kept: long enough to explain a later `status`, bounded all the same.
+    tombstone_ttl_s: float = 30 * 86400
 
     @abstractmethod
     def create_job(self, job_id: str, meta: dict) -> None:
@@ -93,7 +107,13 @@ class JobBook(ABC):
     @abstractmethod
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
         """Record a final state (``succeeded``, ``failed``, ``cancelled``); the job's state
-        then expires after ``job_ttl_s``."""
+        then expires after ``job_ttl_s``. Or mark a job that has not ended ``interrupted``: it
+        stays queued or running, and is kept for good."""
+
+    @abstractmethod
+    def clear_state(self, job_id: str) -> None:
+        """Forget the job's final state or interruption (``resume``): it is queued or running
+        again, and kept for good."""
 
     @contextlib.contextmanager
     def state_changes(self, job_id: str) -> Iterator[Callable[[float], None]]:
@@ -108,7 +128,12 @@ class JobBook(ABC):
 
     @abstractmethod
     def purge(self, job_id: str) -> None:
-        """Remove everything the store holds for the job, at once."""
+        """Remove everything the store holds for the job, at once, leaving only a tombstone
+        (until ``tombstone_ttl_s`` passes, or the job is created again)."""
+
+    @abstractmethod
+    def purged_at(self, job_id: str) -> float | None:
+        """When ``purge`` removed the job, while its tombstone lasts; else None."""
 
     @abstractmethod
     def progress(self, job_id: str) -> Progress | None:

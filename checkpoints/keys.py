@@ -30,6 +30,11 @@ class Keys:
         """Hash: meta, planned, total, shards, ok, errors, shards_done, state, timestamps."""
         return f"{self.namespace}:job:{job_id}"
 
+    def job_purged(self, job_id: str) -> str:
+        """String (when it was purged, with a TTL): the tombstone ``visionfleet purge`` leaves. Not one of the
+        job's keys, which the purge deletes."""
+        return f"{self.namespace}:purged:{job_id}"
+
     def job_parts(self, job_id: str) -> str:
         """Set of committed output part names."""
         return f"{self.job(job_id)}:parts"

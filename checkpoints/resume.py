@@ -7,16 +7,19 @@ that has not ended is enqueued again, and every failed one too (unless
 asked not to): its failure is cleared and it goes on from its last commit.
 Finished shards are never redone; a shard's committed range is skipped; a
 message that turns out to be redundant finds its shard done or leased and
-costs nothing.
+costs nothing. A cancelled job is left alone unless forced (someone chose
+to stop it); an interrupted one is no longer marked so once resumed.
 """
 import json
 import logging
 import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks
+from visionfleet.checkpoints.job_book import Progress
 from visionfleet.checkpoints.shard_leases import Checkpoint
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import layout
@@ -60,10 +63,19 @@ class Resumed:
     failed: list[int] = field(default_factory=list)
 
 
+def refuse_cancelled(progress: Progress | None, output: str) -> None:
+    """A cancelled job is resumed only with ``force``: stop here, saying so and how to force it."""
+    if progress is not None and progress.state == "cancelled":
+        why = f" ({progress.reason})" if progress.reason else ""
+        raise ConfigError(f"job {progress.job_id} was cancelled{why}; nothing was enqueued. To label what it left "
+                          f"all the same: `visionfleet resume {progress.job_id} --output {shlex.quote(output)} --force`")
+
+
 def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable[[str, int], None], *,
-               failed_too: bool = True, hooks: Hooks = NO_HOOKS) -> Resumed:
+               failed_too: bool = True, force: bool = False, hooks: Hooks = NO_HOOKS) -> Resumed:
     """Enqueue every shard of the job that has not ended, and with ``failed_too`` every failed one
-    (its failure cleared first, and the job's); the job's final state is set (``hooks`` told) if nothing is left."""
+    (its failure cleared first, and the job's); the job's final state is set (``hooks`` told) if nothing is left.
+    A cancelled job raises ConfigError unless ``force``, which revives it."""
     root = layout.job_root(output, job_id)
     if store.progress(job_id) is None:
         rebuild(store, root, job_id)
@@ -73,6 +85,10 @@ def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable
     progress = store.progress(job_id)
     if not progress.planned:
         raise ConfigError(f"job {job_id} is still being planned (or its planner died); start the job again")
+    if not force:
+        refuse_cancelled(progress, output)
+    if progress.interrupted or progress.state == "cancelled":
+        store.clear_state(job_id)  # before any message goes out: a worker must not find it cancelled
     resumed = Resumed()
     if failed_too and (progress.failed_shards or progress.state == "failed"):
         # Cleared before any message goes out: a worker must not find the shard still failed.

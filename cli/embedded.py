@@ -3,7 +3,8 @@
 No server: kombu's filesystem transport and a SQLite state file under
 VISIONFLEET_HOME. Each run has its own queue folder, so messages left by an
 interrupted run are reported (with the command that finishes that job), never
-run by this one. Ctrl-C drains; a second Ctrl-C stops at once.
+run by this one. Ctrl-C drains, and marks the job interrupted until it is
+resumed; a second Ctrl-C stops at once.
 """
 import os
 import shutil
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import click
 
 from visionfleet.broker.settings import EMBEDDED_RUN_ENV, BrokerSettings
-from visionfleet.checkpoints.job_book import FINAL_STATES
+from visionfleet.checkpoints.job_book import FINAL_STATES, INTERRUPTED as INTERRUPTED_MARK
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.cli.progress import JobView, look, resume_command, wait as wait_for
 from visionfleet.cli.supervisor import WorkerProcesses
@@ -104,9 +105,11 @@ def _interrupted(job_id: str, store: StateStore, fleet: WorkerProcesses, presses
     if view is None or not view.progress.planned:
         click.echo(f"job {job_id}: interrupted while listing its source; run the same relabel again", err=True)
     else:
-        p = view.progress
+        p, finish = view.progress, resume_command(job_id, view.root)
+        if p.state not in FINAL_STATES:  # `jobs` and `status` then say why nothing moves, and what finishes it
+            store.set_state(job_id, INTERRUPTED_MARK, f"stopped by Ctrl-C or SIGTERM; `{finish}` finishes it")
         click.echo(f"job {job_id}: interrupted with {p.done}/{p.total} committed; finish it with:\n"
-                   f"  {resume_command(job_id, view.root)}", err=True)
+                   f"  {finish}", err=True)
     click.echo(job_id)
     return INTERRUPTED
 

@@ -15,6 +15,7 @@ from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.job import DEFAULT_MODEL, DEFAULT_SHARD_SIZE, JobSpec
 from visionfleet.pipeline.location import Location
+from visionfleet.pipeline.words import count
 from visionfleet.reports.run import RunReport, prices_from_env
 
 Send = Callable[[str, int], None]
@@ -83,18 +84,20 @@ def run_relabel(settings: BrokerSettings, source: str, output: str, *, model: st
 
 
 def run_resume(settings: BrokerSettings, job_id: str, output: str, *, wait: bool,
-               only_unfinished: bool = False) -> int:
-    from visionfleet.checkpoints.resume import resume_job
+               only_unfinished: bool = False, force: bool = False) -> int:
+    from visionfleet.checkpoints.resume import refuse_cancelled, resume_job
 
     output, hooks = _absolute(output), _hooks()
+    if not force:  # before any worker starts here: a cancelled job is left as it is
+        refuse_cancelled(reachable_store(settings).progress(job_id), output)
 
     def start(store: StateStore, send: Send) -> None:
-        resumed = resume_job(store, output, job_id, send, failed_too=not only_unfinished, hooks=hooks)
-        click.echo(f"job {job_id}: {len(resumed.shards)} shard(s) enqueued again, "
-                   f"{len(resumed.failed)} of them failed before", err=True)
+        resumed = resume_job(store, output, job_id, send, failed_too=not only_unfinished, force=force, hooks=hooks)
+        again = f" ({len(resumed.failed)} failed before)" if resumed.failed else ""
+        click.echo(f"job {job_id}: {count(len(resumed.shards), 'shard')} enqueued again{again}", err=True)
         if only_unfinished and (failed := store.progress(job_id).failed_shards):
-            click.echo(f"job {job_id}: {len(failed)} failed shard(s) left as they are; `resume` without "
-                       "--only-unfinished retries them", err=True)
+            click.echo(f"job {job_id}: {count(len(failed), 'failed shard')} not retried; `resume` without "
+                       "--only-unfinished retries failed shards", err=True)
 
     return _drive(settings, job_id, start, wait=wait, workers=1)
 

@@ -65,6 +65,12 @@ def _job(job_id: str):
 
     store = reachable_store(broker_settings())
     progress = store.progress(job_id)
+    if progress is None and (purged := store.purged_at(job_id)) is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(purged))
+        raise VisionfleetError(
+            f"job {job_id} was purged at {when} (`visionfleet purge`): the state store keeps nothing of it; its "
+            f"labels and _SUCCESS.json stay under DEST/{job_id}/, and `visionfleet resume {job_id} --output DEST` "
+            "brings its state back")
     if progress is None:
         raise VisionfleetError(
             f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL. An ended job's "
@@ -148,11 +154,12 @@ def status(job_id, as_json, watch) -> None:
 @click.option("--output", "-o", required=True, help="The job's DEST, as given to relabel.")
 @click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
 @click.option("--only-unfinished", is_flag=True, help="Leave failed shards failed; retry only those not ended.")
-def resume(job_id, output, wait, only_unfinished) -> None:
+@click.option("--force", is_flag=True, help="Resume a cancelled job too (else: refused, exit 2).")
+def resume(job_id, output, wait, only_unfinished, force) -> None:
     """Re-enqueue every unfinished or failed shard of JOB_ID, rebuilding its state from OUTPUT if it was lost."""
     from visionfleet.cli.jobs import run_resume
 
-    sys.exit(run_resume(broker_settings(), job_id, output, wait=wait, only_unfinished=only_unfinished))
+    sys.exit(run_resume(broker_settings(), job_id, output, wait=wait, only_unfinished=only_unfinished, force=force))
 
 
 @main.command()
@@ -190,7 +197,7 @@ def purge(job_id) -> None:
 
     store, progress = _job(job_id)
     if progress.state not in FINAL_STATES:
-        raise VisionfleetError(f"job {job_id} is {progress.state}; cancel it first (`visionfleet cancel {job_id}`)")
+        raise VisionfleetError(f"job {job_id} is {progress.label}; cancel it first (`visionfleet cancel {job_id}`)")
     store.purge(job_id)
     click.echo(f"{job_id}: purged")
 

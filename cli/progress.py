@@ -4,7 +4,9 @@ What the store has committed, plus what live workers report in their beats
 (labelled, not yet committed), so the numbers move within a shard, and a
 job nobody works on says so instead of showing an ETA. A worker waiting out
 a fault (a full disk, storage down) says what and since when: the job is
-still running, and the line says why it does not move.
+still running, and the line says why it does not move; so does a job whose
+embedded run was interrupted (its state stays ``running`` for scripts; people
+read ``interrupted``).
 """
 import contextlib
 import shlex
@@ -21,6 +23,7 @@ from visionfleet.checkpoints.worker_registry import instance_of
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import VisionfleetError
 from visionfleet.pipeline.job import Job
+from visionfleet.pipeline.words import count
 
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"  # the job's rate, not the bar's
 WORKERS_EVERY_S = 1.0  # the list of live workers changes at beat pace, not at poll pace
@@ -34,6 +37,9 @@ class JobView:
     workers: list[dict]  # live workers on this job
     now: float
     root: str | None = None  # the job's output folder, DEST/<job_id>
+    # (images committed, seconds) since a waiting command first looked, when the job had committed
+    # images before (a resumed one): the store's rate spans every run of the job, pauses included.
+    this_run: tuple[int, float] | None = None
 
     @property
     def in_flight(self) -> int:
@@ -44,6 +50,18 @@ class JobView:
         """The stored state, except that a job a worker is waiting on is ``running``, leased or not."""
         queued = self.progress.state == "queued"
         return "running" if queued and self.waiting else self.progress.state
+
+    @property
+    def label(self) -> str:
+        """The state for people: ``interrupted`` for a job whose run was stopped, until it is resumed."""
+        return self.progress.label if self.progress.interrupted else self.state
+
+    @property
+    def rate(self) -> str | None:
+        """Images per second, and over what when it is this run's alone."""
+        if self.this_run and self.this_run[1] > 0:
+            return f"{self.this_run[0] / self.this_run[1]:.1f} images/s this run"
+        return f"{self.progress.rate:.1f} images/s" if self.progress.rate else None
 
     @property
     def waiting(self) -> list[dict]:
@@ -76,26 +94,25 @@ class JobView:
     def line(self) -> str:
         p = self.progress
         total = str(p.total) if p.planned else f"{p.total}+ (listing)"
-        line = f"{p.job_id}: {self.state} {p.done}/{total} done, {p.errors} errors"
-        if p.rate:
-            line += f", {p.rate:.1f} images/s"
+        line = f"{p.job_id}: {self.label} {p.done}/{total} done, {count(p.errors, 'error')}"
+        if self.rate:
+            line += f", {self.rate}"
         unattended = self.unattended_s
-        if unattended is not None:
+        if unattended is not None and not p.interrupted:  # an interrupted one's reason says what finishes it
             line += f"; no worker has been seen on it for {unattended:.0f}s: {self.fix()}"
         elif p.eta_s is not None:
             line += f", ETA {p.eta_s:.0f}s"
         if self.workers and p.state not in FINAL_STATES:
-            line += f", {self.instances} worker instance(s) on it"
+            line += f", {count(self.instances, 'worker instance')} on it"
             if self.in_flight:
                 line += f" ({self.in_flight} labelled, not yet committed)"
             line += "".join(f"; {waiting_line(w)}" for w in self.waiting)
         if p.failed_shards:
-            line += f"; {len(p.failed_shards)} failed shard(s): " + "; ".join(
+            line += f"; {count(len(p.failed_shards), 'failed shard')}: " + "; ".join(
                 f"shard {k}: {v}" for k, v in sorted(p.failed_shards.items())[:5])
         if p.reason:
             line += f" ({p.reason})"
         return line
-
 
     def fix(self) -> str:
         resume = f"`{resume_command(self.progress.job_id, self.root)}`" if self.root else "`visionfleet resume`"
@@ -145,48 +162,61 @@ def wait(store: StateStore, job_id: str, *, bar: bool = True, poll_s: float = 0.
 
     With ``hint_after_s``, a job that no worker has started by then gets one line saying so.
     """
-    progress_bar = tqdm(total=None, unit="img", disable=not bar, file=sys.stderr, dynamic_ncols=True,
-                        bar_format=BAR_FORMAT)
     hint_at = None if hint_after_s is None else clock() + hint_after_s
-    workers, workers_at = [], None
+    workers, workers_at, first = [], None, None
     root = _root(store, job_id)
-    with store.state_changes(job_id) as pause, contextlib.closing(progress_bar):
+    with store.state_changes(job_id) as pause, contextlib.closing(_Bar(bar)) as progress_bar:
         while True:
             if workers_at is None or clock() - workers_at >= WORKERS_EVERY_S:
                 workers, workers_at = store.workers(), clock()
             view = look(store, job_id, workers, root)
             if view is None:
                 raise VisionfleetError(lost_job(job_id, root))
-            p = view.progress
+            first = first or (view.progress.done, clock())
+            if first[0]:  # committed before this command: its own rate is this run's
+                view.this_run = (view.progress.done - first[0], clock() - first[1])
             if hint_at is not None and view.state == "queued" and clock() >= hint_at:
                 tqdm.write(no_worker_hint(job_id, hint_after_s), file=sys.stderr)
                 hint_at = None
-            _show(progress_bar, view)
-            if p.state in FINAL_STATES:
+            progress_bar.show(view)
+            if view.progress.state in FINAL_STATES:
                 return view
             check()
             # Polling paces the bar; a store that can tell wakes the pause when the job ends.
             (sleep or pause)(poll_s)
 
 
-def _show(progress_bar: tqdm, view: JobView) -> None:
-    p = view.progress
-    if p.planned and progress_bar.total != p.total:
-        progress_bar.total = p.total
-    shown = p.done + view.in_flight
-    if p.planned:
-        shown = min(shown, p.total)
-    progress_bar.n = max(progress_bar.n, shown)  # a beat may lag a commit by a moment: never step back
-    rate = f"{p.rate:.1f} img/s, " if p.rate else ""
-    waiting = f", {view.waiting[0]['reason'].split(' (')[0]}: waiting" if view.waiting else ""
-    progress_bar.set_postfix_str(f"{rate}errors={p.errors}, state={view.state}{waiting}", refresh=False)
-    progress_bar.refresh()
+class _Bar:
+    """The bar on stderr, first drawn with the job's first look: never an empty ``0/?`` bar before it."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.bar = enabled, None
+
+    def show(self, view: JobView) -> None:
+        p = view.progress
+        shown = min(p.done + view.in_flight, p.total) if p.planned else p.done + view.in_flight
+        waiting = f", {view.waiting[0]['reason'].split(' (')[0]}: waiting" if view.waiting else ""
+        rate = view.rate.replace("images/s", "img/s") + ", " if view.rate else ""
+        postfix = f"{rate}errors={p.errors}, state={view.label}{waiting}"
+        if self.bar is None:
+            self.bar = tqdm(total=p.total if p.planned else None, initial=shown, postfix=postfix, unit="img",
+                            disable=not self.enabled, file=sys.stderr, dynamic_ncols=True, bar_format=BAR_FORMAT)
+        if p.planned and self.bar.total != p.total:
+            self.bar.total = p.total
+        self.bar.n = max(self.bar.n, shown)  # a beat may lag a commit by a moment: never step back
+        self.bar.set_postfix_str(postfix, refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def job_row(p: Progress, now: float) -> str:
     """One line of `visionfleet jobs`."""
     total = str(p.total) if p.planned else f"{p.total}+"
-    return f"{p.job_id}  {p.state:<9}  {p.done}/{total} done  {p.errors} errors  {_age(now - p.created_at)} ago"
+    return (f"{p.job_id}  {p.label:<11}  {p.done}/{total} done  {count(p.errors, 'error')}  "
+            f"{_age(now - p.created_at)} ago")
 
 
 def _age(seconds: float) -> str:

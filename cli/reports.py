@@ -4,6 +4,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from visionfleet.pipeline.location import Location
+from visionfleet.pipeline.words import count
 
 
 def into(report: str, build: Callable[[Path], object]):
@@ -40,12 +41,12 @@ def run_diff(old: str, new: str, report: str, *, sample: int | None, thumbnails:
     result = into(report, build)
     t = result["totals"]
     rate = t["changed_top1_rate"]
-    return [f"{t['both']} images in both runs, {t['only_old']} only in the old, {t['only_new']} only in the new; "
-            f"errors {t['errors_old']} old, {t['errors_new']} new",
+    return [f"{count(t['both'], 'image')} in both runs, {t['only_old']} only in the old, {t['only_new']} only in "
+            f"the new; errors {t['errors_old']} old, {t['errors_new']} new",
             f"top-1 changed for {t['changed_top1']} of {t['both_ok']}"
             + (f" ({rate:.2%})" if rate is not None else ""),
             f"report: {_join(report, 'report.html')}, {_join(report, 'changed.jsonl')} "
-            f"({result['changed_written']} rows, most confident first), {_join(report, 'diff.json')}"]
+            f"({count(result['changed_written'], 'row')}, most confident first), {_join(report, 'diff.json')}"]
 
 
 def run_report(store, progress, report: str, *, price_per_hour: float | None, prices: str | None,
@@ -65,10 +66,11 @@ def run_report(store, progress, report: str, *, price_per_hour: float | None, pr
 
     into(report, build)
     rate = result["images_per_s"]
-    lines = [f"{result['job_id']}: {result['state']}, {result['images']} images, {result['wall_s']:.1f} s from "
-             "creation to the last commit" + (f", {rate:.1f} images/s while labelling" if rate else ""),
-             f"{result['busy_worker_s']:.0f} busy worker-seconds, {result['redone_images']} images redone, "
-             f"{result['takeovers']} takeovers, {result['drains']} drains, {result['spot_notices']} spot notices"]
+    lines = [f"{result['job_id']}: {result['state']}, {count(result['images'], 'image')}, {result['wall_s']:.1f} s "
+             "from creation to the last commit" + (f", {rate:.1f} images/s while labelling" if rate else ""),
+             f"{result['busy_worker_s']:.0f} busy worker-seconds, {count(result['redone_images'], 'image')} redone, "
+             f"{count(result['takeovers'], 'takeover')}, {count(result['drains'], 'drain')}, "
+             f"{count(result['spot_notices'], 'spot notice')}"]
     for cost in result["cost"]:
         per_m = [f"{what} ${cost[key]:.4f}/M images" for what, key in (("spot", "spot_per_million_images"),
                  ("on-demand", "on_demand_per_million_images")) if cost[key] is not None]

@@ -3,7 +3,7 @@
 - A job: ``job`` (``JobSpec``, ``Job``), ``sources`` and ``inventory``
   (listing), ``shard_lists`` (a shard's URIs), ``access`` (what a worker may
   touch), ``faults`` (which failures pass), ``errors``, ``envvars``,
-  ``redaction`` (secrets kept out of logs).
+  ``redaction`` (secrets kept out of logs), ``words`` (counted nouns in what is printed).
 - Where bytes live: ``location`` (a local path or an OSS key, parsed once),
   ``storage/`` (local, OSS), ``layout`` (every name under a job's output),
   ``sink/`` (a job's output: parts, durable copies, ``_SUCCESS.json``;

@@ -241,14 +241,32 @@ def _rgb_array(img: Image.Image) -> np.ndarray:
     return np.array(img, dtype=np.uint8, order="C")
 
 
+# TIFF SampleFormat values (TIFF 6.0, p. 80) and how a reason names them.
+_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "float", 4: "untyped", 5: "complex integer",
+                   6: "complex float"}
+
+
 def _describe(exc: Exception, fmt: str | None, data: bytes) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, Image.DecompressionBombError):
         return f"image too large ({fmt}): {text}"
+    if "unknown pixel mode" in str(exc):  # a valid file whose pixel layout Pillow has no mode for
+        return (f"unsupported image mode ({_pixel_layout(exc.__context__, fmt)}): Pillow cannot read these "
+                "pixels; convert it to 8- or 16-bit integer or 32-bit float samples (e.g. with tifffile or GDAL)")
     # libwebp only says "could not create decoder"; the RIFF header knows better.
     short_riff = fmt == "WEBP" and int.from_bytes(data[4:8], "little") + 8 > len(data)
     kind = "truncated" if short_riff or "truncated" in text.lower() else "corrupt"
     return f"{kind} {fmt} image: {text}"
+
+
+def _pixel_layout(lookup: BaseException | None, fmt: str | None) -> str:
+    """"64-bit float TIFF", from the key Pillow's TIFF plugin failed to find a mode for:
+    (byte order, photometric, sample formats, fill order, bits per sample, extra samples)."""
+    key = lookup.args[0] if isinstance(lookup, KeyError) and lookup.args else None
+    if not (isinstance(key, tuple) and len(key) == 6 and key[2] and key[4]):
+        return f"{fmt} pixel layout"
+    kinds = {_SAMPLE_FORMATS.get(f, f"sample format {f}") for f in key[2]}
+    return f"{'/'.join(map(str, sorted(set(key[4]))))}-bit {' and '.join(sorted(kinds))} {fmt}"
 
 
 def _let_pillow_allow(max_pixels: int) -> None:

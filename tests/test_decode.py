@@ -269,6 +269,18 @@ def test_16_bit_big_endian_tiff():
     assert_colour(decode_image(data, G), (128, 128, 128), tolerance=0)
 
 
+def test_a_tiff_pillow_has_no_mode_for_is_called_unsupported_not_corrupt():
+    import tifffile  # scikit-image's own TIFF writer; Pillow cannot write 64-bit floats
+
+    data = io.BytesIO()
+    tifffile.imwrite(data, np.linspace(0.0, 1.0, 64 * 48).reshape(48, 64))  # float64, a valid TIFF
+    with pytest.raises(InputError) as refused:
+        decode_image(data.getvalue(), G)
+    reason = str(refused.value)
+    assert reason.startswith("unsupported image mode (64-bit float TIFF): Pillow cannot read these pixels")
+    assert "corrupt" not in reason and "convert it to 8- or 16-bit integer or 32-bit float samples" in reason
+
+
 def test_16_bit_picture_keeps_its_detail():
     wide = np.asarray(CAMERA).astype(np.uint16) * 257
     out = decode_image(encode(Image.fromarray(wide), "PNG"), G)

@@ -92,7 +92,7 @@ def test_resume_rebuilds_a_lost_embedded_state(tmp_path, photos):
     shutil.rmtree(tmp_path / "home")  # the state file is gone; the output folder is not
     again = visionfleet("resume", job_id, "--output", str(tmp_path / "labels"), env=env)
     assert again.returncode == 0, again.stderr
-    assert "0 shard(s) enqueued again" in again.stderr  # nothing redone
+    assert "0 shards enqueued again" in again.stderr  # nothing redone
     rebuilt = json.loads((tmp_path / "labels" / job_id / "_SUCCESS.json").read_text())
     assert (rebuilt["total"], rebuilt["ok"], rebuilt["parts"]) == (summary["total"], summary["ok"], summary["parts"])
     status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
@@ -201,7 +201,7 @@ def test_resume_with_another_output_names_the_right_one(tmp_path, photos):
     wrong = visionfleet("resume", job_id, "--output", str(tmp_path / "elsewhere"), env=env)
     assert wrong.returncode == 2 and f"give --output {tmp_path / 'labels'}" in wrong.stderr, wrong.stderr
     right = visionfleet("resume", job_id, "--output", "labels", env=env, cwd=tmp_path)  # relative: where typed
-    assert right.returncode == 0 and "0 shard(s) enqueued again" in right.stderr, right.stderr
+    assert right.returncode == 0 and "0 shards enqueued again" in right.stderr, right.stderr
 
 
 def test_a_source_that_matches_no_image_is_refused_unless_allowed(tmp_path):

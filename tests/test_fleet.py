@@ -230,9 +230,32 @@ def test_jobs_lists_recent_jobs_and_purge_removes_an_ended_one(bucket, fleet_env
     assert visionfleet("cancel", first, env=fleet_env).returncode == 0
     assert visionfleet("purge", first, env=fleet_env).returncode == 0
     gone = visionfleet("status", first, env=fleet_env)
-    assert gone.returncode == 2 and "VISIONFLEET_JOB_TTL_S" in gone.stderr and f"resume {first}" in gone.stderr
+    assert gone.returncode == 2 and f"job {first} was purged at " in gone.stderr, gone.stderr
+    assert f"`visionfleet resume {first} --output DEST` brings its state back" in gone.stderr
     assert [line.split()[0] for line in visionfleet("jobs", env=fleet_env).stdout.splitlines()] == [second]
     assert not [k for k in redis.Redis.from_url(fleet_env["VISIONFLEET_BROKER_URL"]).keys(f"vf:job:{first}*")]
+
+
+def test_resume_leaves_a_cancelled_job_alone_unless_forced(bucket, fleet_env, workers):
+    bucket.put_object("rc/coffee.png", photo_bytes("coffee.png"))
+    out = f"oss://{bucket.bucket_name}/out/"
+    job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/rc/", "--output", out)
+    assert visionfleet("cancel", job_id, env=fleet_env).returncode == 0
+    bulk_queue = redis.Redis.from_url(fleet_env["VISIONFLEET_BROKER_URL"])
+    waiting = bulk_queue.llen("bulk")  # the relabel's own message: no worker has taken it
+    refused = visionfleet("resume", job_id, "--output", out, "--wait", env=fleet_env)
+    assert refused.returncode == 2, refused.stderr
+    assert f"job {job_id} was cancelled (cancelled by `visionfleet cancel`); nothing was enqueued" in refused.stderr
+    assert f"`visionfleet resume {job_id} --output {out} --force`" in refused.stderr
+    assert "enqueued again" not in refused.stderr and bulk_queue.llen("bulk") == waiting
+    assert json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)["state"] == "cancelled"
+
+    forced = visionfleet("resume", job_id, "--output", out, "--force", env=fleet_env)
+    assert forced.returncode == 0 and "1 shard enqueued again" in forced.stderr, forced.stderr
+    assert json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)["state"] == "queued"
+    workers.start(1)
+    status = wait_for_job(fleet_env, workers, job_id)
+    assert (status["state"], status["done"], status["ok"]) == ("succeeded", 1, 1)
 
 
 def test_two_namespaces_share_one_redis_without_seeing_each_other(bucket, fleet_env, workers):

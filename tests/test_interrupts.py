@@ -4,6 +4,7 @@ Each resume finishes every input exactly once, without waiting for a lease to ru
 import contextlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -71,6 +72,8 @@ def resume_and_check(tmp_path, env, job_id: str, resume_line: str) -> None:
     assert args[:2] == ["resume", job_id]
     done = visionfleet(*args, env=env, timeout=240)
     assert done.returncode == 0, done.stderr
+    # Its summary's rate is over what this run labelled, and says so: not over every run's span.
+    assert re.search(rf"{job_id}: succeeded {IMAGES}/{IMAGES} done, 0 errors, [0-9.]+ images/s this run", done.stderr)
     root = tmp_path / "labels" / job_id
     summary = json.loads((root / "_SUCCESS.json").read_text())
     uris = [json.loads(line)["uri"] for part in summary["parts"] for line in (root / part).read_text().splitlines()]
@@ -110,8 +113,14 @@ def test_ctrl_c_commits_prints_the_resume_command_and_the_resume_finishes_exactl
     resume = lines[lines.index(next(l for l in lines if "finish it with:" in l)) + 1].strip()
     assert resume == f"visionfleet resume {job_id} --output {tmp_path / 'labels'} --wait"
     status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
-    assert status["state"] == "running" and 0 < status["done"] < IMAGES
+    assert status["state"] == "running" and 0 < status["done"] < IMAGES  # the states scripts know
+    assert status["interrupted"] is True and resume in status["reason"]
     assert status["workers"] == [] and status["no_worker_for_s"] is not None and status["eta_s"] is None
+    line = visionfleet("status", job_id, env=env).stdout
+    assert line.startswith(f"{job_id}: interrupted {status['done']}/{IMAGES} done") and resume in line
+    assert [r["interrupted"] for r in map(json.loads, visionfleet("jobs", "--json", env=env).stdout.splitlines())
+            if r["job_id"] == job_id] == [True]
+    assert f"{job_id}  interrupted  " in visionfleet("jobs", env=env).stdout
 
     # Another run meanwhile: it names the unfinished job and how to finish it, and leaves it alone.
     other = visionfleet("relabel", str(tmp_path / "originals"), "-o", str(tmp_path / "other"), env=env, timeout=120)
@@ -120,6 +129,8 @@ def test_ctrl_c_commits_prints_the_resume_command_and_the_resume_finishes_exactl
     assert json.loads(visionfleet("status", job_id, "--json", env=env).stdout)["done"] == status["done"]
 
     resume_and_check(tmp_path, env, job_id, resume)
+    row = json.loads(visionfleet("jobs", "--json", env=env).stdout.splitlines()[1])  # the other run is newer
+    assert (row["job_id"], row["state"], row["interrupted"]) == (job_id, "succeeded", False)
 
 
 def test_killing_the_command_outright_stops_its_workers(tmp_path, photos):

@@ -189,12 +189,12 @@ def test_resume_retries_the_failed_shards_and_finishes_the_job(bucket, fleet_env
     assert job.wait_end(workers)["state"] == "failed"
     dest = f"oss://{bucket.bucket_name}/out/"
     kept = visionfleet("resume", job.id, "--output", dest, "--only-unfinished", env=fleet_env)
-    assert kept.returncode == 0 and "0 shard(s) enqueued again" in kept.stderr, kept.stderr
-    assert "1 failed shard(s) left as they are" in kept.stderr
+    assert kept.returncode == 0 and "0 shards enqueued again" in kept.stderr, kept.stderr
+    assert "1 failed shard not retried" in kept.stderr
     assert job.store.progress(job.id).state == "failed"
     result = visionfleet("resume", job.id, "--output", dest, "--wait", env=fleet_env)
     assert result.returncode == 0, result.stderr
-    assert "1 shard(s) enqueued again, 1 of them failed before" in result.stderr
+    assert "1 shard enqueued again (1 failed before)" in result.stderr
     final = job.wait_end(workers)
     assert (final["state"], final["failed_shards"]) == ("succeeded", {})
     job.assert_exactly_once()

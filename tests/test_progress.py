@@ -51,7 +51,7 @@ def test_status_counts_what_live_workers_have_labelled_and_names_them(tmp_path):
     store.beat("w1", {"job_id": "j1", "shard": 0, "token": lease.token, "labelled": 2}, ttl_s=60)
     view = look(store, "j1")
     assert view.in_flight == 2 and view.unattended_s is None
-    assert "1 worker instance(s) on it (2 labelled, not yet committed)" in view.line()
+    assert "1 worker instance on it (2 labelled, not yet committed)" in view.line()
     got = view.as_dict()
     assert [(w["owner"], w["shard"], w["labelled"]) for w in got["workers"]] == [("w1", 0, 2)]
     assert got["done"] == 0 and got["no_worker_for_s"] is None
@@ -102,3 +102,70 @@ def test_a_worker_waiting_out_a_fault_shows_the_job_running_with_the_reason(tmp_
     activity.waited()
     store.beat("w1", activity.as_info(), ttl_s=60)  # the fault passed
     assert look(store, "j1").as_dict()["waiting"] == []
+
+
+def finish_on_first_pause(store, now: list[float]):
+    """A fake pause: a second passes, in which a worker commits the rest of j1's one shard and ends the job."""
+    def sleep(seconds: float) -> None:
+        now[0] += 1.0
+        lease = store.acquire("j1", 0, "w", ttl_s=60)
+        checkpoint = store.checkpoint("j1", 0)
+        store.commit("j1", 0, lease.token, offset=3, ok=3 - checkpoint.offset, errors=0, part="p2", done=True,
+                     ttl_s=60)
+        store.set_state("j1", "succeeded")
+    return sleep
+
+
+def test_the_bar_is_first_drawn_with_the_job_never_as_an_empty_bar_of_unknown_length(tmp_path, capsys):
+    store = queued_job(tmp_path)
+    now = [0.0]
+    wait(store, "j1", bar=True, clock=lambda: now[0], sleep=finish_on_first_pause(store, now))
+    err = capsys.readouterr().err
+    assert "0/?" not in err and "0/3" in err and "3/3" in err
+
+
+def test_a_resumed_jobs_rate_is_this_runs_and_says_so(tmp_path):
+    store = queued_job(tmp_path)
+    lease = store.acquire("j1", 0, "w1", ttl_s=60)
+    store.commit("j1", 0, lease.token, offset=1, ok=1, errors=0, part="p1", done=False, ttl_s=60)
+    store.release("j1", 0, lease.token)  # that run stopped
+    now = [100.0]
+    final = wait(store, "j1", bar=False, clock=lambda: now[0], sleep=finish_on_first_pause(store, now))
+    assert final.this_run == (2, 1.0)
+    assert ", 2.0 images/s this run" in final.line()
+    fresh = queued_job(tmp_path / "fresh")  # nothing committed before: the store's rate, as before
+    assert look(fresh, "j1").this_run is None
+
+
+def test_an_interrupted_job_reads_interrupted_with_what_finishes_it_and_stays_running_for_scripts(tmp_path):
+    from visionfleet.cli.progress import job_row
+
+    store = queued_job(tmp_path)
+    lease = store.acquire("j1", 0, "w1", ttl_s=60)
+    store.commit("j1", 0, lease.token, offset=1, ok=1, errors=0, part="p", done=False, ttl_s=60)
+    store.set_state("j1", "interrupted", "interrupted with Ctrl-C; `visionfleet resume j1 ...` finishes it")
+    view = look(store, "j1")
+    line = view.line()
+    assert line.startswith("j1: interrupted 1/3 done, 0 errors") and "no worker has been seen" not in line
+    assert "(interrupted with Ctrl-C; `visionfleet resume j1 ...` finishes it)" in line
+    got = view.as_dict()
+    assert (got["state"], got["interrupted"]) == ("running", True)
+    assert "  interrupted  1/3 done  0 errors  " in job_row(view.progress, view.now)
+
+
+def test_counted_nouns_agree_with_their_number():
+    from visionfleet.pipeline.words import count
+
+    assert [count(n, "drain") for n in (0, 1, 2)] == ["0 drains", "1 drain", "2 drains"]
+    assert (count(1, "try", "tries"), count(3, "try", "tries")) == ("1 try", "3 tries")
+
+
+def test_an_interrupted_job_has_no_eta_until_it_is_resumed():
+    from visionfleet.checkpoints.job_book import Progress
+
+    def progress(interrupted: bool) -> Progress:  # 1 of 3 labelled in its first second
+        return Progress("j1", "running", planned=True, total=3, shards=1, shards_done=0, ok=1, errors=0,
+                        created_at=0.0, started_at=10.0, updated_at=11.0, interrupted=interrupted)
+
+    assert progress(False).eta_s == 2.0
+    assert progress(True).eta_s is None and progress(True).as_dict()["eta_s"] is None

@@ -1,7 +1,10 @@
 """The job book's contract (``checkpoints.job_book.JobBook``), on SQLite and on Redis."""
+import contextlib
+import sqlite3
 import time
 
 import pytest
+import redis
 
 from tests.helpers import wait_until
 
@@ -105,3 +108,62 @@ def test_a_ctrl_c_just_after_a_transaction_begins_leaves_the_sqlite_store_usable
         store.workers()
     store._db = real
     assert store.workers() == [] and store.progress(job_id).state == "queued"
+
+
+def test_a_purged_job_leaves_a_tombstone_until_it_is_created_again(backend, job_id):
+    store = backend.open()
+    store.create_job(job_id, {"model": "m"})
+    assert store.purged_at(job_id) is None
+    before = time.time()
+    store.purge(job_id)
+    assert store.progress(job_id) is None and job_id not in {p.job_id for p in store.jobs(1000)}
+    assert before - 1 <= store.purged_at(job_id) <= time.time() + 1
+    assert backend.open().purged_at(job_id) == store.purged_at(job_id)  # as another process sees it
+    store.create_job(job_id, {"model": "m"})  # `resume` rebuilds it from DEST
+    assert store.purged_at(job_id) is None
+    store.purge(job_id)
+
+
+def test_a_tombstone_expires(backend, job_id):
+    store = backend.open()
+    store.tombstone_ttl_s = 1
+    store.create_job(job_id, {})
+    store.purge(job_id)
+    assert store.purged_at(job_id) is not None
+    wait_until(lambda: store.purged_at(job_id) is None, 10, "the tombstone to expire")
+    store.jobs(10)  # SQLite's housekeeping: expired tombstones are deleted, not only hidden
+    if backend.name == "sqlite":
+        with contextlib.closing(sqlite3.connect(backend.url.removeprefix("sqlite:///"))) as db:
+            assert db.execute("SELECT COUNT(*) FROM purged").fetchone() == (0,)
+
+
+def test_an_interrupted_job_keeps_its_state_marked_until_the_mark_is_cleared(backend, job_id):
+    store = backend.open(job_ttl_s=1)
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=2, shards=1)
+    store.acquire(job_id, 0, "w1", ttl_s=60)
+    store.set_state(job_id, "interrupted", "interrupted by Ctrl-C")
+    p = store.progress(job_id)
+    assert (p.state, p.interrupted, p.label, p.reason) == ("running", True, "interrupted", "interrupted by Ctrl-C")
+    assert p.as_dict()["state"] == "running" and p.as_dict()["interrupted"] is True
+    store.clear_state(job_id)  # resumed
+    p = store.progress(job_id)
+    assert (p.state, p.interrupted, p.label, p.reason) == ("running", False, "running", None)
+    store.purge(job_id)
+
+
+def test_a_cleared_final_state_lets_the_job_run_again_and_be_kept(backend, job_id):
+    store = backend.open(job_ttl_s=600)
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=2, shards=1)
+    store.acquire(job_id, 0, "w1", ttl_s=60)
+    store.set_state(job_id, "cancelled", "cancelled by `visionfleet cancel`")
+    store.clear_state(job_id)  # `resume --force`
+    p = store.progress(job_id)
+    assert (p.state, p.reason) == ("running", None)
+    if backend.name == "redis":  # no expiry left on it
+        assert redis.Redis.from_url(backend.url).ttl(backend.keys.job(job_id)) == -1
+    else:
+        with contextlib.closing(sqlite3.connect(backend.url.removeprefix("sqlite:///"))) as db:
+            assert db.execute("SELECT expires_at FROM jobs WHERE job_id = ?", (job_id,)).fetchone() == (None,)
+    store.purge(job_id)

@@ -1,10 +1,10 @@
-"""The job book on Redis: the job's hash, its parts and failures, and the ``jobs`` index."""
+"""The job book on Redis: the job's hash, its parts and failures, the ``jobs`` index, and purged jobs' tombstones."""
 import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
 
-from visionfleet.checkpoints.job_book import FINAL_STATES, JobBook, Progress, derive_state
+from visionfleet.checkpoints.job_book import FINAL_STATES, INTERRUPTED, JobBook, Progress, derive_state
 from visionfleet.checkpoints.redis.db import RedisDb
 
 
@@ -17,6 +17,7 @@ class RedisJobBook(RedisDb, JobBook):
             "shards_done": 0, "created_at": created,
         })
         pipe.zadd(self._keys.JOBS, {job_id: created})
+        pipe.delete(self._keys.job_purged(job_id))  # rebuilt by `resume`: known again
         pipe.execute()
 
     def job_meta(self, job_id: str) -> dict | None:
@@ -31,6 +32,10 @@ class RedisJobBook(RedisDb, JobBook):
         if self.job_ttl_s is not None and state in FINAL_STATES:
             self._each_key(job_id, lambda pipe, key: pipe.expire(key, max(1, int(self.job_ttl_s))))
         self._r.publish(self._keys.job_events(job_id), state)
+
+    def clear_state(self, job_id: str) -> None:
+        self._r.hdel(self._keys.job(job_id), "state", "reason")
+        self._each_key(job_id, lambda pipe, key: pipe.persist(key))  # going on: kept for good
 
     @contextlib.contextmanager
     def state_changes(self, job_id: str) -> Iterator[Callable[[float], None]]:
@@ -63,6 +68,11 @@ class RedisJobBook(RedisDb, JobBook):
     def purge(self, job_id: str) -> None:
         self._each_key(job_id, lambda pipe, key: pipe.delete(key))
         self._r.zrem(self._keys.JOBS, job_id)
+        self._r.set(self._keys.job_purged(job_id), time.time(), ex=max(1, int(self.tombstone_ttl_s)))
+
+    def purged_at(self, job_id: str) -> float | None:
+        when = self._r.get(self._keys.job_purged(job_id))
+        return float(when) if when else None
 
     def progress(self, job_id: str) -> Progress | None:
         h = self._r.hgetall(self._keys.job(job_id))
@@ -77,7 +87,7 @@ class RedisJobBook(RedisDb, JobBook):
             created_at=float(h["created_at"]), started_at=started,
             updated_at=float(h["updated_at"]) if h.get("updated_at") else None,
             failed_shards=failed, reason=h.get("reason") or None,
-            seen_at=float(h["seen_at"]) if h.get("seen_at") else None,
+            seen_at=float(h["seen_at"]) if h.get("seen_at") else None, interrupted=h.get("state") == INTERRUPTED,
         )
 
     def parts(self, job_id: str) -> list[str]:

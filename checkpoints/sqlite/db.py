@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS timeline (job_id TEXT, minute INT, images INT, PRIMAR
 CREATE TABLE IF NOT EXISTS seconds (job_id TEXT, second INT, images INT, PRIMARY KEY (job_id, second));
 CREATE TABLE IF NOT EXISTS machines (job_id TEXT, host TEXT, images INT, busy_s REAL, first_at REAL, last_at REAL,
   PRIMARY KEY (job_id, host));
+CREATE TABLE IF NOT EXISTS purged (job_id TEXT PRIMARY KEY, purged_at REAL NOT NULL, expires_at REAL NOT NULL);
 """
 JOB_TABLES = ("jobs", "shards", "parts", "timeline", "seconds", "machines")
 # Columns added after the first release: a state file from then gains them on open.
