@@ -105,7 +105,7 @@ class VisionClient:
             log.warning("online request rejected: overloaded",
                         extra={"backlog": waiting, "max_backlog": self.settings.max_backlog})
             raise OverloadedError(
-                f"overloaded: {waiting} online requests waiting, over the limit of {self.settings.max_backlog} "
+                f"overloaded: {count(waiting, 'online request')} waiting, over the limit of {self.settings.max_backlog} "
                 "(VISIONFLEET_ONLINE_MAX_BACKLOG); retry later or add online workers"
             )
         return self._call(self.app.send_task, CLASSIFY_TASK, args=[uri], queue=self.online_queue, retry=False,

@@ -1,5 +1,6 @@
 """``visionfleet classify`` and ``visionfleet stats``."""
 from visionfleet.broker.settings import BrokerSettings
+from visionfleet.pipeline.words import count
 
 
 def classify_uris(settings: BrokerSettings, uris: list[str], *, timeout: float) -> list[dict]:
@@ -74,5 +75,4 @@ def _workers_line(workers: dict) -> str:
     """``2 worker instances live on 1 host (w1@vm, w2@vm), 1 on a shard``: the unit ``scale`` counts."""
     live, hosts = workers["live"], workers["hosts"]
     names = f" ({', '.join(workers['names'])})" if workers["names"] else ""
-    return (f"{live} worker instance{'' if live == 1 else 's'} live on {hosts} host{'' if hosts == 1 else 's'}"
-            f"{names}, {workers['busy']} on a shard")
+    return f"{count(live, 'worker instance')} live on {count(hosts, 'host')}{names}, {workers['busy']} on a shard"

@@ -4,6 +4,7 @@ import urllib.error
 import urllib.request
 
 from visionfleet.pipeline.errors import VisionfleetError
+from visionfleet.pipeline.words import count
 
 PROBE_TIMEOUT_S = 3
 
@@ -53,5 +54,6 @@ def scale(settings) -> dict:
 def scale_line(answer: dict) -> str:
     rate = answer["images_per_worker_s"]
     return (f"desired worker instances {answer['desired_workers']} (now {answer['workers']}, "
-            f"{answer['busy_workers']} on a shard; {answer['backlog_images']} images left, {answer['online_backlog']} online waiting, "
+            f"{answer['busy_workers']} on a shard; {count(answer['backlog_images'], 'image')} left, "
+            f"{count(answer['online_backlog'], 'online request')} waiting, "
             f"{'rate not measured yet' if rate is None else f'{rate} images/s per worker'}): {answer['reason']}")

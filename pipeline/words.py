@@ -3,5 +3,6 @@
 
 def count(n: int, noun: str, plural: str | None = None) -> str:
     """``n`` and the noun in the form that agrees with it: ``count(1, "drain")`` is "1 drain",
-    ``count(0, "takeover")`` "0 takeovers"; ``plural`` for a noun that does not just take an s."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+    ``count(0, "takeover")`` "0 takeovers", ``count(1500, "image")`` "1,500 images";
+    ``plural`` for a noun that does not just take an s."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"

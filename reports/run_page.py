@@ -1,4 +1,5 @@
 """``report.html`` of a run: the numbers, images per second over time, each machine's share, the cost."""
+from visionfleet.pipeline.words import count
 from visionfleet.reports import charts
 from visionfleet.reports.page import cards, figure, page, paragraph, section, table
 
@@ -6,7 +7,7 @@ from visionfleet.reports.page import cards, figure, page, paragraph, section, ta
 def render(report: dict) -> str:
     sections = [
         cards([("images", "images", report["images"]), ("images_per_s", "images/s", report["images_per_s"]),
-               ("wall_s", "seconds, start to end", report["wall_s"]),
+               ("wall_s", "seconds, submitted to done", report["wall_s"]),
                ("busy_worker_s", "busy worker-seconds", report["busy_worker_s"]),
                ("redone_images", "images redone", report["redone_images"]),
                ("takeovers", "shard takeovers", report["takeovers"]), ("drains", "drains", report["drains"]),
@@ -20,8 +21,8 @@ def render(report: dict) -> str:
         paragraph("Redone: images a worker labelled but had not committed when it died (its last heartbeat), "
                   "labelled again by the worker that took its shard over. A drain commits first: nothing redone."),
     ]
-    return page(f"Run {report['job_id']}", f"{report['state']}: {report['images']:,} images, {report['errors']:,} "
-                f"errors", sections)
+    return page(f"Run {report['job_id']}", f"{report['state']}: {count(report['images'], 'image')}, "
+                f"{count(report['errors'], 'error')}", sections)
 
 
 def _throughput(report: dict) -> str:
