@@ -7,7 +7,8 @@
 - Where bytes live: ``location`` (a local path or an OSS key, parsed once),
   ``storage/`` (local, OSS), ``layout`` (every name under a job's output),
   ``sink/`` (a job's output: parts, durable copies, ``_SUCCESS.json``;
-  JSON Lines today), ``records`` (one record per input).
+  JSON Lines today), ``records`` (one record per input), ``error_kinds`` (the
+  kind of an error record's reason: "not found", "corrupt", ...).
 - Labelling: ``labeller`` (fetch, decode, batch, predict), ``decode``,
   ``gpu_decode``, ``decode_budget``, ``model`` (the model contract),
   ``model_loader`` (a model spec to a model), ``engines`` (a classifier on a
