@@ -40,7 +40,9 @@ def run_diff(old: str, new: str, report: str, *, sample: int | None, thumbnails:
     result = into(report, build)
     t = result["totals"]
     rate = t["changed_top1_rate"]
-    return [f"{t['both']} images in both runs, {t['only_old']} only in the old, {t['only_new']} only in the new; "
+    failed = [f"warning: the {side} job failed: {output.failed}" for side, output in (("old", before), ("new", after))
+              if output.failed]
+    return failed + [f"{t['both']} images in both runs, {t['only_old']} only in the old, {t['only_new']} only in the new; "
             f"errors {t['errors_old']} old, {t['errors_new']} new",
             f"top-1 changed for {t['changed_top1']} of {t['both_ok']}"
             + (f" ({rate:.2%})" if rate is not None else ""),

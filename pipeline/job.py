@@ -51,6 +51,10 @@ class JobSpec:
     include: tuple[str, ...] = ()  # globs on the key: keep only matching URIs
     exclude: tuple[str, ...] = ()  # globs on the key: drop matching URIs
     output_format: str = DEFAULT_FORMAT  # how parts are written: a name in pipeline.sink.FORMATS
+    # The share of error records over which the job ends failed (all kept); under 1, a job whose first
+    # records are all errors of one kind also stops early (checkpoints.verdict). 1, what a job stored
+    # before the rule ran with: any share, no early stop. `relabel` gives 0.5 unless told.
+    max_error_rate: float = 1.0
 
 
 @dataclass(frozen=True)
