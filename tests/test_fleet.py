@@ -64,11 +64,14 @@ def test_bad_inputs_get_error_records_and_the_job_succeeds(bucket, fleet_env, wo
     manifest = "".join(f"oss://{bucket.bucket_name}/mixed/{n}\n" for n in names)
     bucket.put_object("lists/mixed.txt", manifest.encode())
     workers.start(1)
+    # Nearly all are bad: accepted (--max-error-rate 1), so the job succeeds with their records.
     job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/lists/mixed.txt", "--output",
-                     f"oss://{bucket.bucket_name}/out/", "--shard-size", "2")
+                     f"oss://{bucket.bucket_name}/out/", "--shard-size", "2", "--max-error-rate", "1")
     status = wait_for_job(fleet_env, workers, job_id)
     assert (status["state"], status["total"], status["errors"]) == ("succeeded", len(names), len(bad))
-    _, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    summary, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    assert {kind: e["count"] for kind, e in summary["error_kinds"].items()} == {
+        "empty file": 1, "not an image": 1, "truncated": 1, "too large": 1, "not found": 1}  # the OSS 404 too
     by_name = {r["uri"].rsplit("/", 1)[1]: r for r in records}
     assert len(records) == len(names) == len(by_name)
     for name, (_, words) in bad.items():
