@@ -145,7 +145,8 @@ def test_missing_inputs_stop_the_job_early_and_resume_labels_the_rest_once_they_
 
     write_photos(tmp_path / "in", names[1054:])  # the cause fixed: the files are there
     sent = []
-    resumed = resume_job(store, str(tmp_path / "out"), job_id, lambda j, s: sent.append(s))
+    resumed = resume_job(store, str(tmp_path / "out"), job_id, lambda j, s: sent.append(s),
+                         failed_too=False)  # --only-unfinished: no shard failed, the job runs again all the same
     assert sent == resumed.shards == [1]
     assert run(store, job_id, 1, owner="w2") is Outcome.DONE
     p = store.progress(job_id)
