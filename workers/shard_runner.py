@@ -153,13 +153,16 @@ class ShardRun:
         """After a commit: whether the job has ended meanwhile (cancelled, or failed), or ends now, stopped
         early by what its first records say (``finalize.stop_early_if_due``); None while it goes on."""
         progress = self.store.progress(shard.job_id)
-        if (ended := _ended(progress)) is not None:
-            return ended
-        return Outcome.STOPPED if stop_early_if_due(self.store, shard.job, progress, self._hooks) else None
+        if progress is None:  # purged meanwhile: the next commit is refused
+            return None
+        ended = _ended(progress)
+        if ended is None and stop_early_if_due(self.store, shard.job, progress, self._hooks):
+            ended = Outcome.STOPPED
+        return ended
 
     def _refused(self, shard: _Shard) -> Outcome:
         """A refused commit: the lease is lost, or the job failed meanwhile (the store then takes none)."""
-        if self.store.progress(shard.job_id).state != "failed":
+        if _ended(self.store.progress(shard.job_id)) is not Outcome.STOPPED:
             return Outcome.LOST_LEASE
         self._release_if_possible(shard)
         log.info("job failed meanwhile: shard stopped", extra={"job_id": shard.job_id, "shard": shard.index})
