@@ -6,7 +6,7 @@
   ``redaction`` (secrets kept out of logs).
 - Where bytes live: ``location`` (a local path or an OSS key, parsed once),
   ``storage/`` (local, OSS), ``layout`` (every name under a job's output),
-  ``sink/`` (a job's output: parts, durable copies, ``_SUCCESS.json``;
+  ``sink/`` (a job's output: parts, durable copies, the summary;
   JSON Lines today), ``records`` (one record per input), ``error_kinds`` (the
   kind of an error record's reason: "not found", "corrupt", ...).
 - Labelling: ``labeller`` (fetch, decode, batch, predict), ``decode``,

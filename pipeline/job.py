@@ -74,7 +74,7 @@ class Job:
         return self.spec.output
 
     def sink(self) -> OutputSink:
-        """What writes the job's output: its parts, durable copies and ``_SUCCESS.json``."""
+        """What writes the job's output: its parts, durable copies and summary."""
         return sink_for(self.root, self.spec.output_format)
 
     def to_dict(self) -> dict:
