@@ -4,7 +4,8 @@
 ``shard_leases`` (leases, fencing, checkpoints, commits), ``worker_registry`` (heartbeats, dead holders),
 ``run_ledger`` (what a run report needs); ``state.StateStore`` is all four,
 as ``sqlite/`` and ``redis/`` build it; ``keys`` names the Redis keys of a
-namespace. ``finalize`` and ``resume`` end and rebuild a job on top; ``hooks`` is what
+namespace. ``finalize`` and ``resume`` end and rebuild a job on top (``verdict``: what its
+error records say about its end, the share rule and the early stop); ``hooks`` is what
 watches a run (metrics, counters, the ledger, the report), told as it goes.
 """
 from visionfleet.checkpoints.keys import DEFAULT_NAMESPACE

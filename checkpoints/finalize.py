@@ -1,5 +1,6 @@
 """Ending a job: once every shard has ended, write the summary and the state, and tell the hooks
-(the run report is one: ``reports.run.RunReport``).
+(the run report is one: ``reports.run.RunReport``); or end it early, when its first records say
+the rest would fail the same way (``verdict``).
 
 Any worker that ends a shard (and the planner, when it finishes) calls
 ``finalize_if_complete``. It is idempotent: two callers racing write the
@@ -7,12 +8,16 @@ same summary from the same committed state, so no claim is needed.
 """
 import json
 import logging
+import shlex
 import time
 
+from visionfleet.checkpoints import verdict
 from visionfleet.checkpoints.hooks import Hooks
-from visionfleet.checkpoints.job_book import FINAL_STATES
+from visionfleet.checkpoints.job_book import FINAL_STATES, Progress
 from visionfleet.checkpoints.state import StateStore
+from visionfleet.checkpoints.verdict import may_stop_early, stopped_early, too_many_errors
 from visionfleet.pipeline import layout
+from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.storage import storage_for
 from visionfleet.pipeline.words import count
@@ -27,28 +32,76 @@ def finalize_if_complete(store: StateStore, job_id: str, hooks: Hooks) -> str | 
         return None
     if progress.state in FINAL_STATES:
         return progress.state
-    reason = None
-    if progress.failed_shards:
-        reason = f"{count(len(progress.failed_shards), 'shard')} failed; see `visionfleet status {job_id}`"
-    elif progress.done != progress.total:
-        reason = f"committed {progress.done} records for {progress.total} inputs"
-    if reason is not None:
-        store.set_state(job_id, "failed", reason)
-        log.error("job failed", extra={"job_id": job_id, "reason": reason})
-        hooks.on_job_end(store, job_id, "failed")
-        return "failed"
     job = Job.from_dict(store.job_meta(job_id))
-    root = job.root
-    summary = {
-        "job_id": job_id, "model": job.spec.model, "source": job.spec.source, "total": progress.total,
-        "ok": progress.ok, "errors": progress.errors, "parts": store.parts(job_id),
-        "created_at": progress.created_at, "finished_at": time.time(), **_engines(root),
-    }
-    job.sink().finalise(summary)
-    store.set_state(job_id, "succeeded")
-    hooks.on_job_end(store, job_id, "succeeded")
-    log.info("job succeeded", extra={"job_id": job_id, "total": progress.total, "errors": progress.errors})
-    return "succeeded"
+    reason = _failure(store, job, progress)
+    state = "succeeded" if reason is None else "failed"
+    _write_summary(store, job, progress, state, reason)
+    store.set_state(job_id, state, reason)
+    _ended(store, job_id, state, reason, hooks)
+    return state
+
+
+def stop_early_if_due(store: StateStore, job: Job, progress: Progress, hooks: Hooks) -> bool:
+    """After a commit that left the job at ``progress``: end it as failed, its summary written, when its
+    first records say the rest would fail the same way (``verdict``); True if it has.
+
+    The summary first, then the state (so whoever sees the state finds the summary): from then on the
+    store refuses the job's commits. One that slipped in between shows in a second look, and the
+    summary and the reason are written again from the counts, which no longer move."""
+    if not may_stop_early(progress, job.spec.max_error_rate):
+        return False
+    kinds = store.error_kinds(job.job_id)
+    resume = f"visionfleet resume {job.job_id} --output {shlex.quote(layout.dest_of(job.root, job.job_id))}"
+    reason = stopped_early(progress, kinds, resume)
+    if reason is None:
+        return False
+    _write_summary(store, job, progress, "failed", reason)
+    store.set_state(job.job_id, "failed", reason)
+    frozen = store.progress(job.job_id)
+    if (frozen.ok, frozen.errors) != (progress.ok, progress.errors):
+        reason = stopped_early(frozen, kinds, resume)
+        _write_summary(store, job, frozen, "failed", reason)
+        store.set_state(job.job_id, "failed", reason)
+    _ended(store, job.job_id, "failed", reason, hooks)
+    return True
+
+
+def _failure(store: StateStore, job: Job, progress: Progress) -> str | None:
+    """Why a job whose every shard has ended failed; None if it succeeded."""
+    if progress.failed_shards:
+        return f"{count(len(progress.failed_shards), 'shard')} failed; see `visionfleet status {job.job_id}`"
+    if progress.done != progress.total:
+        return f"committed {progress.done} records for {progress.total} inputs"
+    return too_many_errors(progress, store.error_kinds(job.job_id), job.spec.max_error_rate)
+
+
+def _write_summary(store: StateStore, job: Job, progress: Progress, state: str, reason: str | None) -> None:
+    """``_SUMMARY.json`` (and ``_SUCCESS.json`` if it succeeded). A failed job's is written if it can be:
+    its output may be what failed, and its state is set all the same."""
+    try:
+        kinds = verdict.by_count(store.error_kinds(job.job_id))
+        summary = {
+            "job_id": job.job_id, "state": state, "reason": reason, "model": job.spec.model,
+            "source": job.spec.source, "total": progress.total, "ok": progress.ok, "errors": progress.errors,
+            "unlabelled": verdict.unlabelled(progress), "max_error_rate": job.spec.max_error_rate,
+            "error_kinds": {kind: {"count": e.count, "example": e.example} for kind, e in kinds},
+            "parts": store.parts(job.job_id), "created_at": progress.created_at, "finished_at": time.time(),
+            **_engines(job.root),
+        }
+        job.sink().finalise(summary)
+    except Exception as exc:
+        if state == "succeeded" or infrastructure(exc) is not None:
+            raise  # not ended: whoever ends a shard next (or this one, once the fault passes) tries again
+        log.warning("summary of a failed job not written", extra={
+            "job_id": job.job_id, "error": f"{type(exc).__name__}: {exc}"})
+
+
+def _ended(store: StateStore, job_id: str, state: str, reason: str | None, hooks: Hooks) -> None:
+    if state == "failed":
+        log.error("job failed", extra={"job_id": job_id, "reason": reason})
+    else:
+        log.info("job succeeded", extra={"job_id": job_id})
+    hooks.on_job_end(store, job_id, state)
 
 
 def _engines(root: str) -> dict:

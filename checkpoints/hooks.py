@@ -50,8 +50,9 @@ class Hook:
         """The store took the commit (the part is written, the checkpoint moved)."""
 
     def on_job_end(self, store: StateStore, job_id: str, state: str) -> None:
-        """Every shard has ended and ``finalize`` set the job's final state (``succeeded`` or ``failed``).
-        Two workers ending the last shards at once may both get here, as both write the summary."""
+        """Every shard has ended and ``finalize`` set the job's final state (``succeeded`` or ``failed``), or
+        the job stopped early (``failed``). Two workers ending the last shards at once may both get here, as
+        both write the summary."""
 
 
 class Hooks:

@@ -77,6 +77,15 @@ class Progress:
         return INTERRUPTED if self.interrupted and self.state not in FINAL_STATES else self.state
 
 
+@dataclass
+class ErrorKind:
+    """A job's error records of one kind (``pipeline.error_kinds``): how many, and the reason of the first
+    one counted (an example that names the file)."""
+
+    count: int
+    example: str
+
+
 def derive_state(stored: str | None, started: bool) -> str:
     if stored in FINAL_STATES:
         return stored
@@ -142,3 +151,7 @@ class JobBook(ABC):
     @abstractmethod
     def parts(self, job_id: str) -> list[str]:
         """Names of every committed output part, sorted."""
+
+    @abstractmethod
+    def error_kinds(self, job_id: str) -> dict[str, ErrorKind]:
+        """The job's committed error records by kind (the commits count them); empty if none or unknown."""

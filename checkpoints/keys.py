@@ -43,6 +43,10 @@ class Keys:
         """Hash: shard index -> failure reason."""
         return f"{self.job(job_id)}:failed"
 
+    def job_errors(self, job_id: str) -> str:
+        """Hash: error kind -> error records of that kind committed, and ``<kind>|example`` -> the first one's reason."""
+        return f"{self.job(job_id)}:errors"
+
     def job_timeline(self, job_id: str) -> str:
         """Hash: minute (epoch seconds at its start) -> images committed in it (the run report)."""
         return f"{self.job(job_id)}:timeline"

@@ -5,6 +5,7 @@ the job: when it does not (Redis wiped, the whole fleet lost), the job is
 rebuilt from ``_plan/`` and the durable checkpoint copies, then every shard
 that has not ended is enqueued again, and every failed one too (unless
 asked not to): its failure is cleared and it goes on from its last commit.
+A job that failed before every shard ended (it stopped early) runs again.
 Finished shards are never redone; a shard's committed range is skipped; a
 message that turns out to be redundant finds its shard done or leased and
 costs nothing. A cancelled job is left alone unless forced (someone chose
@@ -90,9 +91,11 @@ def resume_job(store: StateStore, output: str, job_id: str, send_shard: Callable
     if progress.interrupted or progress.state == "cancelled":
         store.clear_state(job_id)  # before any message goes out: a worker must not find it cancelled
     resumed = Resumed()
-    if failed_too and (progress.failed_shards or progress.state == "failed"):
-        # Cleared before any message goes out: a worker must not find the shard still failed.
-        resumed.failed = sorted(store.reopen(job_id, sorted(progress.failed_shards)))
+    retried = sorted(progress.failed_shards) if failed_too else []
+    # A failed job with shards unfinished (stopped early) runs again even when its failed shards stay failed.
+    if retried or (progress.state == "failed" and (failed_too or not progress.complete)):
+        # Cleared before any message goes out: a worker must not find the shard, or the job, still failed.
+        resumed.failed = sorted(store.reopen(job_id, retried))
     for shard in range(progress.shards):
         checkpoint = store.checkpoint(job_id, shard)
         if not checkpoint.done and not checkpoint.failed:

@@ -9,6 +9,7 @@ import secrets
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
+from visionfleet.checkpoints.job_book import ErrorKind
 from visionfleet.checkpoints.run_ledger import Usage
 
 
@@ -63,15 +64,19 @@ class ShardLeases(ABC):
 
     @abstractmethod
     def commit(self, job_id: str, shard: int, token: str, *, offset: int, ok: int, errors: int,
-               part: str | None, done: bool, ttl_s: float, usage: Usage | None = None) -> bool:
+               part: str | None, done: bool, ttl_s: float, usage: Usage | None = None,
+               kinds: dict[str, ErrorKind] | None = None) -> bool:
         """Move the checkpoint to ``offset`` and add the counts, if ``token`` still holds the lease.
 
         Renews the lease (a commit of nothing, at the same offset with no part, only renews it);
-        progress resets the takeover count. Returns False, changing nothing, for a stale token or a
-        shard already done. A commit whose part is listed already went through (its reply was lost):
-        it returns True and counts nothing again, so a commit may be retried. With a ``usage``, the
-        job's run ledger gains the images in this minute, and the machine's images and busy seconds,
-        in the same transaction.
+        progress resets the takeover count. Returns False, changing nothing, for a stale token, a
+        shard already done, or a job whose state is ``failed`` (it stopped: what it has committed is
+        what its summary lists, until ``reopen``). A commit whose part is listed already went through
+        (its reply was lost): it returns True and counts nothing again, so a commit may be retried.
+        With a ``usage``, the job's run ledger gains the images in this minute, and the machine's
+        images and busy seconds; with ``kinds`` (this commit's errors by kind, each with its first
+        reason), the job's counts by kind gain them, keeping the first example of each kind: all in
+        the same transaction.
         """
 
     @abstractmethod

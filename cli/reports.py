@@ -41,12 +41,14 @@ def run_diff(old: str, new: str, report: str, *, sample: int | None, thumbnails:
     result = into(report, build)
     t = result["totals"]
     rate = t["changed_top1_rate"]
-    return [f"{count(t['both'], 'image')} in both runs, {t['only_old']} only in the old, {t['only_new']} only in "
-            f"the new; errors {t['errors_old']} old, {t['errors_new']} new",
-            f"top-1 changed for {t['changed_top1']} of {t['both_ok']}"
-            + (f" ({rate:.2%})" if rate is not None else ""),
-            f"report: {_join(report, 'report.html')}, {_join(report, 'changed.jsonl')} "
-            f"({count(result['changed_written'], 'row')}, most confident first), {_join(report, 'diff.json')}"]
+    failed = [f"warning: the {side} job failed: {output.failed}" for side, output in (("old", before), ("new", after))
+              if output.failed]
+    return failed + [
+        f"{count(t['both'], 'image')} in both runs, {t['only_old']} only in the old, {t['only_new']} only in "
+        f"the new; errors {t['errors_old']} old, {t['errors_new']} new",
+        f"top-1 changed for {t['changed_top1']} of {t['both_ok']}" + (f" ({rate:.2%})" if rate is not None else ""),
+        f"report: {_join(report, 'report.html')}, {_join(report, 'changed.jsonl')} "
+        f"({count(result['changed_written'], 'row')}, most confident first), {_join(report, 'diff.json')}"]
 
 
 def run_report(store, progress, report: str, *, price_per_hour: float | None, prices: str | None,

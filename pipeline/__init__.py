@@ -6,8 +6,9 @@
   ``redaction`` (secrets kept out of logs), ``words`` (counted nouns in what is printed).
 - Where bytes live: ``location`` (a local path or an OSS key, parsed once),
   ``storage/`` (local, OSS), ``layout`` (every name under a job's output),
-  ``sink/`` (a job's output: parts, durable copies, ``_SUCCESS.json``;
-  JSON Lines today), ``records`` (one record per input).
+  ``sink/`` (a job's output: parts, durable copies, the summary;
+  JSON Lines today), ``records`` (one record per input), ``error_kinds`` (the
+  kind of an error record's reason: "not found", "corrupt", ...).
 - Labelling: ``labeller`` (fetch, decode, batch, predict), ``decode``,
   ``gpu_decode``, ``decode_budget``, ``model`` (the model contract),
   ``model_spec`` (what a model spec names, checked before it loads),

@@ -51,6 +51,10 @@ class JobSpec:
     include: tuple[str, ...] = ()  # globs on the key: keep only matching URIs
     exclude: tuple[str, ...] = ()  # globs on the key: drop matching URIs
     output_format: str = DEFAULT_FORMAT  # how parts are written: a name in pipeline.sink.FORMATS
+    # The share of error records over which the job ends failed (all kept); under 1, a job whose first
+    # records are all errors of one kind also stops early (checkpoints.verdict). 1, what a job stored
+    # before the rule ran with: any share, no early stop. `relabel` gives 0.5 unless told.
+    max_error_rate: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class Job:
         return self.spec.output
 
     def sink(self) -> OutputSink:
-        """What writes the job's output: its parts, durable copies and ``_SUCCESS.json``."""
+        """What writes the job's output: its parts, durable copies and summary."""
         return sink_for(self.root, self.spec.output_format)
 
     def to_dict(self) -> dict:

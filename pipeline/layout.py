@@ -3,7 +3,7 @@
 - ``part-SSSSSS-AAAAAAA-BBBBBBB-tT.EXT``: records of URIs ``[A, B)`` of
   shard ``S``, written by the worker holding lease token ``T``; ``EXT`` is
   the output format's (``.jsonl``), so the output sink (``pipeline.sink``)
-  adds it. Only parts listed in ``_SUCCESS.json`` are output; any other is
+  adds it. Only parts listed in the summary are output; any other is
   an orphan of a refused commit and is never read.
 - ``_plan/shard-SSSSSS.jsonl``: the URIs of shard ``S``, one JSON string a line
   (``pipeline/shard_lists.py``; jobs planned before it: ``shard-SSSSSS.txt``).
@@ -13,13 +13,16 @@
   checkpoint (offset, counts, parts), so progress outlives the state store.
 - ``_engines/NAME.json``: what ran the job (model, runtime, precision, int8
   agreement), one note per distinct engine, written by the workers.
-- ``_SUCCESS.json``: the summary, written when the last shard commits.
+- ``_SUMMARY.json``: the summary (state, reason, counts, errors by kind, parts), written when
+  the job ends, or stops early.
+- ``_SUCCESS.json``: the same, written beside it only when the job succeeded.
 - ``_REPORT.json``: what the run took and cost (``visionfleet report``), written just after.
 
 Each name is given as the URI under a job's ``root`` (a ``Location``, or its string).
 """
 from visionfleet.pipeline.location import Location
 
+SUMMARY = "_SUMMARY.json"
 SUCCESS = "_SUCCESS.json"
 REPORT = "_REPORT.json"
 PLAN_DIR = "_plan"

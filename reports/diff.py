@@ -165,8 +165,8 @@ def summarize(tally: Tally, old: JobOutput, new: JobOutput, written: int) -> dic
 
 def _side(output: JobOutput) -> dict:
     s = output.summary
-    return {"root": output.root, "job_id": s.get("job_id"), "total": s.get("total"), "ok": s.get("ok"),
-            "errors": s.get("errors"), **output.engine}
+    return {"root": output.root, "job_id": s.get("job_id"), "state": s.get("state", "succeeded"),
+            "total": s.get("total"), "ok": s.get("ok"), "errors": s.get("errors"), **output.engine}
 
 
 def _matrix(transitions: Counter, frequency: Counter) -> dict:

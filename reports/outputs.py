@@ -1,4 +1,7 @@
-"""A finished job's output, read as the output contract says: ``_SUCCESS.json`` and the parts it lists."""
+"""An ended job's output, read as the output contract says: its summary and the parts it lists.
+
+The summary is ``_SUCCESS.json`` for a job that succeeded, and ``_SUMMARY.json`` for any job that ended
+(a failed one has only that; a job that succeeded before ``_SUMMARY.json`` existed has only the other)."""
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,18 +16,26 @@ MAX_RECORD_CHARS = 1 << 20  # one record's line; the worker writes far less (a U
 @dataclass(frozen=True)
 class JobOutput:
     root: str  # DEST/<job_id>
-    summary: dict  # its _SUCCESS.json
+    summary: dict  # its _SUCCESS.json or _SUMMARY.json
 
     @classmethod
     def open(cls, root: str) -> "JobOutput":
         root = root.rstrip("/")
         storage = storage_for(root)
-        success = layout.child(root, layout.SUCCESS)
-        if not storage.exists(success):
-            raise VisionfleetError(
-                f"{root} is not a finished job's output: it has no {layout.SUCCESS}. Give DEST/<job_id> of a job "
-                "that succeeded (`visionfleet jobs` lists them; a running job writes it when it ends)")
-        return cls(root, json.loads(storage.read(success)))
+        for name in (layout.SUCCESS, layout.SUMMARY):
+            if storage.exists(summary := layout.child(root, name)):
+                return cls(root, json.loads(storage.read(summary)))
+        raise VisionfleetError(
+            f"{root} is not an ended job's output: it has no {layout.SUCCESS} or {layout.SUMMARY}. Give DEST/<job_id> "
+            "of a job that ended (`visionfleet jobs` lists them; a running job writes them when it ends)")
+
+    @property
+    def failed(self) -> str | None:
+        """Why the job failed (its summary's reason), or None if it succeeded: its records may be few, or
+        mostly errors."""
+        if self.summary.get("state", "succeeded") == "succeeded":
+            return None
+        return self.summary.get("reason") or "no reason recorded"
 
     @property
     def engine(self) -> dict:

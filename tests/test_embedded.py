@@ -8,7 +8,7 @@ from PIL import Image
 
 from bench.e2e_bench import make_photos
 from bench.samples import PHOTOS, bundled
-from tests.helpers import embedded_env, visionfleet
+from tests.helpers import embedded_env, linked_photos, visionfleet
 from tests.photos import KNOWN
 from visionfleet.checkpoints import open_store
 
@@ -215,3 +215,56 @@ def test_a_source_that_matches_no_image_is_refused_unless_allowed(tmp_path):
     allowed = visionfleet("relabel", str(tmp_path / "typo"), "--output", str(tmp_path / "labels"), "--allow-empty",
                           env=env)
     assert allowed.returncode == 0 and "succeeded 0/0" in allowed.stderr, allowed.stderr
+
+
+def test_a_job_of_non_images_exits_1_and_ends_failed_with_the_reason(tmp_path):
+    (tmp_path / "texts").mkdir()
+    for i in range(20):
+        (tmp_path / "texts" / f"{i:02d}.jpg").write_text(f"notes {i}: a text file named like a photo")
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(tmp_path / "texts"), "--output", str(tmp_path / "labels"), env=env)
+    assert result.returncode == 1, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    reason = ("20 of 20 records are errors (100%, over the job's --max-error-rate of 50%); most common: not an "
+              "image 20 (e.g. not an image")
+    assert f"{job_id}: failed 20/20 done, 20 errors" in result.stderr and f"({reason}" in result.stderr
+    status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
+    assert (status["state"], status["errors"]) == ("failed", 20) and status["reason"].startswith(reason)
+    root = tmp_path / "labels" / job_id
+    summary = json.loads((root / "_SUMMARY.json").read_text())
+    assert (summary["state"], summary["reason"], summary["error_kinds"]["not an image"]["count"]) == \
+        ("failed", status["reason"], 20)
+    assert not (root / "_SUCCESS.json").exists()  # a pipeline waiting for it never takes this job
+    compared = visionfleet("diff", str(root), str(root), "--output", str(tmp_path / "diff"), env=env)
+    assert compared.returncode == 0, compared.stderr
+    assert f"warning: the old job failed: {reason}" in compared.stdout
+    assert json.loads((tmp_path / "diff" / "diff.json").read_text())["new"]["state"] == "failed"
+
+
+def test_missing_inputs_stop_the_job_early_and_resume_labels_the_rest_once_they_exist(tmp_path):
+    photos = linked_photos(tmp_path, 1200)
+    manifest = tmp_path / "list.txt"
+    manifest.write_text("".join(f"{path}\n" for path in sorted(photos.iterdir())))
+    photos.rename(tmp_path / "elsewhere")  # the manifest points at a folder that is not there (yet)
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(manifest), "--output", str(tmp_path / "labels"), "--shard-size", "1200",
+                         "--max-error-rate", "0.95", env=env)
+    assert result.returncode == 1, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
+    done = status["done"]
+    assert status["state"] == "failed" and status["ok"] == 0 and 1000 <= done < 1200, status
+    assert status["reason"].startswith(f"stopped early: the first {done} records committed are all errors of one "
+                                       f"kind, not found, e.g. no such file: {tmp_path / 'photos'}/00000")
+    assert f"; {1200 - done} of 1200 inputs left unlabelled. Fix the cause" in status["reason"]
+    assert f"`visionfleet resume {job_id} --output {tmp_path / 'labels'}` labels them" in status["reason"]
+    summary = json.loads((tmp_path / "labels" / job_id / "_SUMMARY.json").read_text())
+    assert (summary["state"], summary["unlabelled"], summary["errors"]) == ("failed", 1200 - done, done)
+
+    (tmp_path / "elsewhere").rename(photos)  # the cause fixed
+    again = visionfleet("resume", job_id, "--output", str(tmp_path / "labels"), env=env)
+    assert again.returncode == 0, again.stderr
+    status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
+    assert (status["state"], status["ok"], status["errors"]) == ("succeeded", 1200 - done, done)
+    summary = json.loads((tmp_path / "labels" / job_id / "_SUCCESS.json").read_text())
+    assert (summary["unlabelled"], summary["ok"], len(summary["parts"])) == (0, 1200 - done, len(set(summary["parts"])))

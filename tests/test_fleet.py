@@ -64,17 +64,51 @@ def test_bad_inputs_get_error_records_and_the_job_succeeds(bucket, fleet_env, wo
     manifest = "".join(f"oss://{bucket.bucket_name}/mixed/{n}\n" for n in names)
     bucket.put_object("lists/mixed.txt", manifest.encode())
     workers.start(1)
+    # Nearly all are bad: accepted (--max-error-rate 1), so the job succeeds with their records.
     job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/lists/mixed.txt", "--output",
-                     f"oss://{bucket.bucket_name}/out/", "--shard-size", "2")
+                     f"oss://{bucket.bucket_name}/out/", "--shard-size", "2", "--max-error-rate", "1")
     status = wait_for_job(fleet_env, workers, job_id)
     assert (status["state"], status["total"], status["errors"]) == ("succeeded", len(names), len(bad))
-    _, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    summary, records = read_output(oss_reader(bucket), f"oss://{bucket.bucket_name}/out/{job_id}")
+    assert {kind: e["count"] for kind, e in summary["error_kinds"].items()} == {
+        "empty file": 1, "not an image": 1, "truncated": 1, "too large": 1, "not found": 1}  # the OSS 404 too
     by_name = {r["uri"].rsplit("/", 1)[1]: r for r in records}
     assert len(records) == len(names) == len(by_name)
     for name, (_, words) in bad.items():
         assert by_name[name]["status"] == "error", by_name[name]
         assert words.lower() in by_name[name]["error"].lower(), by_name[name]
     assert by_name["chelsea.png"]["status"] == "ok"
+
+
+def test_missing_keys_stop_the_job_early_and_every_worker_on_it_stops(bucket, fleet_env, workers):
+    """2,500 keys that are not there, in 10 shards, two workers: the job stops once its first 1,000
+    records are all "not found"; the shards still running stop at their next commit, the queued ones
+    are dropped, and what the summary lists is all the store counted."""
+    manifest = "".join(f"oss://{bucket.bucket_name}/gone/{i:04d}.jpg\n" for i in range(2500))
+    bucket.put_object("lists/gone.txt", manifest.encode())
+    workers.start(2)
+    result = visionfleet("relabel", f"oss://{bucket.bucket_name}/lists/gone.txt", "--output",
+                         f"oss://{bucket.bucket_name}/out/", "--shard-size", "250", "--wait", env=fleet_env)
+    assert result.returncode == 1, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    status = json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)
+    done = status["done"]
+    assert (status["state"], status["ok"]) == ("failed", 0) and 1000 <= done < 2500, status
+    assert status["reason"].startswith(f"stopped early: the first {done} records committed are all errors of one "
+                                       f"kind, not found, e.g. cannot read oss://{bucket.bucket_name}/gone/"), status
+    assert f"; {2500 - done} of 2500 inputs left unlabelled." in status["reason"]
+    root = f"oss://{bucket.bucket_name}/out/{job_id}"
+    summary = json.loads(bucket.get_object(f"out/{job_id}/_SUMMARY.json").read())
+    assert (summary["state"], summary["errors"], summary["unlabelled"]) == ("failed", done, 2500 - done)
+    assert not bucket.object_exists(f"out/{job_id}/_SUCCESS.json")
+
+    def no_worker_on_it() -> bool:
+        return json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)["workers"] == []
+
+    wait_until(no_worker_on_it, 60, "the workers to leave the job")
+    assert json.loads(visionfleet("status", job_id, "--json", env=fleet_env).stdout)["done"] == done
+    records = [line for part in summary["parts"] for line in oss_reader(bucket)(f"{root}/{part}").splitlines()]
+    assert len(records) == done and all(w.poll() is None for w in workers.procs)
 
 
 @pytest.fixture

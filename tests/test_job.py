@@ -43,7 +43,8 @@ def test_the_planner_stores_one_job_in_the_flat_shape_and_a_real_store_gives_it_
     assert stored == sqlite.job_meta(job_id)
     assert stored.keys() == {"source", "output", "model", "top_k", "shard_size", "all_files", "cache", "runtime",
                              "precision", "calibration", "allow_empty", "include", "exclude", "job_id",
-                             "created_at", "shard_lists", "schema", "output_format"}  # the old meta, plus two
+                             "created_at", "shard_lists", "schema", "output_format",
+                             "max_error_rate"}  # the old meta, plus three
     assert (stored["output"], stored["shard_lists"], stored["schema"]) == (str(tmp_path / "out" / job_id), "jsonl", 1)
     job = Job.from_dict(stored)
     assert (job.job_id, job.root, job.spec.include, job.shard_lists) == (job_id, stored["output"], ("*.jpg",), "jsonl")
@@ -142,6 +143,12 @@ def test_a_job_stored_before_output_formats_writes_json_lines(tmp_path):
     job = Job.from_dict(stored)
     assert job.spec.output_format == "jsonl"
     assert job.sink().part_name(0, 0, 5, "t") == "part-000000-0000000-0000005-tt.jsonl"
+
+
+def test_a_job_stored_before_the_error_rate_accepts_any_share_as_it_ran():
+    stored = {k: v for k, v in a_job(max_error_rate=0.5).to_dict().items() if k != "max_error_rate"}
+    assert Job.from_dict(stored).spec.max_error_rate == 1
+    assert Job.from_dict(json.loads(json.dumps(a_job(max_error_rate=0.0).to_dict()))).spec.max_error_rate == 0
 
 
 def test_an_output_format_no_worker_writes_is_refused_before_anything_is_planned(tmp_path):

@@ -124,7 +124,7 @@ def test_diff_refuses_a_folder_that_is_not_a_finished_job(tmp_path):
         JobOutput.open(str(tmp_path / "half"))
     result = visionfleet("diff", str(tmp_path / "half"), str(tmp_path / "half"), "--output", str(tmp_path / "r"),
                          env={"PATH": os.environ["PATH"], "VISIONFLEET_HOME": str(tmp_path / "home")})
-    assert result.returncode == 2 and "is not a finished job's output" in result.stderr
+    assert result.returncode == 2 and "is not an ended job's output" in result.stderr
 
 
 @pytest.mark.slow

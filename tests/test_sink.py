@@ -49,10 +49,16 @@ def test_checkpoint_copies_round_trip_for_resume(root):
     assert dict(sink.checkpoints()) == copies
 
 
-def test_finalise_writes_the_summary(root):
-    sink_for(root).finalise({"job_id": "job1", "parts": ["a"]})
-    written = Location.parse(root).storage.read(f"{root}/_SUCCESS.json")
-    assert written == json.dumps({"job_id": "job1", "parts": ["a"]}, indent=1).encode()
+def test_finalise_writes_the_summary_and_success_only_for_a_job_that_succeeded(root):
+    storage = Location.parse(root).storage
+    failed = {"job_id": "job1", "state": "failed", "parts": ["a"]}
+    sink_for(root).finalise(failed)
+    assert storage.read(f"{root}/_SUMMARY.json") == json.dumps(failed, indent=1).encode()
+    assert not storage.exists(f"{root}/_SUCCESS.json")  # a pipeline waiting for it never takes this job
+    succeeded = {**failed, "state": "succeeded", "parts": ["a", "b"]}  # resumed to its end
+    sink_for(root).finalise(succeeded)
+    for name in ("_SUMMARY.json", "_SUCCESS.json"):
+        assert storage.read(f"{root}/{name}") == json.dumps(succeeded, indent=1).encode()
 
 
 def test_an_unknown_format_names_the_known_ones(tmp_path):

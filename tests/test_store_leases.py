@@ -1,5 +1,6 @@
 """The shard leases' contract (``checkpoints.shard_leases.ShardLeases``): leases, fencing, checkpoints, commits,
 on SQLite and on Redis."""
+from visionfleet.checkpoints.job_book import ErrorKind
 from visionfleet.checkpoints.shard_leases import Checkpoint
 
 pytest_plugins = ["tests.stores"]  # the store fixtures: SQLite and Redis
@@ -167,3 +168,44 @@ def test_a_shard_failed_before_the_store_was_lost_is_reopened_after_the_rebuild(
     assert store.reopen(job_id, [1]) == [1]
     p = store.progress(job_id)
     assert (p.failed_shards, p.complete, p.done) == ({}, False, 3)
+
+
+def test_commits_count_errors_by_kind_keeping_the_first_example_and_a_retry_or_stale_commit_adds_none(store, job_id):
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=9, shards=2)
+    assert store.error_kinds(job_id) == {}
+    lease = store.acquire(job_id, 0, "w1", ttl_s=60)
+    first = {"not found": ErrorKind(2, "no such file: /a.jpg"), "corrupt": ErrorKind(1, "corrupt JPEG image: x")}
+    assert store.commit(job_id, 0, lease.token, offset=4, ok=1, errors=3, part="p-0-4", done=False, ttl_s=60,
+                        kinds=first)
+    assert store.commit(job_id, 0, lease.token, offset=4, ok=1, errors=3, part="p-0-4", done=False, ttl_s=60,
+                        kinds=first)  # its reply was lost: the same commit again counts once
+    other = store.acquire(job_id, 1, "w2", ttl_s=60)
+    assert store.commit(job_id, 1, other.token, offset=3, ok=0, errors=3, part="p1-0-3", done=True, ttl_s=60,
+                        kinds={"not found": ErrorKind(3, "no such file: /b.jpg")})
+    stale = store.acquire(job_id, 0, "w1", ttl_s=60)  # a new token: the first is stale now
+    assert not store.commit(job_id, 0, lease.token, offset=6, ok=0, errors=2, part="p-4-6", done=False, ttl_s=60,
+                            kinds={"not found": ErrorKind(2, "no such file: /c.jpg")})
+    assert store.error_kinds(job_id) == {"not found": ErrorKind(5, "no such file: /a.jpg"),
+                                         "corrupt": ErrorKind(1, "corrupt JPEG image: x")}
+    assert stale is not None and store.progress(job_id).errors == 6
+    store.purge(job_id)
+    assert store.error_kinds(job_id) == {}
+
+
+def test_a_failed_job_takes_no_commit_until_it_is_reopened(store, job_id):
+    """A job stopped early: its summary lists what it had, so a worker still on it commits nothing more."""
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=6, shards=1)
+    lease = store.acquire(job_id, 0, "w1", ttl_s=60)
+    assert commit(store, job_id, lease, 2, errors=2, part="a")
+    store.set_state(job_id, "failed", "stopped early")
+    gone = {"not found": ErrorKind(2, "no such file: /x.jpg")}
+    assert not store.commit(job_id, 0, lease.token, offset=4, ok=0, errors=2, part="b", done=False, ttl_s=60,
+                            kinds=gone)
+    p = store.progress(job_id)
+    assert (p.done, store.parts(job_id), store.checkpoint(job_id, 0).offset, store.error_kinds(job_id)) == \
+        (2, ["a"], 2, {})
+    assert store.reopen(job_id, []) == []  # `resume`: the job runs again
+    assert store.commit(job_id, 0, lease.token, offset=4, ok=0, errors=2, part="b", done=False, ttl_s=60, kinds=gone)
+    assert store.progress(job_id).done == 4 and store.error_kinds(job_id) == gone

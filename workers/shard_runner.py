@@ -4,7 +4,11 @@ A commit is: write the output part for the range just done, move the
 checkpoint (fenced by the lease token), then write the checkpoint's durable
 copy under the job's output. If the checkpoint move is refused, another
 worker owns the shard now: this one deletes its orphan part and stops.
-On drain it commits what it has, hands the lease back and stops.
+On drain it commits what it has, hands the lease back and stops. After each
+commit it looks at the job: cancelled or failed meanwhile, it stops there; a
+job whose first records are all errors of one kind it stops early itself
+(``checkpoints.finalize.stop_early_if_due``), and the store then refuses the
+job's commits, so every other worker on it stops at its next one.
 An infrastructure fault (``pipeline.faults``) never fails the shard: a
 commit's step waits it out in place, renewing the lease meanwhile; a fault
 anywhere else hands the lease back and leaves the waiting to the task.
@@ -16,11 +20,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from visionfleet.checkpoints.finalize import finalize_if_complete
+from visionfleet.checkpoints.finalize import finalize_if_complete, stop_early_if_due
 from visionfleet.checkpoints.hooks import NO_HOOKS, Commit, Hooks
+from visionfleet.checkpoints.job_book import ErrorKind, Progress
 from visionfleet.checkpoints.shard_leases import Checkpoint, Lease
 from visionfleet.checkpoints.state import StateStore
 from visionfleet.pipeline import shard_lists
+from visionfleet.pipeline.error_kinds import kind_of
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
@@ -38,6 +44,7 @@ class Outcome(enum.Enum):
     LOST_LEASE = "lost"        # our commit was refused: someone else took over
     FAILED = "failed"          # ended with an error that retrying will not fix
     CANCELLED = "cancelled"    # the job was cancelled: stop, the message is done
+    STOPPED = "stopped"        # the job failed meanwhile (e.g. stopped early): stop, the message is done
     UNKNOWN_JOB = "unknown"    # no such job in the state store
 
 
@@ -72,8 +79,8 @@ class ShardRun:
     def run(self, job: Job, index: int) -> Outcome:
         """Shard ``index`` of ``job``, which the task read once from the store."""
         job_id = job.job_id
-        if self._cancelled(job_id):
-            return Outcome.CANCELLED
+        if (ended := _ended(self.store.progress(job_id))) is not None:
+            return ended
         lease = self.store.acquire(job_id, index, self.owner, self.settings.lease_ttl_s)
         if lease is None:
             return Outcome.BUSY
@@ -102,10 +109,6 @@ class ShardRun:
             finalize_if_complete(self.store, job_id, self._hooks)
         return outcome
 
-    def _cancelled(self, job_id: str) -> bool:
-        progress = self.store.progress(job_id)
-        return progress is not None and progress.state == "cancelled"
-
     def _release_if_possible(self, shard: _Shard) -> None:
         try:
             self.store.release(shard.job_id, shard.index, shard.lease.token)
@@ -131,12 +134,13 @@ class ShardRun:
             due = len(records) >= every or self._clock() - since >= self.settings.commit_interval_s
             if stop or due or end == len(shard.uris):
                 if not self._commit(shard, records, done=end == len(shard.uris), busy_s=self._clock() - since):
-                    return Outcome.LOST_LEASE
+                    return self._refused(shard)
                 self.activity.committed(len(records))
                 start, records, since, every = end, [], self._clock(), self.settings.commit_every
-            if (due or stop) and end < len(shard.uris) and self._cancelled(shard.job_id):
-                self.store.release(shard.job_id, shard.index, shard.lease.token)
-                return Outcome.CANCELLED
+                ended = self._job_ended(shard)
+                if ended is not None and end < len(shard.uris):
+                    self.store.release(shard.job_id, shard.index, shard.lease.token)
+                    return ended
             if stop and end < len(shard.uris):
                 self.store.release(shard.job_id, shard.index, shard.lease.token)
                 log.info("shard handed back", extra={"job_id": shard.job_id, "shard": shard.index, "offset": end})
@@ -144,6 +148,25 @@ class ShardRun:
         if start != len(shard.uris):  # the labeller owes one record per input
             raise RuntimeError(f"shard {shard.index}: {start} records for {len(shard.uris)} inputs")
         return Outcome.DONE
+
+    def _job_ended(self, shard: _Shard) -> Outcome | None:
+        """After a commit: whether the job has ended meanwhile (cancelled, or failed), or ends now, stopped
+        early by what its first records say (``finalize.stop_early_if_due``); None while it goes on."""
+        progress = self.store.progress(shard.job_id)
+        if progress is None:  # purged meanwhile: the next commit is refused
+            return None
+        ended = _ended(progress)
+        if ended is None and stop_early_if_due(self.store, shard.job, progress, self._hooks):
+            ended = Outcome.STOPPED
+        return ended
+
+    def _refused(self, shard: _Shard) -> Outcome:
+        """A refused commit: the lease is lost, or the job failed meanwhile (the store then takes none)."""
+        if _ended(self.store.progress(shard.job_id)) is not Outcome.STOPPED:
+            return Outcome.LOST_LEASE
+        self._release_if_possible(shard)
+        log.info("job failed meanwhile: shard stopped", extra={"job_id": shard.job_id, "shard": shard.index})
+        return Outcome.STOPPED
 
     def _commit(self, shard: _Shard, records: list[dict], *, done: bool, busy_s: float = 0.0) -> bool:
         start = shard.committed.offset
@@ -159,9 +182,11 @@ class ShardRun:
                 return False
         errors = sum(r["status"] == "error" for r in records)
         commit = Commit(shard.job_id, shard.index, ok=len(records) - errors, errors=errors, done=done, busy_s=busy_s)
-        committed = self._ride_out(shard, lambda: self._commit_step(shard, end, commit, part))
+        kinds = _error_kinds(records)
+        committed = self._ride_out(shard, lambda: self._commit_step(shard, end, commit, part, kinds))
         if not committed:
-            log.warning("commit refused: lease lost", extra={"job_id": shard.job_id, "shard": shard.index})
+            log.warning("commit refused: lease lost, or the job failed", extra={"job_id": shard.job_id,
+                                                                                "shard": shard.index})
             if part:
                 shard.sink.delete_part(part)
             return False
@@ -185,12 +210,13 @@ class ShardRun:
         with self._hooks.timed("write"):
             return shard.sink.write_part(shard.index, start, end, shard.lease.token, records)
 
-    def _commit_step(self, shard: _Shard, end: int, commit: Commit, part: str | None) -> bool:
+    def _commit_step(self, shard: _Shard, end: int, commit: Commit, part: str | None,
+                     kinds: dict[str, ErrorKind]) -> bool:
         usage = self._hooks.usage(commit)  # the ledger's row, in the commit's own transaction
         with self._hooks.timed("commit"):
             return self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end, ok=commit.ok,
                                      errors=commit.errors, part=part, done=commit.done,
-                                     ttl_s=self.settings.lease_ttl_s, usage=usage)
+                                     ttl_s=self.settings.lease_ttl_s, usage=usage, kinds=kinds)
 
     def _renew(self, shard: _Shard) -> None:
         """Between pauses of a wait that holds the lease: keep it, so no one takes the shard over (and
@@ -230,3 +256,17 @@ class ShardRun:
         return (f"workers died or stalled {shard.lease.takeovers} times on this shard without progress past "
                 f"input {offset} of {len(shard.uris)} (next: {shard.uris[offset]}); an input there may crash "
                 "the decoder or the model, or the worker may run out of memory")
+
+
+def _ended(progress: Progress | None) -> Outcome | None:
+    """What a worker on the job does when it has ended, cancelled or failed (e.g. stopped early): stop."""
+    return {"cancelled": Outcome.CANCELLED, "failed": Outcome.STOPPED}.get(progress.state) if progress else None
+
+
+def _error_kinds(records: list[dict]) -> dict[str, ErrorKind]:
+    """The records' errors by kind, each kind with its first reason (the job keeps its first example)."""
+    kinds: dict[str, ErrorKind] = {}
+    for record in records:
+        if record["status"] == "error":
+            kinds.setdefault(kind_of(record["error"]), ErrorKind(0, record["error"])).count += 1
+    return kinds

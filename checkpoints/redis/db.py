@@ -30,7 +30,7 @@ class RedisDb:
         k = self._keys
         shards = int(self._r.hget(k.job(job_id), "shards") or 0)
         names = [k.job(job_id), k.job_parts(job_id), k.job_failed(job_id), k.job_timeline(job_id),
-                 k.job_seconds(job_id), k.job_machines(job_id)]
+                 k.job_seconds(job_id), k.job_machines(job_id), k.job_errors(job_id)]
         names += (name for i in range(shards) for name in (k.shard(job_id, i), k.shard_parts(job_id, i)))
         for start in range(0, len(names), 10_000):
             pipe = self._r.pipeline(transaction=False)

@@ -4,7 +4,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 
-from visionfleet.checkpoints.job_book import FINAL_STATES, INTERRUPTED, JobBook, Progress, derive_state
+from visionfleet.checkpoints.job_book import FINAL_STATES, INTERRUPTED, ErrorKind, JobBook, Progress, derive_state
 from visionfleet.checkpoints.redis.db import RedisDb
 
 
@@ -92,3 +92,8 @@ class RedisJobBook(RedisDb, JobBook):
 
     def parts(self, job_id: str) -> list[str]:
         return sorted(self._r.smembers(self._keys.job_parts(job_id)))
+
+    def error_kinds(self, job_id: str) -> dict[str, ErrorKind]:
+        h = self._r.hgetall(self._keys.job_errors(job_id))
+        return {kind: ErrorKind(int(count), h.get(f"{kind}|example", "")) for kind, count in h.items()
+                if not kind.endswith("|example")}

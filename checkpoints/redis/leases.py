@@ -1,6 +1,7 @@
 """Shard leases on Redis: each shard's hash and part list; acquire, commit, fail, reopen and release are scripts.
 
 The commit script carries the run ledger's usage (``usage.lua``), so both are one atomic step."""
+from visionfleet.checkpoints.job_book import ErrorKind
 from visionfleet.checkpoints.redis.db import RedisDb
 from visionfleet.checkpoints.run_ledger import SECONDS_KEPT, Usage
 from visionfleet.checkpoints.shard_leases import Checkpoint, Lease, ShardLeases, new_token
@@ -21,13 +22,15 @@ class RedisLeases(RedisDb, ShardLeases):
                           done=done == "1", failed=failed or None)
 
     def commit(self, job_id: str, shard: int, token: str, *, offset: int, ok: int, errors: int,
-               part: str | None, done: bool, ttl_s: float, usage: Usage | None = None) -> bool:
+               part: str | None, done: bool, ttl_s: float, usage: Usage | None = None,
+               kinds: dict[str, ErrorKind] | None = None) -> bool:
         k = self._keys
         machine, busy_s = (usage.machine, usage.busy_s) if usage is not None else ("", 0.0)
+        by_kind = [value for kind, e in (kinds or {}).items() for value in (kind, e.count, e.example)]
         return bool(self._lua["commit"](
             keys=[k.shard(job_id, shard), k.job(job_id), k.job_parts(job_id), k.shard_parts(job_id, shard),
-                  k.job_timeline(job_id), k.job_machines(job_id), k.job_seconds(job_id)],
-            args=[token, offset, ok, errors, part or "", int(done), ttl_s, machine, busy_s, SECONDS_KEPT],
+                  k.job_timeline(job_id), k.job_machines(job_id), k.job_seconds(job_id), k.job_errors(job_id)],
+            args=[token, offset, ok, errors, part or "", int(done), ttl_s, machine, busy_s, SECONDS_KEPT, *by_kind],
         ))
 
     def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:

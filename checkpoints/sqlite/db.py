@@ -23,11 +23,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS parts_by_name ON parts (job_id, name);
 CREATE TABLE IF NOT EXISTS workers (owner TEXT PRIMARY KEY, info TEXT NOT NULL, alive_until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS timeline (job_id TEXT, minute INT, images INT, PRIMARY KEY (job_id, minute));
 CREATE TABLE IF NOT EXISTS seconds (job_id TEXT, second INT, images INT, PRIMARY KEY (job_id, second));
+CREATE TABLE IF NOT EXISTS error_kinds (job_id TEXT, kind TEXT, count INT, example TEXT, PRIMARY KEY (job_id, kind));
 CREATE TABLE IF NOT EXISTS machines (job_id TEXT, host TEXT, images INT, busy_s REAL, first_at REAL, last_at REAL,
   PRIMARY KEY (job_id, host));
 CREATE TABLE IF NOT EXISTS purged (job_id TEXT PRIMARY KEY, purged_at REAL NOT NULL, expires_at REAL NOT NULL);
 """
-JOB_TABLES = ("jobs", "shards", "parts", "timeline", "seconds", "machines")
+JOB_TABLES = ("jobs", "shards", "parts", "timeline", "seconds", "machines", "error_kinds")
 # Columns added after the first release: a state file from then gains them on open.
 _ADDED = {"shards": {"alive_until": "REAL", "inflight": "INT DEFAULT 0"}, "workers": {"sweep_at": "REAL"},
           "jobs": {"seen_at": "REAL", "expires_at": "REAL", "redone": "INT DEFAULT 0", "takeovers": "INT DEFAULT 0",

@@ -3,7 +3,7 @@ the tombstones of purged jobs (``purged``)."""
 import json
 import time
 
-from visionfleet.checkpoints.job_book import FINAL_STATES, INTERRUPTED, JobBook, Progress, derive_state
+from visionfleet.checkpoints.job_book import FINAL_STATES, INTERRUPTED, ErrorKind, JobBook, Progress, derive_state
 from visionfleet.checkpoints.sqlite.db import JOB_TABLES, SqliteDb
 
 
@@ -81,3 +81,7 @@ class SqliteJobBook(SqliteDb, JobBook):
 
     def parts(self, job_id: str) -> list[str]:
         return [r[0] for r in self._all("SELECT name FROM parts WHERE job_id = ? ORDER BY name", job_id)]
+
+    def error_kinds(self, job_id: str) -> dict[str, ErrorKind]:
+        rows = self._all("SELECT kind, count, example FROM error_kinds WHERE job_id = ?", job_id)
+        return {kind: ErrorKind(count, example) for kind, count, example in rows}

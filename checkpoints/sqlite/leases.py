@@ -2,6 +2,7 @@
 transaction."""
 import time
 
+from visionfleet.checkpoints.job_book import ErrorKind
 from visionfleet.checkpoints.run_ledger import Usage
 from visionfleet.checkpoints.shard_leases import Checkpoint, Lease, ShardLeases, new_token
 from visionfleet.checkpoints.sqlite.db import SqliteDb
@@ -46,14 +47,20 @@ class SqliteLeases(SqliteDb, ShardLeases):
                          (job_id, shard)).fetchone()
         return row if row is not None and row[0] == token and not row[1] else None
 
+    @staticmethod
+    def _stopped(db, job_id: str) -> bool:
+        """A failed job stopped (early, or its model cannot run): its summary lists what it had."""
+        return db.execute("SELECT 1 FROM jobs WHERE job_id = ? AND state = 'failed'", (job_id,)).fetchone() is not None
+
     def commit(self, job_id: str, shard: int, token: str, *, offset: int, ok: int, errors: int,
-               part: str | None, done: bool, ttl_s: float, usage: Usage | None = None) -> bool:
+               part: str | None, done: bool, ttl_s: float, usage: Usage | None = None,
+               kinds: dict[str, ErrorKind] | None = None) -> bool:
         now = time.time()
         with self._tx() as db:
             if part and db.execute("SELECT 1 FROM parts WHERE job_id = ? AND name = ?", (job_id, part)).fetchone():
                 return True  # this very commit went through already (a retry): count it once
             held = self._held(db, job_id, shard, token)
-            if held is None:
+            if held is None or self._stopped(db, job_id):
                 return False
             db.execute('UPDATE shards SET "offset" = ?, ok = ok + ?, errors = errors + ?, lease_until = ?, inflight = 0, '
                        "takeovers = CASE WHEN ? > ? THEN 0 ELSE takeovers END WHERE job_id = ? AND idx = ?",
@@ -68,6 +75,10 @@ class SqliteLeases(SqliteDb, ShardLeases):
                 db.execute("UPDATE jobs SET shards_done = shards_done + 1 WHERE job_id = ?", (job_id,))
             if usage is not None:
                 record_usage(db, job_id, usage, ok + errors, now)
+            for kind, e in (kinds or {}).items():
+                db.execute("INSERT INTO error_kinds (job_id, kind, count, example) VALUES (?, ?, ?, ?) "
+                           "ON CONFLICT (job_id, kind) DO UPDATE SET count = count + excluded.count",
+                           (job_id, kind, e.count, e.example))
             return True
 
     def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:

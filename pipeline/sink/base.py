@@ -7,7 +7,7 @@ when every shard has ended); nothing needs preparing before the first part,
 so there is no ``on_write_start``. A format is a subclass that gives the
 parts' extension and bytes. Where files go (``pipeline.layout``), what is
 atomic, and the files that are JSON whatever the format (checkpoint copies,
-``_SUCCESS.json``) are the same for every format, so they live here.
+``_SUMMARY.json``, ``_SUCCESS.json``) are the same for every format, so they live here.
 """
 import json
 from abc import ABC, abstractmethod
@@ -53,6 +53,10 @@ class OutputSink(ABC):
             return list(pool.map(lambda uri: (layout.checkpoint_shard(uri), json.loads(storage.read(uri))), files))
 
     def finalise(self, summary: dict) -> None:
-        """``_SUCCESS.json``, the job's summary: it lists the parts that are output, and its presence says
-        the output is finished."""
-        self.root.storage.write(layout.child(self.root, layout.SUCCESS), json.dumps(summary, indent=1).encode())
+        """The job's summary, which lists the parts that are output: ``_SUMMARY.json`` for every job that
+        ended, then the same as ``_SUCCESS.json`` if its ``state`` is ``succeeded``, whose presence says
+        the output is finished and good (a pipeline waiting for it never takes a failed job)."""
+        data = json.dumps(summary, indent=1).encode()
+        self.root.storage.write(layout.child(self.root, layout.SUMMARY), data)
+        if summary["state"] == "succeeded":
+            self.root.storage.write(layout.child(self.root, layout.SUCCESS), data)
