@@ -8,6 +8,7 @@ wrong folder, a missing mount, a key without rights) stops there instead of labe
 the same error. A rate of 1 accepts any share, and turns the early stop off.
 """
 from visionfleet.checkpoints.job_book import ErrorKind, Progress
+from visionfleet.pipeline.words import count
 
 EARLY_STOP_RECORDS = 1000
 EXAMPLE_CHARS = 300  # of one kind's example reason in a state's reason: a URI may be 4 KB
@@ -69,7 +70,7 @@ def kinds_line(progress: Progress, kinds: dict[str, ErrorKind]) -> str:
     parts = [f"{kind} {e.count}" + (f" (e.g. {_short(e.example)})" if i == 0 else "")
              for i, (kind, e) in enumerate(shown)]
     if len(kinds) > _KINDS_SHOWN:
-        parts.append(f"{len(kinds) - _KINDS_SHOWN} other kind(s)")
+        parts.append(count(len(kinds) - _KINDS_SHOWN, "other kind"))
     uncounted = progress.errors - sum(e.count for e in kinds.values())
     if uncounted > 0:
         parts.append(f"kind not recorded {uncounted}")
