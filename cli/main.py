@@ -69,14 +69,12 @@ def _job(job_id: str):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(purged))
         raise VisionfleetError(
             f"job {job_id} was purged at {when} (`visionfleet purge`): the state store keeps nothing of it; its "
-            f"labels and _SUCCESS.json stay under DEST/{job_id}/, and `visionfleet resume {job_id} --output DEST` "
-            "brings its state back")
+            f"labels stay under DEST/{job_id}/, and `visionfleet resume {job_id} --output DEST` brings its state back")
     if progress is None:
         raise VisionfleetError(
             f"no job {job_id!r} in the state store; check the id and VISIONFLEET_BROKER_URL. An ended job's "
             "state is kept for VISIONFLEET_JOB_TTL_S (7 days by default) or until `visionfleet purge`; its "
-            f"labels and _SUCCESS.json stay under DEST/{job_id}/, and `visionfleet resume {job_id} --output DEST` "
-            "brings its state back")
+            f"labels stay under DEST/{job_id}/, and `visionfleet resume {job_id} --output DEST` brings its state back")
     return store, progress
 
 
