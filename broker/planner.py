@@ -87,16 +87,17 @@ def _check_readable(manifest: str) -> None:
 
 
 def _check_local_output(folder: str) -> None:
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except FileExistsError:
-        raise ConfigError(f"--output {folder} is a file; give a folder (created if missing) or "
-                          "oss://bucket/prefix/") from None
-    except OSError as exc:
-        raise ConfigError(f"--output {folder} cannot be created ({exc.strerror}); give a folder you can "
-                          "write to, or oss://bucket/prefix/") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output {folder} is not writable by this user; give a folder you can write to")
+    """The output folder can be made and written by this user, checked without making it: nothing is
+    written to DEST before planning starts (a later check may still refuse the job)."""
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"--output {folder}: {existing} is a file; give a folder (created if missing) or "
+                          "oss://bucket/prefix/")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable by this user" if existing == folder else f"cannot be created in {existing}"
+        raise ConfigError(f"--output {folder} {what}; give a folder you can write to, or oss://bucket/prefix/")
 
 
 def chunks(uris: Iterator[str], size: int) -> Iterator[list[str]]:

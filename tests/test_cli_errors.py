@@ -23,8 +23,16 @@ def test_an_output_that_is_a_file_is_refused_before_planning(tmp_path):
     result = visionfleet("relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "labels.txt"), env=env)
     assert_clean_error(result, "labels.txt is a file; give a folder")
     result = visionfleet("relabel", str(tmp_path / "photos"), "-o", str(tmp_path / "labels.txt" / "sub"), env=env)
-    assert_clean_error(result, "cannot be created (Not a directory)")
+    assert_clean_error(result, "labels.txt/sub: ", "labels.txt is a file; give a folder")
     assert not (tmp_path / "home" / "state.db").exists()  # nothing was planned
+
+
+def test_a_bad_worker_setting_stops_an_embedded_run_before_its_output_folder_exists(tmp_path, photos):
+    dest = tmp_path / "new" / "labels"
+    result = visionfleet("relabel", str(photos), "-o", str(dest),
+                         env={**embedded_env(tmp_path), "VISIONFLEET_MAX_BATCH_SIZE": "abc"})
+    assert_clean_error(result, "VISIONFLEET_MAX_BATCH_SIZE")
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_redis_that_does_not_answer_is_named_with_its_password_hidden(tmp_path):
