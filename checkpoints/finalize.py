@@ -51,15 +51,17 @@ def stop_early_if_due(store: StateStore, job: Job, progress: Progress, hooks: Ho
     if not may_stop_early(progress, job.spec.max_error_rate):
         return False
     kinds = store.error_kinds(job.job_id)
-    resume = f"visionfleet resume {job.job_id} --output {shlex.quote(layout.dest_of(job.root, job.job_id))}"
-    reason = stopped_early(progress, kinds, resume)
+    dest = shlex.quote(layout.dest_of(job.root, job.job_id))
+    commands = (f"visionfleet resume {job.job_id} --output {dest}",
+                f"visionfleet relabel {shlex.quote(job.spec.source)} --output {dest}")
+    reason = stopped_early(progress, kinds, job.spec.max_error_rate, *commands)
     if reason is None:
         return False
     _write_summary(store, job, progress, "failed", reason)
     store.set_state(job.job_id, "failed", reason)
     frozen = store.progress(job.job_id)
     if (frozen.ok, frozen.errors) != (progress.ok, progress.errors):
-        reason = stopped_early(frozen, kinds, resume)
+        reason = stopped_early(frozen, kinds, job.spec.max_error_rate, *commands)
         _write_summary(store, job, frozen, "failed", reason)
         store.set_state(job.job_id, "failed", reason)
     _ended(store, job.job_id, "failed", reason, hooks)

@@ -43,17 +43,23 @@ def may_stop_early(progress: Progress, max_rate: float) -> bool:
     return max_rate < 1 and progress.ok == 0 and progress.done >= EARLY_STOP_RECORDS and not nothing_left
 
 
-def stopped_early(progress: Progress, kinds: dict[str, ErrorKind], resume: str) -> str | None:
+def stopped_early(progress: Progress, kinds: dict[str, ErrorKind], max_rate: float, resume: str,
+                  again: str) -> str | None:
     """The reason a job that ``may_stop_early`` stops, if its errors are all of one kind; else None.
-    ``resume``: the command that labels the rest once the cause is fixed."""
+    ``resume``: the command that labels the rest once the cause is fixed. Its error records stay, so a
+    job they already put over ``max_rate`` would fail again at its end: that one is run ``again`` instead."""
     if len(kinds) != 1:
         return None
     (kind, found), = kinds.items()
     hint = f" ({_HINTS[kind]})" if kind in _HINTS else ""
-    left = unlabelled(progress)
-    return (f"stopped early: the first {progress.done} records committed are all errors of one kind, "
-            f"{kind}, e.g. {_short(found.example)}; {left} of {progress.total}{'' if progress.planned else '+'} "
-            f"inputs left unlabelled. Fix the cause{hint}, then `{resume}` labels them")
+    total = f"{progress.total}{'' if progress.planned else '+'}"
+    head = (f"stopped early: the first {progress.done} records committed are all errors of one kind, "
+            f"{kind}, e.g. {_short(found.example)}; {unlabelled(progress)} of {total} inputs left unlabelled. "
+            f"Fix the cause{hint}, then ")
+    if progress.planned and progress.errors > max_rate * progress.total:
+        return (head + f"run the job again with its options (`{again} ...`): its {progress.errors} error records "
+                f"are over its --max-error-rate of {max_rate:.0%} already, so a resume would fail at its end")
+    return head + f"`{resume}` labels them"
 
 
 def unlabelled(progress: Progress) -> int:

@@ -64,10 +64,15 @@ def test_the_share_rule_and_the_early_stop_read_the_counts():
     assert not may_stop_early(progress(0, 1000, 5000), 1.0)  # any share accepted: no stop
     assert not may_stop_early(progress(0, 1000, 1000), 0.5)  # nothing left: the share rule ends it
     assert may_stop_early(progress(0, 1000, 1000, planned=False), 0.5)  # still listing: more to come
-    assert stopped_early(progress(0, 1000, 5000), kinds, "resume") is None  # two kinds
+    assert stopped_early(progress(0, 1000, 5000), kinds, 0.5, "resume", "again") is None  # two kinds
     one = {"not found": ErrorKind(1000, "no such file: /a.jpg")}
-    assert "4000 of 5000 inputs left unlabelled" in stopped_early(progress(0, 1000, 5000), one, "resume")
-    assert kinds_line(progress(0, 7, 7), {k: ErrorKind(1, "e") for k in "abcde"}).endswith("2 other kind(s), kind not "
+    reason = stopped_early(progress(0, 1000, 5000), one, 0.5, "resume", "again")
+    assert "4000 of 5000 inputs left unlabelled" in reason and reason.endswith("then `resume` labels them")
+    # 1,000 errors of 1,500 inputs stay over 50% whatever the rest gives: a resume would fail, so run it again
+    reason = stopped_early(progress(0, 1000, 1500), one, 0.5, "resume", "again")
+    assert reason.endswith("then run the job again with its options (`again ...`): its 1000 error records are "
+                           "over its --max-error-rate of 50% already, so a resume would fail at its end")
+    assert kinds_line(progress(0, 7, 7), {k: ErrorKind(1, "e") for k in "abcde"}).endswith("2 other kinds, kind not "
                                                                                           "recorded 2")
 
 
