@@ -27,14 +27,6 @@ def test_an_output_that_is_a_file_is_refused_before_planning(tmp_path):
     assert not (tmp_path / "home" / "state.db").exists()  # nothing was planned
 
 
-def test_a_bad_worker_setting_stops_an_embedded_run_before_its_output_folder_exists(tmp_path, photos):
-    dest = tmp_path / "new" / "labels"
-    result = visionfleet("relabel", str(photos), "-o", str(dest),
-                         env={**embedded_env(tmp_path), "VISIONFLEET_MAX_BATCH_SIZE": "abc"})
-    assert_clean_error(result, "VISIONFLEET_MAX_BATCH_SIZE")
-    assert not (tmp_path / "new").exists()
-
-
 def test_a_redis_that_does_not_answer_is_named_with_its_password_hidden(tmp_path):
     env = {**embedded_env(tmp_path), "VISIONFLEET_BROKER_URL": f"redis://:s3cret@127.0.0.1:{free_port()}/0",
            "VISIONFLEET_LOCAL_ROOTS": str(tmp_path)}
