@@ -43,6 +43,10 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # once: eight io_threads never wait on camera photos.
 DEFAULT_DECODE_BUDGET = 2**27
 
+# Names the pixels this module makes from a file: bump it with any change to decode, resize or crop that
+# changes a crop, and an incremental run labels again what an earlier version labelled.
+PREPROCESS = "1"
+
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 # BILINEAR (antialiased) is what torchvision's Resize does on PIL images, the

@@ -55,6 +55,11 @@ class JobSpec:
     # records are all errors of one kind also stops early (checkpoints.verdict). 1, what a job stored
     # before the rule ran with: any share, no early stop. `relabel` gives 0.5 unless told.
     max_error_rate: float = 1.0
+    embeddings: bool = False  # each ok record also carries the model's embedding of the image
+    # A model package's content digest, fixed when the job is planned: every record comes from those bytes.
+    model_digest: str | None = None
+    # A finished job's folder (DEST/<job_id>): inputs it labelled ok with this model, unchanged since, are skipped.
+    incremental_from: str | None = None
 
 
 @dataclass(frozen=True)

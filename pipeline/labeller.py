@@ -16,12 +16,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from visionfleet.pipeline.decode import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS
+from visionfleet.pipeline.decode import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, PREPROCESS
 from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.envvars import env_choice, env_int
 from visionfleet.pipeline.errors import InputError, RetryableError
 from visionfleet.pipeline.gpu_decode import DECODERS, Deferred, finish, pick_decoder
-from visionfleet.pipeline.labels import top_k
+from visionfleet.pipeline.labels import labels_of
 from visionfleet.pipeline.model import Model
 from visionfleet.pipeline.records import error_record, ok_record
 from visionfleet.pipeline.storage import storage_for
@@ -149,22 +149,32 @@ class Labeller:
     def _key(self, k: int, kind: str, value: str) -> str:
         return f"{self.model.info.name}:top{k}:{kind}:{value}"
 
-    def records(self, loaded: list[Loaded], k: int, cache: LabelCache | None = None) -> list[dict]:
-        """One record per loaded input, in order; at most one model batch."""
+    def records(self, loaded: list[Loaded], k: int, cache: LabelCache | None = None, *,
+                embeddings: bool = False) -> list[dict]:
+        """One record per loaded input, in order; at most one model batch. ``embeddings``: each ok record
+        also carries the model's embedding of its image (as floats)."""
         self._finish_decodes(loaded)
         crops = [item.crop for item in loaded if item.crop is not None]
-        predicted = iter(top_k(self._predict(crops), k, self.model.info.class_names) if crops else [])
-        name, out = self.model.info.name, []
+        predicted, vectors = iter(()), iter(())
+        if crops:
+            probs, embedded = self._predict(crops, embeddings)
+            predicted = iter(labels_of(probs, k, self.model.info))
+            vectors = iter(embedded.tolist() if embedded is not None else ())
+        info, out = self.model.info, []
         for item in loaded:
             if item.error is not None:
-                out.append(error_record(item.uri, item.error))
+                out.append(error_record(item.uri, item.error, info.name, info.version))
                 continue
             labels = item.labels
             if labels is None:
                 labels = next(predicted)
                 if cache is not None:
                     cache.put(item.cache_keys, labels)
-            out.append(ok_record(item.uri, labels, name))
+            record = ok_record(item.uri, labels, info.name, info.version)
+            record["preprocess"] = PREPROCESS
+            if embeddings:
+                record["embedding"] = next(vectors)
+            out.append(record)
         return out
 
     @staticmethod
@@ -181,10 +191,10 @@ class Labeller:
             else:
                 item.crop = crop
 
-    def _predict(self, crops: list[np.ndarray]) -> np.ndarray:
+    def _predict(self, crops: list[np.ndarray], embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
         BATCH_SIZE.observe(len(crops))
         with stage("infer"):
-            return self.model.checked_predict(np.stack(crops))
+            return self.model.checked_outputs(np.stack(crops), embeddings=embeddings)
 
     def warm_up(self) -> None:
         """One batch of the largest size through the model: first-run costs (memory plans, kernel
@@ -193,8 +203,11 @@ class Labeller:
         self.model.checked_predict(np.zeros((self.model.info.max_batch_size, side, side, 3), np.uint8))
 
     def label(self, uris: Iterable[str], k: int, cache: LabelCache | None = None,
-              check: Check | None = None) -> Iterator[dict]:
-        """One record per URI, in input order, yielded a batch at a time."""
+              check: Check | None = None, *, embeddings: bool = False) -> Iterator[dict]:
+        """One record per URI, in input order, yielded a batch at a time. With ``embeddings`` every image
+        goes through the model: the label cache holds labels, not embeddings, so it is not used."""
+        if embeddings:
+            cache = None
         pending: deque[Future] = deque()
         source = iter(uris)
         try:
@@ -207,9 +220,9 @@ class Labeller:
                 window.append(item)
                 images += item.crop is not None
                 if images == self.model.info.max_batch_size:
-                    yield from self.records(window, k, cache)
+                    yield from self.records(window, k, cache, embeddings=embeddings)
                     window, images = [], 0
-            yield from self.records(window, k, cache)
+            yield from self.records(window, k, cache, embeddings=embeddings)
         finally:
             for future in pending:
                 future.cancel()

@@ -1,7 +1,9 @@
-"""Postprocess: class probabilities to the top-k labels of the output contract."""
+"""Postprocess: class probabilities to the labels of the output contract (top k, or every class over a threshold)."""
 from importlib import resources
 
 import numpy as np
+
+from visionfleet.pipeline.model import ModelInfo
 
 
 def imagenet_class_names() -> list[str]:
@@ -22,3 +24,12 @@ def top_k(probs: np.ndarray, k: int, class_names: list[str]) -> list[list[dict]]
         [{"label": class_names[c], "class_id": int(c), "score": round(float(p[c]), 4)} for c in row]
         for row, p in zip(idx, probs)
     ]
+
+
+def labels_of(probs: np.ndarray, k: int, info: ModelInfo) -> list[list[dict]]:
+    """A record's labels for each row: a multi-label model's classes at or above its threshold, best first
+    (none is an answer), else the top ``k``."""
+    if info.threshold is None:
+        return top_k(probs, k, info.class_names)
+    return [[{"label": info.class_names[c], "class_id": int(c), "score": round(float(row[c]), 4)}
+             for c in np.argsort(-row, kind="stable") if row[c] >= info.threshold] for row in probs]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from visionfleet.pipeline.decode import Geometry
+from visionfleet.pipeline.errors import ConfigError
 
 
 @dataclass
@@ -23,6 +24,10 @@ class ModelInfo:
     max_batch_size: int = 32
     # How it runs (runtime, precision, int8 agreement): reported in _SUCCESS.json.
     engine: dict = field(default_factory=dict)
+    version: str | None = None  # every record names it (a package's model.json "version")
+    # Multi-label: a record's labels are the classes at or above this probability (sigmoid); None: top k.
+    threshold: float | None = None
+    embedding_dim: int | None = None  # the length of ``predict_embedded``'s vectors; None: it gives none
 
 
 class Model(ABC):
@@ -41,12 +46,30 @@ class Model(ABC):
         ``N`` never exceeds ``info.max_batch_size``; rows stay in input order.
         """
 
+    def predict_embedded(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``predict``'s probabilities and float32 ``(N, info.embedding_dim)`` embeddings, from one pass.
+
+        A model that sets ``info.embedding_dim`` implements it."""
+        raise ConfigError(f"model {self.info.name} gives no embeddings; run it without --embeddings")
+
     def checked_predict(self, batch: np.ndarray) -> np.ndarray:
         """``predict`` with the one-to-one contract enforced."""
+        return self.checked_outputs(batch, embeddings=False)[0]
+
+    def checked_outputs(self, batch: np.ndarray, *, embeddings: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities, and embeddings when asked for, with the one-to-one contract enforced."""
         if len(batch) > self.info.max_batch_size:
             raise ValueError(f"batch of {len(batch)} exceeds max_batch_size={self.info.max_batch_size}")
-        probs = self.predict(batch)
-        expected = (len(batch), len(self.info.class_names))
-        if probs.shape != expected:
-            raise ValueError(f"model {self.info.name} returned shape {probs.shape}, expected {expected}")
-        return probs
+        if embeddings:
+            if self.info.embedding_dim is None:
+                raise ConfigError(f"model {self.info.name} gives no embeddings; run it without --embeddings")
+            probs, vectors = self.predict_embedded(batch)
+            self._check_shape("embeddings", vectors, (len(batch), self.info.embedding_dim))
+        else:
+            probs, vectors = self.predict(batch), None
+        self._check_shape("probabilities", probs, (len(batch), len(self.info.class_names)))
+        return probs, vectors
+
+    def _check_shape(self, what: str, array: np.ndarray, expected: tuple[int, int]) -> None:
+        if array.shape != expected:
+            raise ValueError(f"model {self.info.name} returned {what} of shape {array.shape}, expected {expected}")

@@ -44,7 +44,8 @@ def test_the_planner_stores_one_job_in_the_flat_shape_and_a_real_store_gives_it_
     assert stored.keys() == {"source", "output", "model", "top_k", "shard_size", "all_files", "cache", "runtime",
                              "precision", "calibration", "allow_empty", "include", "exclude", "job_id",
                              "created_at", "shard_lists", "schema", "output_format",
-                             "max_error_rate"}  # the old meta, plus three
+                             "max_error_rate", "embeddings", "model_digest",
+                             "incremental_from"}  # the old meta, plus its later fields
     assert (stored["output"], stored["shard_lists"], stored["schema"]) == (str(tmp_path / "out" / job_id), "jsonl", 1)
     job = Job.from_dict(stored)
     assert (job.job_id, job.root, job.spec.include, job.shard_lists) == (job_id, stored["output"], ("*.jpg",), "jsonl")
@@ -58,12 +59,12 @@ def test_the_planner_stores_one_job_in_the_flat_shape_and_a_real_store_gives_it_
 
 def test_unknown_fields_are_ignored_with_one_warning_naming_them(caplog):
     job = a_job(f"newer-{uuid.uuid4().hex[:8]}")
-    newer = {**job.to_dict(), "schema": SCHEMA + 1, "priority": 3, "embeddings": {"dim": 512}}
+    newer = {**job.to_dict(), "schema": SCHEMA + 1, "priority": 3, "vectors": {"dim": 512}}
     with caplog.at_level(logging.WARNING, logger="visionfleet.pipeline.job"):
         assert Job.from_dict(newer) == job
         assert Job.from_dict(newer) == job  # every shard reads the job again: still one line
     (record,) = [r for r in caplog.records if r.name == "visionfleet.pipeline.job"]
-    assert record.levelno == logging.WARNING and record.fields == ["embeddings", "priority"]
+    assert record.levelno == logging.WARNING and record.fields == ["priority", "vectors"]
     assert (record.job_id, record.schema) == (job.job_id, SCHEMA + 1)
 
 

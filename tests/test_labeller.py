@@ -92,5 +92,5 @@ def test_model_returning_wrong_shape_is_caught():
         def predict(self, batch):
             return np.zeros((len(batch) + 1, 1000), dtype=np.float32)
 
-    with pytest.raises(ValueError, match="returned shape"):
+    with pytest.raises(ValueError, match="returned probabilities of shape"):
         Broken(4).checked_predict(np.zeros((2, 224, 224, 3), dtype=np.uint8))

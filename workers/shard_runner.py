@@ -126,7 +126,8 @@ class ShardRun:
         # The first commit comes after one model batch, so labels and progress show at once;
         # later ones on the cadence.
         every = min(self.settings.commit_every, self.labeller.model.info.max_batch_size)
-        for record in self.labeller.label(shard.uris[start:], shard.job.spec.top_k, cache, self._check):
+        for record in self.labeller.label(shard.uris[start:], shard.job.spec.top_k, cache, self._check,
+                                          embeddings=shard.job.spec.embeddings):
             records.append(record)
             self.activity.labelled = len(records)
             end = start + len(records)
