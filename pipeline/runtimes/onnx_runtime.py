@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 
 from visionfleet.pipeline.model import Model, ModelInfo
-from visionfleet.pipeline.runtimes.onnx_names import INPUT
+from visionfleet.pipeline.runtimes.onnx_names import EMBEDDING, INPUT, OUTPUT
 
 SLICE = 8  # images per run: smaller slices measured no faster, larger ones slower
 
@@ -37,13 +37,18 @@ class OnnxModel(Model):
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="onnx") if threads > 1 else None
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self._sliced(batch, [OUTPUT])[0]
+
+    def predict_embedded(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        probs, vectors = self._sliced(batch, [OUTPUT, EMBEDDING])
+        return probs, vectors.reshape(len(batch), -1)
+
+    def _sliced(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         batch = np.ascontiguousarray(batch, dtype=np.uint8)
         # Enough slices to give every thread one, none larger than SLICE.
         step = max(1, min(SLICE, -(-len(batch) // self._threads)))
         slices = [batch[i:i + step] for i in range(0, len(batch), step)]
         if self._pool is None or len(slices) <= 1:
-            return self._run(batch)
-        return np.concatenate(list(self._pool.map(self._run, slices)))
-
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        return self._session.run(None, {INPUT: batch})[0]
+            return self._session.run(outputs, {INPUT: batch})
+        runs = list(self._pool.map(lambda part: self._session.run(outputs, {INPUT: part}), slices))
+        return [np.concatenate(column) for column in zip(*runs)]
