@@ -43,7 +43,7 @@ def on_device(data: bytes, device: str = "cpu") -> np.ndarray:
     header = open_header(data)
     orientation = orientation_of(header)
     pixels = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
-    crop = crop_tensor(pixels.to(device), crop_box(header.size, G, orientation), orientation, G.crop)
+    crop = crop_tensor(pixels.to(device), crop_box(header.size, G, orientation), orientation, G.size)
     assert crop.dtype == torch.uint8 and crop.shape == (3, G.crop, G.crop)
     return crop.permute(1, 2, 0).numpy()
 
