@@ -49,12 +49,6 @@ PREPROCESS = "1"
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
-# BILINEAR (antialiased) is what torchvision's Resize does on PIL images, the
-# preprocessing ImageNet weights are trained and evaluated with, and the
-# default (FILTERS). Resampling only the crop box makes the filter's cost
-# negligible (BICUBIC: 7% slower), so no reducing_gap either: it bought
-# nothing measurable and changes pixels.
-
 _ORIENTATION_TAG = 0x0112
 _UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -69,14 +63,17 @@ _UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
 _pillow_limit_lock = threading.Lock()
 
 
-# The resampling filters a model may ask for (model.json "interpolation"); bilinear is the default.
+# The resampling filters a model may ask for (model.json "interpolation"). The default, BILINEAR
+# (antialiased), is what torchvision's Resize does on PIL images, the preprocessing ImageNet weights are
+# trained and evaluated with. Resampling only the crop box makes the filter's cost negligible (BICUBIC: 7%
+# slower), so no reducing_gap either: it bought nothing measurable and changes pixels.
 FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
            "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """How a model wants its input, ``height`` x ``width`` RGB: with ``resize``, the shorter side resized to it
+    """How a model wants its input, ``size`` (height, width) RGB: with ``resize``, the shorter side resized to it
     and the centre cropped (torchvision's Resize + CenterCrop); without, the whole picture resized straight
     to the output size (aspect not kept). ``crop`` is the output's side, or its (height, width)."""
 
@@ -94,14 +91,6 @@ class Geometry:
     def size(self) -> tuple[int, int]:
         """The output's (height, width)."""
         return (self.crop, self.crop) if isinstance(self.crop, int) else tuple(self.crop)
-
-    @property
-    def height(self) -> int:
-        return self.size[0]
-
-    @property
-    def width(self) -> int:
-        return self.size[1]
 
 
 def decode_image(

@@ -147,7 +147,8 @@ class Labeller:
         return Loaded(uri, crop=crop, cache_keys=keys)
 
     def _key(self, k: int, kind: str, value: str) -> str:
-        return f"{self.model.info.name}:top{k}:{kind}:{value}"
+        # The version too: a package's next version under the same name must not reuse its labels.
+        return f"{self.model.info.name}:{self.model.info.version}:top{k}:{kind}:{value}"
 
     def records(self, loaded: list[Loaded], k: int, cache: LabelCache | None = None, *,
                 embeddings: bool = False) -> list[dict]:

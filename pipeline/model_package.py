@@ -202,7 +202,7 @@ class _Reader:
     def labels(self, described: dict) -> tuple[tuple[str, ...], str | None]:
         labels, labels_file = described.get("labels"), described.get("labels_file")
         if (labels is None) == (labels_file is None):
-            raise self.error("labels", "and labels_file are both given" if labels else "is missing",
+            raise self.error("labels", "and labels_file are both given" if labels is not None else "is missing",
                              "give the class names as labels (a list) or labels_file (a file beside model.json, "
                              "one name per line)")
         if labels_file is not None:
