@@ -82,6 +82,9 @@ class Geometry:
     interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.crop, int):  # one spelling per geometry: a square is its side
+            height, width = self.crop
+            object.__setattr__(self, "crop", height if height == width else (height, width))
         if min(self.size) <= 0 or (self.resize is not None and max(self.size) > self.resize):
             raise ConfigError(f"bad model geometry {self}: need 0 < crop <= resize")
         if self.interpolation not in FILTERS:
@@ -90,7 +93,7 @@ class Geometry:
     @property
     def size(self) -> tuple[int, int]:
         """The output's (height, width)."""
-        return (self.crop, self.crop) if isinstance(self.crop, int) else tuple(self.crop)
+        return (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
 
 
 def decode_image(

