@@ -66,6 +66,10 @@ def _check_input(package: ModelPackage, tensor: onnx.TypeProto.Tensor) -> None:
     if len(dims) != 4:
         raise package.field_error("input.name", f"is {spec.name!r}, which has {len(dims)} dimensions",
                                   "give the image input: 4 dimensions, batch first")
+    if dims[0] is not None:  # torch.onnx.export fixes it unless told otherwise; workers send batches
+        raise ConfigError(f"{package.model_file}: input {spec.name!r} takes batches of exactly {dims[0]}; export it "
+                          f"with a batch axis of any size (torch.onnx.export(..., dynamic_axes={{{spec.name!r}: "
+                          "{0: 'n'}}))")
     channels, height, width = (dims[1], dims[2], dims[3]) if spec.layout == "NCHW" else (dims[3], dims[1], dims[2])
     if channels not in (3, None):
         other = "NHWC" if spec.layout == "NCHW" else "NCHW"

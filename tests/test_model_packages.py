@@ -228,6 +228,15 @@ def test_a_graph_that_disagrees_with_model_json_is_refused_naming_the_field(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_graph_of_a_fixed_batch_size_is_refused_with_how_to_export_it(tmp_path):
+    graph = colors_graph()
+    graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+    with pytest.raises(ConfigError, match=re.escape("model.onnx: input 'image' takes batches of exactly 1; export it "
+                                                    "with a batch axis of any size (torch.onnx.export(..., "
+                                                    "dynamic_axes={'image': {0: 'n'}}))")):
+        check_package(write_package(tmp_path / "colors", graph))
+
+
 def test_a_graph_that_agrees_passes_planning(tmp_path):
     (tmp_path / "in").mkdir()
     model_file = write_package(tmp_path / "colors")
