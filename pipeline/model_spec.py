@@ -14,6 +14,8 @@ from visionfleet.pipeline.job import DEFAULT_MODEL
 
 BUILT_IN = (DEFAULT_MODEL,)
 TORCHSCRIPT = "torchscript:"
+# What each built-in model's embedding holds: its pooled features, before the classifier.
+BUILT_IN_EMBEDDING = {DEFAULT_MODEL: 1280}
 
 
 def is_plugin(spec: str) -> bool:

@@ -1,5 +1,6 @@
 """PyTorch runtime: any ``nn.Module`` or TorchScript module that maps a
-normalised NCHW float batch to logits.
+normalised NCHW float batch to logits (or, for a model that gives embeddings,
+to logits and embeddings: ``ModelInfo.embedding_dim``).
 
 Why the knobs: on CPU, channels_last roughly doubles EfficientNet's speed;
 bf16 autocast helps on CPUs that have it; fp16 autocast is the usual GPU
@@ -53,28 +54,53 @@ class TorchModel(Model):
         scale = 255.0
         self._mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * scale
         self._std = torch.tensor(std, device=device).view(1, 3, 1, 1) * scale
-        self._graphs = CudaGraphs(self._forward, device, info.max_batch_size) if device.type == "cuda" else None
+        # Graphs for probabilities alone, and (when the net gives them) for probabilities and embeddings side
+        # by side in one tensor: each kind is captured when first asked for.
+        cuda = device.type == "cuda"
+        self._graphs = {embedded: CudaGraphs(forward, device, info.max_batch_size) if cuda else None
+                        for embedded, forward in ((False, self._forward), (True, self._forward_embedded))}
 
     @torch.inference_mode()
     def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(batch, embedded=False)
+
+    @torch.inference_mode()
+    def predict_embedded(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.info.embedding_dim is None:
+            return super().predict_embedded(batch)
+        both = self._run(batch, embedded=True)
+        return both[:, :-self.info.embedding_dim], both[:, -self.info.embedding_dim:]
+
+    def _run(self, batch: np.ndarray, *, embedded: bool) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(batch))
-        if self._graphs is not None:
+        if (graphs := self._graphs[embedded]) is not None:
             try:
-                return self._graphs.run(x)
+                return graphs.run(x)
             except RuntimeError as exc:  # a capture this GPU or driver refuses: eager still works
                 log.warning("CUDA graphs off: capture failed; running eager", extra={"error": repr(exc)})
-                self._graphs = None
-        return self._forward(x.to(self.device, non_blocking=True)).cpu().numpy()
+                self._graphs = {False: None, True: None}
+        forward = self._forward_embedded if embedded else self._forward
+        return forward(x.to(self.device, non_blocking=True)).cpu().numpy()
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC on the device -> float32 probabilities on the device."""
+        return self._outputs(x)[0]
+
+    def _forward_embedded(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC on the device -> float32 probabilities, then embeddings, in each row, on the device."""
+        probs, embeddings = self._outputs(x)
+        return torch.cat((probs, embeddings.float()), dim=1)
+
+    def _outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         # NHWC uint8 viewed as NCHW is already channels_last in memory: no copy.
         x = x.permute(0, 3, 1, 2).float()
         x = ((x - self._mean) / self._std).contiguous(memory_format=torch.channels_last)
         if self._autocast is None:
-            logits = self._module(x)
+            out = self._module(x)
         else:
             # No weight-cast cache: a CUDA graph must not capture casts that a later call would skip.
             with torch.autocast(device_type=self.device.type, dtype=self._autocast, cache_enabled=False):
-                logits = self._module(x)
-        return torch.softmax(logits.float(), dim=1)
+                out = self._module(x)
+        # A net that gives embeddings returns (logits, embeddings); its embeddings are dropped unless asked for.
+        logits, embeddings = out if self.info.embedding_dim is not None else (out, None)
+        return torch.softmax(logits.float(), dim=1), embeddings
