@@ -21,7 +21,7 @@ from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job, JobSpec
-from visionfleet.pipeline.model_spec import check_model_spec, is_plugin
+from visionfleet.pipeline.model_spec import check_embeddings, check_model_spec, is_plugin
 from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.sources import is_manifest, iter_source
@@ -37,12 +37,15 @@ def new_job_id() -> str:
 
 
 def check_access(spec: JobSpec, *, embedded: bool) -> None:
-    """Fail before anything is enqueued (or written to the output) if the model cannot load anywhere, the
-    engine cannot run anywhere (embedded: on this machine), the workers would refuse the model or a place
-    (the same rules, read from this environment), or source or output cannot be reached.
+    """Fail before anything is enqueued (or written to the output) if the model cannot load anywhere or is
+    known to give no embeddings the job asks for, the engine cannot run anywhere (embedded: on this machine),
+    the workers would refuse the model or a place (the same rules, read from this environment), or source
+    or output cannot be reached.
 
     A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
     check_model_spec(spec.model, local=embedded)
+    if spec.embeddings:
+        check_embeddings(spec.model)
     sink_for(spec.output, spec.output_format)  # an output format no worker writes
     _check_engine(spec, embedded)
     access = Access.from_env().for_job(spec) if embedded else Access.from_env()

@@ -42,3 +42,17 @@ def check_model_spec(spec: str, *, local: bool = False) -> None:
     guess = f" (did you mean {near[0]}?)" if near else ""
     raise ConfigError(f"unknown model {spec!r}{guess}; built-in models: {', '.join(BUILT_IN)}; your own: "
                       "torchscript:/path/model.pt or package.module:factory (README, 'Plugging in a model')")
+
+
+def check_embeddings(spec: str) -> None:
+    """ConfigError, naming the fix, for ``--embeddings`` with a model known, before it loads, to give none:
+    every kind of spec that can be judged when planning is judged here.
+
+    A built-in model gives its pooled features; a ``torchscript:`` file gives logits alone. A plug-in's
+    model says so only once its factory has built it, on a worker, which then fails the job with the
+    reason (``workers.labeller_pool``).
+    """
+    if spec.startswith(TORCHSCRIPT):
+        raise ConfigError(f"--embeddings: model {spec} gives no embeddings (a torchscript: file returns logits "
+                          f"alone); drop --embeddings, or use {DEFAULT_MODEL} (pooled features) or a model "
+                          "package whose model.json names an embedding output")

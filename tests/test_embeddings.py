@@ -1,5 +1,6 @@
 """Embeddings of the built-in model: its pooled features (1,280 values), the same from torch and
-ONNX Runtime and from the EfficientNet module itself; the labels the same with or without them."""
+ONNX Runtime and from the EfficientNet module itself; the labels the same with or without them;
+``relabel --embeddings`` end to end, and refused where the model gives none."""
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import torch
 
 from bench.e2e_bench import make_photos
 from bench.samples import PHOTOS, bundled
+from tests.helpers import embedded_env, visionfleet
 from tests.photos import KNOWN
 from visionfleet.pipeline.calibration import calibration_set
 from visionfleet.pipeline.decode import Geometry, decode_image
@@ -108,3 +110,61 @@ def test_embedding_values_keep_six_significant_digits():
     values = embedding_values(vectors)
     assert values == [[3.14159, 0.000123457, 1234570.0, 0.0, -2.5, 1e-30]]
     assert json.dumps(values) == "[[3.14159, 0.000123457, 1234570.0, 0.0, -2.5, 1e-30]]"  # printed short
+
+
+@pytest.mark.slow
+def test_relabel_with_embeddings_writes_them_and_the_dimension(tmp_path, photos):
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--embeddings", "--wait",
+                         env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "labels" / result.stdout.strip().splitlines()[-1]
+    summary = json.loads((root / "_SUCCESS.json").read_text())
+    assert (summary["ok"], summary["embeddings"], summary["embedding_dim"]) == (len(PHOTOS), True, DIM)
+    assert summary["engines"][0]["embedding_dim"] == DIM
+    records = [json.loads(line) for part in summary["parts"] for line in (root / part).read_text().splitlines()]
+    assert len(records) == len(PHOTOS)
+    assert all(r["status"] == "ok" and len(r["embedding"]) == DIM for r in records)
+    by_name = {r["uri"].rsplit("/", 1)[1]: r for r in records}
+    for name, classes in KNOWN.items():
+        assert by_name[name]["labels"][0]["class_id"] in classes
+    reference, _ = module_features(np.stack([decode_image(bundled(n).read_bytes(), Geometry()) for n in PHOTOS]))
+    np.testing.assert_allclose([by_name[n]["embedding"] for n in PHOTOS], reference, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_job_without_embeddings_says_so(tmp_path, photos):
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--wait", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "labels" / result.stdout.strip().splitlines()[-1]
+    summary = json.loads((root / "_SUCCESS.json").read_text())
+    assert summary["embeddings"] is False and "embedding_dim" not in summary
+    part = (root / summary["parts"][0]).read_text().splitlines()
+    assert "embedding" not in json.loads(part[0])
+
+
+def test_embeddings_from_a_torchscript_file_are_refused_when_planning(tmp_path, photos):
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"never loaded: the spec alone says it gives no embeddings")
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--model",
+                         f"torchscript:{model}", "--embeddings", env=embedded_env(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert f"--embeddings: model torchscript:{model} gives no embeddings" in result.stderr
+    assert "drop --embeddings" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "labels").exists()
+
+
+@pytest.mark.slow
+def test_a_plug_in_without_embeddings_fails_the_job_with_the_reason(tmp_path, photos):
+    """A plug-in says what it gives only once built, on the worker: the job fails there, no record written."""
+    env = embedded_env(tmp_path)
+    result = visionfleet("relabel", str(photos), "--output", str(tmp_path / "labels"), "--model",
+                         "tests.slow_model:build", "--embeddings", "--wait", env=env, timeout=120)
+    assert result.returncode == 1, result.stderr
+    job_id = result.stdout.strip().splitlines()[-1]
+    status = json.loads(visionfleet("status", job_id, "--json", env=env).stdout)
+    assert status["state"] == "failed" and status["done"] == 0
+    assert "model tests.slow_model:build cannot run: it gives no embeddings, and the job asks for them" \
+        in status["reason"]
+    assert not list((tmp_path / "labels" / job_id).glob("part-*"))
