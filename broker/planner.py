@@ -22,7 +22,7 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.model_package import check_package
-from visionfleet.pipeline.model_spec import check_model_spec, is_package, is_plugin, package_kind
+from visionfleet.pipeline.model_spec import check_embeddings, check_model_spec, is_package, is_plugin, package_kind
 from visionfleet.pipeline.package_loader import package_engine
 from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 from visionfleet.pipeline.sink import sink_for
@@ -40,14 +40,17 @@ def new_job_id() -> str:
 
 def check_access(spec: JobSpec, *, embedded: bool) -> None:
     """Fail before anything is enqueued (or written to the output) if the model cannot load anywhere (a local
-    model package: its model.json or graph is wrong, checked here when its file is here), the
-    engine cannot run anywhere (embedded: on this machine), the workers would refuse the model or a place
-    (the same rules, read from this environment), or source or output cannot be reached.
+    model package: its model.json or graph is wrong, checked here when its file is here) or is known to give
+    no embeddings the job asks for, the engine cannot run anywhere (embedded: on this machine), the workers
+    would refuse the model or a place (the same rules, read from this environment), or source or output
+    cannot be reached.
 
     A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
     check_model_spec(spec.model, local=embedded)
     if is_package(spec.model) and (embedded or os.path.isfile(spec.model)):
         check_package(spec.model)  # model.json and the graph, before anything is written
+    if spec.embeddings:
+        check_embeddings(spec.model)
     sink_for(spec.output, spec.output_format)  # an output format no worker writes
     _check_engine(spec, embedded)
     access = Access.from_env().for_job(spec) if embedded else Access.from_env()

@@ -88,7 +88,7 @@ def _write_summary(store: StateStore, job: Job, progress: Progress, state: str, 
             "unlabelled": verdict.unlabelled(progress), "max_error_rate": job.spec.max_error_rate,
             "error_kinds": {kind: {"count": e.count, "example": e.example} for kind, e in kinds},
             "parts": store.parts(job.job_id), "created_at": progress.created_at, "finished_at": time.time(),
-            **_engines(job.root),
+            "embeddings": job.spec.embeddings, **_engines(job.root),
         }
         job.sink().finalise(summary)
     except Exception as exc:
@@ -108,16 +108,17 @@ def _ended(store: StateStore, job_id: str, state: str, reason: str | None, hooks
 
 def _engines(root: str) -> dict:
     """What ran the job, from the workers' notes: ``model_version``, ``runtime`` and ``precision``
-    (``mixed`` when workers differed), the int8 agreement when int8 ran alone, and every note."""
+    (``mixed`` when workers differed), the int8 agreement when int8 ran alone, the embedding's length when
+    the job asked for embeddings (one model: one length), and every note."""
     storage = storage_for(root)
     notes = [json.loads(storage.read(uri)) for uri in storage.list(layout.child(root, layout.ENGINE_DIR))]
     out: dict = {"engines": notes}
     versions = {note.get("model_version") for note in notes}  # None: a model that names none
     out["model_version"] = versions.pop() if len(versions) == 1 else "mixed" if versions else None
-    for key in ("runtime", "precision", "int8_agreement"):
+    for key in ("runtime", "precision", "int8_agreement", "embedding_dim"):
         values = {note.get(key) for note in notes}
         if len(values) == 1 and None not in values:
             out[key] = values.pop()
-        elif key != "int8_agreement" and notes:
+        elif key in ("runtime", "precision") and notes:
             out[key] = "mixed"
     return out

@@ -99,6 +99,8 @@ def _job(job_id: str):
               help="int8 calibration images (folder, manifest or oss:// prefix)  [default: the job's own]")
 @click.option("--output-format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT, show_default=True,
               help="How the label parts are written.")
+@click.option("--embeddings", is_flag=True,
+              help="Add each image's embedding to its record (the built-in model: 1,280 pooled features).")
 @click.option("--max-error-rate", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="The job fails if more of its records are errors (all are kept); below 1, it also stops "
                    "early when its first 1000 records are all errors of one kind.")

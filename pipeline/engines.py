@@ -36,7 +36,8 @@ Calibration = Callable[[Geometry], CalibrationSet]
 
 @dataclass(frozen=True)
 class TorchNet:
-    """A torch classifier (normalised NCHW float -> logits): its info, a digest of its weights,
+    """A torch classifier (normalised NCHW float -> logits, or (logits, embeddings) when ``info.embedding_dim``
+    is set): its info, a digest of its weights,
     and how to load it. Loading waits until a runtime needs the module: importing torch
     alone takes seconds, and a worker that finds its ONNX export in the cache never does."""
 
@@ -88,8 +89,9 @@ def build_model(net: TorchNet, engine: Engine, settings: RuntimeSettings, calibr
 
     cache = ArtifactCache(settings.model_cache)
     crop = net.info.geometry.crop
+    # "embedding": an export with the embedding output is another artifact (exports from before it had none).
     fields = {"model": net.info.name, "weights": net.weights_digest, "crop": crop, "opset": OPSET,
-              "torch": importlib.metadata.version("torch")}
+              "torch": importlib.metadata.version("torch"), "embedding": net.info.embedding_dim}
     fp32, _ = cache.get_or_build(f"{net.info.name}-fp32", fields, lambda: (_export(net), {}))
     return onnx_model(fp32, net.info, engine, settings, calibration)
 
@@ -125,7 +127,7 @@ def onnx_model(fp32: bytes, info: ModelInfo, engine: Engine, settings: RuntimeSe
 def _export(net: TorchNet) -> bytes:
     from visionfleet.pipeline.runtimes.onnx_export import to_onnx
 
-    return to_onnx(net.load(), net.info.geometry.size)
+    return to_onnx(net.load(), net.info.geometry.size, embedded=net.info.embedding_dim is not None)
 
 
 def _onnx(onnx: bytes, info: ModelInfo, settings: RuntimeSettings, engine: dict) -> Model:

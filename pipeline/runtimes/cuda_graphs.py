@@ -22,7 +22,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-Forward = Callable[[torch.Tensor], torch.Tensor]  # uint8 NHWC on the device -> probabilities
+# uint8 NHWC on the device -> float32 rows on the device (probabilities; with embeddings beside them, for some)
+Forward = Callable[[torch.Tensor], torch.Tensor]
 
 
 class CudaGraphs:
@@ -37,7 +38,7 @@ class CudaGraphs:
         return min(self._max, 1 << (rows - 1).bit_length())
 
     def run(self, batch: torch.Tensor) -> np.ndarray:
-        """Probabilities for a uint8 NHWC batch on the host."""
+        """``forward``'s rows for a uint8 NHWC batch on the host."""
         rows = len(batch)
         with self._lock:
             graph, inputs, outputs = self._graph(self.bucket(rows), batch.shape[1:])

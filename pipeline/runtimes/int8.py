@@ -6,7 +6,10 @@ the u8 x s8 kernels saturate: on EfficientNet-Lite0 and 18 photos, top-1
 agreement with fp32 went from 0.5 to 0.83 with it. The stem convolution
 and the classifier head stay fp32: they cost little, and a quantized
 softmax would round every score to a step of 1/256 (on 120 photo crops,
-agreement 0.73 -> 0.78).
+agreement 0.73 -> 0.78). The head starts at the global pooling, so the
+embedding (the pooled features) is fp32 too: quantized, 16 images' 20,480
+values took 185 distinct values; fp32, 3,452 (cosine to the fp32 model's
+embedding 0.98 either way: the quantized convolutions set that).
 """
 import tempfile
 from pathlib import Path
@@ -43,7 +46,8 @@ def quantize(onnx: bytes, crops: np.ndarray) -> bytes:
 def _kept_fp32(model: Path) -> list[str]:
     nodes = onnx.load(str(model)).graph.node
     stem = [node.name for node in nodes if node.op_type == "Conv"][:1]  # a model package may have none
-    return [*stem, *(node.name for node in nodes if node.op_type in ("Gemm", "MatMul", "Softmax", "Sigmoid"))]
+    head = ("GlobalAveragePool", "Flatten", "Gemm", "MatMul", "Softmax", "Sigmoid")
+    return [*stem, *(node.name for node in nodes if node.op_type in head)]
 
 
 def decision_agreement(reference: np.ndarray, candidate: np.ndarray, threshold: float) -> float:

@@ -3,7 +3,9 @@
 The exported graph takes what decode produces, uint8 NHWC RGB crops, and
 returns probabilities: normalisation, the NHWC->NCHW transpose and the
 softmax run in the runtime's kernels, so a worker hands it the batch as is.
-The batch axis is dynamic, so one file serves every batch size.
+A net that gives embeddings gets them as a second output, which a run
+fetches only when asked (``OnnxModel``). The batch axis is dynamic, so one
+file serves every batch size.
 """
 import io
 import warnings
@@ -11,8 +13,7 @@ import warnings
 import torch
 
 from visionfleet.pipeline.runtimes.torch_runtime import IMAGENET_MEAN, IMAGENET_STD
-from visionfleet.pipeline.runtimes.onnx_names import INPUT, OPSET, OUTPUT
-
+from visionfleet.pipeline.runtimes.onnx_names import EMBEDDING, INPUT, OPSET, OUTPUT
 
 
 class _WithPrePost(torch.nn.Module):
@@ -22,20 +23,32 @@ class _WithPrePost(torch.nn.Module):
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255.0)
 
+    def normalised(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = (images.permute(0, 3, 1, 2).float() - self.mean) / self.std
-        return torch.softmax(self.net(x), dim=1)
+        return torch.softmax(self.net(self.normalised(images)), dim=1)
 
 
-def to_onnx(net: torch.nn.Module, size: tuple[int, int], *, mean: tuple[float, ...] = IMAGENET_MEAN,
+class _WithPrePostEmbedded(_WithPrePost):
+    """For a net giving (logits, embeddings): probabilities and embeddings."""
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, embeddings = self.net(self.normalised(images))
+        return torch.softmax(logits, dim=1), embeddings
+
+
+def to_onnx(net: torch.nn.Module, size: tuple[int, int], *, embedded: bool = False, mean: tuple[float, ...] = IMAGENET_MEAN,
             std: tuple[float, ...] = IMAGENET_STD) -> bytes:
-    """The ONNX bytes of ``net`` (normalised NCHW float -> logits) wrapped to take uint8 NHWC crops of ``size``
-    (height, width)."""
-    module = _WithPrePost(net.to("cpu", memory_format=torch.contiguous_format), mean, std).eval()
+    """The ONNX bytes of ``net`` (normalised NCHW float -> logits, or (logits, embeddings) when ``embedded``)
+    wrapped to take uint8 NHWC crops of ``size`` (height, width)."""
+    wrapper = _WithPrePostEmbedded if embedded else _WithPrePost
+    module = wrapper(net.to("cpu", memory_format=torch.contiguous_format), mean, std).eval()
     if isinstance(net, torch.jit.ScriptModule):
         # A TorchScript file cannot be traced from inside a Python module: script the wrapper too.
         module = torch.jit.script(module)
     example = torch.zeros((2, *size, 3), dtype=torch.uint8)
+    outputs = [OUTPUT, EMBEDDING] if embedded else [OUTPUT]
     out = io.BytesIO()
     # The TorchScript-based exporter (dynamo=False) handles TorchScript
     # modules too and needs no onnxscript; its deprecation notices are noise
@@ -43,5 +56,5 @@ def to_onnx(net: torch.nn.Module, size: tuple[int, int], *, mean: tuple[float, .
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), out, dynamo=False, opset_version=OPSET, input_names=[INPUT],
-                          output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+                          output_names=outputs, dynamic_axes={name: {0: "batch"} for name in [INPUT, *outputs]})
     return out.getvalue()
