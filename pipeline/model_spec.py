@@ -16,6 +16,13 @@ BUILT_IN = (DEFAULT_MODEL,)
 TORCHSCRIPT = "torchscript:"
 
 
+def is_package(spec: str) -> bool:
+    """A model package: the path or ``oss://`` URI of its model file, ``model.json`` beside it."""
+    if spec.startswith(TORCHSCRIPT):
+        return False
+    return spec.startswith(("oss://", "/", "./", "../")) or spec.endswith((".onnx", ".pt"))
+
+
 def is_plugin(spec: str) -> bool:
     """A ``package.module:factory`` spec: its model runs as the factory builds it, on whatever it chooses."""
     return ":" in spec and not spec.startswith(TORCHSCRIPT)
