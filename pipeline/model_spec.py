@@ -25,12 +25,12 @@ def is_package(spec: str) -> bool:
 
 def is_plugin(spec: str) -> bool:
     """A ``package.module:factory`` spec: its model runs as the factory builds it, on whatever it chooses."""
-    return ":" in spec and not spec.startswith(TORCHSCRIPT)
+    return ":" in spec and not spec.startswith(TORCHSCRIPT) and not is_package(spec)
 
 
 def check_model_spec(spec: str, *, local: bool = False) -> None:
     """ConfigError, naming the fix, for a spec no worker could load; ``local``: the workers run here."""
-    if spec in BUILT_IN:
+    if spec in BUILT_IN or is_package(spec):  # a package is read, and checked, when its job is planned
         return
     if spec.startswith(TORCHSCRIPT):
         path = spec.removeprefix(TORCHSCRIPT)

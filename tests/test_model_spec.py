@@ -17,7 +17,7 @@ def test_an_unknown_built_in_name_is_refused_with_the_nearest_one_and_how_to_plu
     assert "built-in models: efficientnet_lite0" in message and "package.module:factory" in message
 
 
-@pytest.mark.parametrize("spec", ["oss://bucket/model.pt", "my-models:build", "pkg.models:", ":build"])
+@pytest.mark.parametrize("spec", ["my-models:build", "pkg.models:", ":build"])
 def test_a_spec_of_no_known_form_is_refused_with_the_forms(spec):
     with pytest.raises(ConfigError, match="neither torchscript:PATH nor package.module:factory"):
         check_model_spec(spec)

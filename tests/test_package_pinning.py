@@ -8,7 +8,8 @@ import logging
 
 import pytest
 
-from tests.model_packages import colors_files, put_package, write_package
+from tests.helpers import relabel, visionfleet, wait_for_job
+from tests.model_packages import colors_files, colour_jpeg, put_package, write_package
 from tests.photos import distinct_jpegs
 from visionfleet.broker.planner import plan_job
 from visionfleet.checkpoints import open_store
@@ -153,3 +154,46 @@ def test_a_prefix_in_VISIONFLEET_MODELS_allows_the_packages_under_it(monkeypatch
     with pytest.raises(ConfigError, match="bucket other is not allowed on this worker; add it to "
                                           "VISIONFLEET_OSS_BUCKETS"):
         access.check_model("oss://other/one.onnx")  # listed, but its bucket is not
+
+
+COLOURS = {"red.jpg": (230, 20, 20), "green.jpg": (20, 230, 20), "blue.jpg": (20, 20, 230)}
+
+
+def fleet_package(bucket, fleet_env) -> tuple[str, dict]:
+    """The colours package (version 1) and three flat images on OSS; the fleet allows the models/ prefix."""
+    for name, rgb in COLOURS.items():
+        bucket.put_object(f"in/{name}", colour_jpeg(rgb))
+    spec = put_package(bucket, "models/colors", colors_files("1"))
+    return spec, {**fleet_env, "VISIONFLEET_MODELS": f"oss://{bucket.bucket_name}/models/"}
+
+
+@pytest.mark.slow
+def test_a_fleet_worker_refuses_a_tampered_pinned_copy_and_the_job_fails_with_the_reason(
+        bucket, fleet_env, workers, tmp_path):
+    spec, env = fleet_package(bucket, fleet_env)
+    job_id = relabel(env, f"oss://{bucket.bucket_name}/in/", "--output", f"oss://{bucket.bucket_name}/out/",
+                     "--model", spec)
+    bucket.put_object(f"out/{job_id}/_plan/model/model.onnx", colors_files("2", inverted=True)["model.onnx"])
+    workers.start(1, VISIONFLEET_MODELS=env["VISIONFLEET_MODELS"], VISIONFLEET_MODEL_CACHE=str(tmp_path / "cache"))
+    status = wait_for_job(env, workers, job_id)
+    assert (status["state"], status["done"]) == ("failed", 0)
+    assert f"model {spec} cannot run: the model package pinned for this job at oss://{bucket.bucket_name}/out/" \
+           f"{job_id}/_plan/model fails its digest check" in status["reason"]
+    assert not bucket.object_exists(f"out/{job_id}/_SUCCESS.json")
+
+
+@pytest.mark.slow
+def test_relabel_refuses_a_package_it_cannot_read_or_workers_would_not_load(bucket, fleet_env):
+    spec, env = fleet_package(bucket, fleet_env)
+    bucket.put_object("elsewhere/colors/model.onnx", colors_files()["model.onnx"])
+    bucket.put_object("models/lacking/model.onnx", colors_files()["model.onnx"])
+    name = bucket.bucket_name
+    for model, words in ((f"oss://{name}/elsewhere/colors/model.onnx", "is not allowed on this worker; add it to "
+                                                                        "VISIONFLEET_MODELS"),
+                         (f"oss://{name}/models/none/model.onnx", f"oss://{name}/models/none/model.json"),
+                         (f"oss://{name}/models/lacking/model.onnx", f"oss://{name}/models/lacking/model.json")):
+        result = visionfleet("relabel", f"oss://{name}/in/", "--output", f"oss://{name}/out/", "--model", model,
+                             env=env)
+        assert result.returncode == 2 and words in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert not list(bucket.list_objects(prefix="out/").object_list)
