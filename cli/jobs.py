@@ -16,6 +16,7 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.job import DEFAULT_MODEL, DEFAULT_SHARD_SIZE, JobSpec
 from visionfleet.pipeline.location import Location
 from visionfleet.pipeline.model_spec import is_package
+from visionfleet.pipeline.storage import is_oss
 from visionfleet.pipeline.words import count
 from visionfleet.reports.run import RunReport, prices_from_env
 
@@ -73,7 +74,7 @@ def run_relabel(settings: BrokerSettings, source: str, output: str, *, model: st
         options["calibration"] = _absolute(options["calibration"])
     source, output = _absolute(source), _absolute(output)
     model = model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)
-    if is_package(model):  # as a path from the root, the workers' allow-list judges it
+    if is_package(model) and not is_oss(model):
         model = _absolute(model)
     spec = JobSpec(source=source, output=output, model=model,
                    shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)

@@ -8,9 +8,9 @@ cache once, under the digest, and checks their bytes against it whenever it load
 a pinned copy whose bytes no longer match (damaged, tampered) is refused with the reason. A local
 package is pinned alike: a file edited mid-job is no different from an object replaced.
 
-The digest is the sha256 over each file's name and the sha256 of its bytes, in name order.
+The digest is the package's content digest (``model_package.content_digest``: sha256 over its files'
+names and bytes).
 """
-import hashlib
 import json
 import logging
 import os
@@ -19,88 +19,61 @@ import secrets
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.envvars import visionfleet_home
 from visionfleet.pipeline.errors import ConfigError, InputError
-from visionfleet.pipeline.model_spec import is_package
+from visionfleet.pipeline.model_package import check_package, content_digest
+from visionfleet.pipeline.model_spec import MODEL_JSON, is_package
 from visionfleet.pipeline.storage import is_oss, storage_for
 
 log = logging.getLogger(__name__)
 
-MODEL_JSON = "model.json"
 
-
-@dataclass(frozen=True)
-class Fetched:
-    """A package's files copied into a local ``folder``: ``model_file`` and the rest, by ``names``."""
-
-    folder: Path
-    model_file: str
-    names: tuple[str, ...]
-    digest: str
-
-    @property
-    def model_path(self) -> str:
-        return str(self.folder / self.model_file)
-
-
-def package_files(model_file: str, model_json: bytes) -> list[str]:
-    """The names of a package's files beside its model file: the model file, ``model.json`` and the
-    ``labels_file`` that names, if any."""
-    try:
-        meta = json.loads(model_json)
-    except ValueError as exc:
-        raise ConfigError(f"{MODEL_JSON} is not JSON ({exc}); fix the file") from None
-    labels = meta.get("labels_file") if isinstance(meta, dict) else None
-    if labels is None:
-        return [model_file, MODEL_JSON]
-    if not isinstance(labels, str) or labels.startswith("/") or ".." in labels.split("/"):
-        raise ConfigError(f"{MODEL_JSON}: labels_file {labels!r} must be a path beside it; give a file name "
-                          "in the package's folder")
-    return [model_file, MODEL_JSON, labels]
-
-
-def digest_of(folder: Path, names) -> str:
-    lines = []
-    for name in sorted(names):
-        with open(folder / name, "rb") as f:
-            lines.append(f"{hashlib.file_digest(f, 'sha256').hexdigest()}  {name}\n")
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def fetch(model_uri: str, folder: Path) -> Fetched:
-    """The package whose model file is ``model_uri`` (a path or an ``oss://`` URI), copied into
-    ``folder``; InputError naming the file that cannot be read."""
+def fetch(model_uri: str, folder: Path) -> list[Path]:
+    """The files of the package whose model file is ``model_uri`` (a path or an ``oss://`` URI), copied
+    into ``folder``, in the package's order (``ModelPackage.files``); InputError naming one that cannot be
+    read. Only ``labels_file`` is looked up in ``model.json``, to copy that file too: whether the package
+    is right is for ``check_package`` to say, on the copy."""
     base, model_file = posixpath.split(model_uri)
     storage = storage_for(model_uri)
-    meta = storage.read(f"{base}/{MODEL_JSON}")
-    names = package_files(model_file, meta)
-    for name in names:
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(meta if name == MODEL_JSON else storage.read(f"{base}/{name}"))
-    return Fetched(folder, model_file, tuple(names), digest_of(folder, names))
+    described = storage.read(f"{base}/{MODEL_JSON}")
+    files = []
+    for name in (model_file, MODEL_JSON, *_labels_file(described)):
+        files.append(folder / name)
+        files[-1].write_bytes(described if name == MODEL_JSON else storage.read(f"{base}/{name}"))
+    return files
+
+
+def _labels_file(described: bytes) -> list[str]:
+    """The labels file ``model.json`` names, if it names one that can be beside it."""
+    try:
+        name = json.loads(described).get("labels_file")
+    except (ValueError, AttributeError):
+        return []  # check_package names what is wrong
+    return [name] if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name else []
 
 
 def pin(spec: str, root: str) -> str | None:
-    """Planning: the package ``spec`` names read once, checked, and copied under the job's folder
-    ``root``; its digest (None for a model that is no package). Nothing is written unless it passes."""
+    """Planning: the package ``spec`` names read once, checked (``check_package``) and copied under the
+    job's folder ``root``; its digest (None for a model that is no package). Nothing is written unless
+    it passes."""
     if not is_package(spec):
         return None
     with tempfile.TemporaryDirectory(prefix="visionfleet-package-") as tmp:
         try:
-            fetched = fetch(spec, Path(tmp))
+            fetch(spec, Path(tmp))
         except InputError as exc:
             raise ConfigError(f"model package {spec} cannot be read: {exc}; a package is the model file's "
-                              f"path or oss:// URI, with {MODEL_JSON} beside it") from None
+                              f"path or oss:// URI, with its {MODEL_JSON} beside it") from None
+        package = check_package(Path(tmp, posixpath.basename(spec)))
+        files, digest = package.files(), package.content_digest()
         storage = storage_for(root)
-        for name in fetched.names:
-            storage.write(layout.pinned_model(root, name), (fetched.folder / name).read_bytes())
-    log.info("model package pinned", extra={"model": spec, "digest": fetched.digest, "files": list(fetched.names)})
-    return fetched.digest
+        for path in files:
+            storage.write(layout.pinned_model(root, path.name), path.read_bytes())
+    log.info("model package pinned", extra={"model": spec, "digest": digest, "files": [p.name for p in files]})
+    return digest
 
 
 def cache_root(model_cache: str) -> Path:
@@ -123,7 +96,7 @@ class PackageCache:
         folder = self.root / digest
         model_file = posixpath.basename(pinned)
         if folder.is_dir():
-            if digest_of(folder, _files_in(folder)) == digest:
+            if _matches(folder, model_file, digest):
                 log.info("model package found in the cache", extra={"digest": digest, "folder": str(folder)})
                 return str(folder / model_file)
             log.warning("cached model package failed its digest check: fetching it again",
@@ -148,17 +121,25 @@ class PackageCache:
     @staticmethod
     def _fetch(pinned: str, tmp: Path, digest: str) -> None:
         where = posixpath.dirname(pinned)
+        tmp.mkdir()
         try:
-            fetched = fetch(pinned, tmp)
+            found = content_digest(fetch(pinned, tmp))
         except InputError as exc:
             raise ConfigError(f"the model package pinned for this job at {where} cannot be read ({exc}); "
                               "start the job again to pin the package anew") from None
-        if fetched.digest != digest:
+        if found != digest:
             raise ConfigError(f"the model package pinned for this job at {where} fails its digest check "
-                              f"(sha256 {fetched.digest}, the job was planned with {digest}): it was changed "
+                              f"(sha256 {found}, the job was planned with {digest}): it was changed "
                               "after planning, and a job runs only the package it was planned with; start "
                               "the job again to run the package as it is now")
 
 
-def _files_in(folder: Path) -> list[str]:
-    return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+def _matches(folder: Path, model_file: str, digest: str) -> bool:
+    """Whether a cached copy still has ``digest``: its files in the package's order (the model file,
+    ``model.json``, then its labels file, and anything else found there, which then fails the check)."""
+    first = [model_file, MODEL_JSON]
+    rest = sorted(p.name for p in folder.iterdir() if p.name not in first)
+    try:
+        return content_digest([folder / name for name in (*first, *rest)]) == digest
+    except FileNotFoundError:
+        return False

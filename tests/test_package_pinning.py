@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from tests.helpers import relabel, visionfleet, wait_for_job
-from tests.model_packages import colors_files, colour_jpeg, put_package, write_package
+from tests.helpers import read_output, relabel, visionfleet, wait_for_job
+from tests.model_packages import colors_files, colour_jpeg, colors_json, put_package, write_files
 from tests.photos import distinct_jpegs
 from visionfleet.broker.planner import plan_job
 from visionfleet.checkpoints import open_store
@@ -17,7 +17,8 @@ from visionfleet.pipeline import layout
 from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job, JobSpec
-from visionfleet.pipeline.model_pin import PackageCache, digest_of
+from visionfleet.pipeline.model_package import read_package
+from visionfleet.pipeline.model_pin import PackageCache
 
 
 @pytest.fixture
@@ -48,9 +49,8 @@ def package(request, tmp_path, oss_settings, bucket):
     if request.param == "oss":
         spec = put_package(bucket, "models/colors", colors_files("1"))
         return spec, lambda: put_package(bucket, "models/colors", colors_files("2", inverted=True))
-    (tmp_path / "models").mkdir()
-    spec = write_package(tmp_path / "models", colors_files("1"))
-    return spec, lambda: write_package(tmp_path / "models", colors_files("2", inverted=True))
+    spec = write_files(tmp_path / "models", colors_files("1"))
+    return spec, lambda: write_files(tmp_path / "models", colors_files("2", inverted=True))
 
 
 def pinned_uri(job: Job) -> str:
@@ -65,7 +65,7 @@ def test_planning_pins_the_package_and_a_worker_runs_that_copy_though_it_was_rep
     files = colors_files("1")
     pinned = tmp_path / "out" / job.job_id / "_plan" / "model"
     assert {p.name: p.read_bytes() for p in pinned.iterdir()} == files
-    assert job.spec.model == spec and job.spec.model_digest == digest_of(pinned, files)
+    assert job.spec.model == spec and job.spec.model_digest == read_package(pinned / "model.onnx").content_digest()
     stored = json.loads((tmp_path / "out" / job.job_id / "_plan" / "job.json").read_text())
     assert stored["model_digest"] == job.spec.model_digest
     replace()  # mid-job: after planning, before any worker
@@ -112,8 +112,7 @@ def test_a_damaged_cached_copy_is_fetched_again(package, planned, tmp_path, capl
 
 
 def test_a_labels_file_is_part_of_the_package_and_of_its_digest(planned, tmp_path):
-    (tmp_path / "models").mkdir()
-    spec = write_package(tmp_path / "models", colors_files(labels_file="classes.txt"))
+    spec = write_files(tmp_path / "models", colors_files(labels_file="classes.txt"))
     job = planned(spec)
     pinned = tmp_path / "out" / job.job_id / "_plan" / "model"
     assert sorted(p.name for p in pinned.iterdir()) == ["classes.txt", "model.json", "model.onnx"]
@@ -121,17 +120,22 @@ def test_a_labels_file_is_part_of_the_package_and_of_its_digest(planned, tmp_pat
     assert planned(spec).spec.model_digest != job.spec.model_digest
 
 
-def test_planning_refuses_a_package_it_cannot_read_and_writes_nothing(oss_settings, bucket, planned, tmp_path):
-    (tmp_path / "models").mkdir()
-    spec = write_package(tmp_path / "models", colors_files())
+def test_planning_refuses_a_package_it_cannot_read_or_that_is_wrong_and_writes_nothing(oss_settings, bucket, planned,
+                                                                                       tmp_path):
+    spec = write_files(tmp_path / "models", colors_files())
     (tmp_path / "models" / "model.json").unlink()
-    missing_uri = f"oss://{bucket.bucket_name}/models/none/model.onnx"
-    no_model = put_package(bucket, "models/no-model", {"model.json": json.dumps({"name": "x"}).encode()})
-    outside = write_package(tmp_path / "models" / "outside", {
-        "model.onnx": b"", "model.json": json.dumps({"labels_file": "../../etc/passwd"}).encode()})
-    for bad, words in ((spec, "model.json"), (missing_uri, "models/none/model.json"),
-                       (no_model, "models/no-model/model.onnx"), (outside, "must be a path beside it")):
-        with pytest.raises(ConfigError, match=f"(?s){words}"):
+    missing = f"oss://{bucket.bucket_name}/models/none/model.onnx"
+    no_model = put_package(bucket, "models/no-model", {"model.json": colors_files()["model.json"]})
+
+    def on_oss(prefix: str, **changes) -> str:
+        return put_package(bucket, prefix, {**colors_files(), "model.json": json.dumps(colors_json(**changes)).encode()})
+
+    wrong_output = on_oss("models/wrong-output", **{"output.name": "scores"})
+    outside = on_oss("models/outside", labels=None, labels_file="../../etc/passwd")
+    for bad, words in ((spec, "model.json"), (missing, "models/none/model.json"),
+                       (no_model, "models/no-model/model.onnx"), (wrong_output, "output.name"),
+                       (outside, 'labels_file is "../../etc/passwd"')):
+        with pytest.raises(ConfigError, match=re.escape(words)):
             planned(bad)
     assert not (tmp_path / "out").exists()
 
@@ -165,6 +169,40 @@ def fleet_package(bucket, fleet_env) -> tuple[str, dict]:
         bucket.put_object(f"in/{name}", colour_jpeg(rgb))
     spec = put_package(bucket, "models/colors", colors_files("1"))
     return spec, {**fleet_env, "VISIONFLEET_MODELS": f"oss://{bucket.bucket_name}/models/"}
+
+
+def package_digest(folder, files: dict[str, bytes]) -> str:
+    return read_package(write_files(folder, files)).content_digest()
+
+
+def top_labels(bucket, job_id: str) -> tuple[dict, dict]:
+    """The job's summary, and each image's top label and model version."""
+    summary, records = read_output(lambda uri: bucket.get_object(uri.split("/", 3)[3]).read(), f"oss://{bucket.bucket_name}/out/{job_id}")
+    return summary, {r["uri"].rsplit("/", 1)[1]: (r["labels"][0]["label"], r["model_version"]) for r in records}
+
+
+@pytest.mark.slow
+def test_a_fleet_worker_fetches_the_pinned_package_once_and_runs_it_though_it_was_replaced(
+        bucket, fleet_env, workers, tmp_path):
+    spec, env = fleet_package(bucket, fleet_env)
+    source, out = f"oss://{bucket.bucket_name}/in/", f"oss://{bucket.bucket_name}/out/"
+    first, second = (relabel(env, source, "--output", out, "--model", spec) for _ in range(2))
+    put_package(bucket, "models/colors", colors_files("2", inverted=True))  # replaced after planning
+    cache = tmp_path / "worker-cache"
+    workers.start(1, VISIONFLEET_MODELS=env["VISIONFLEET_MODELS"], VISIONFLEET_MODEL_CACHE=str(cache))
+    digest = package_digest(tmp_path / "v1", colors_files("1"))
+    for job_id in (first, second):
+        assert wait_for_job(env, workers, job_id)["state"] == "succeeded"
+        summary, labels = top_labels(bucket, job_id)
+        assert summary["model_digest"] == digest
+        assert labels == {"red.jpg": ("red", "1"), "green.jpg": ("green", "1"), "blue.jpg": ("blue", "1")}
+    assert workers.logs(tail=1_000_000).count("model package fetched") == 1
+    assert [p.name for p in (cache / "packages").iterdir()] == [digest]
+    third = relabel(env, source, "--output", out, "--model", spec)  # a new job pins the package as it is now
+    assert wait_for_job(env, workers, third)["state"] == "succeeded"
+    summary, labels = top_labels(bucket, third)
+    assert summary["model_digest"] == package_digest(tmp_path / "v2", colors_files("2", inverted=True))
+    assert labels["red.jpg"] != ("red", "1") and {version for _, version in labels.values()} == {"2"}
 
 
 @pytest.mark.slow
