@@ -67,7 +67,10 @@ def pin(spec: str, root: str) -> str | None:
         except InputError as exc:
             raise ConfigError(f"model package {spec} cannot be read: {exc}; a package is the model file's "
                               f"path or oss:// URI, with its {MODEL_JSON} beside it") from None
-        package = check_package(Path(tmp, posixpath.basename(spec)))
+        try:
+            package = check_package(Path(tmp, posixpath.basename(spec)))
+        except ConfigError as exc:  # named as the user knows the package, not as its copy
+            raise ConfigError(str(exc).replace(tmp, posixpath.dirname(spec))) from None
         files, digest = package.files(), package.content_digest()
         storage = storage_for(root)
         for path in files:

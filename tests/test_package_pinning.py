@@ -133,7 +133,8 @@ def test_planning_refuses_a_package_it_cannot_read_or_that_is_wrong_and_writes_n
     wrong_output = on_oss("models/wrong-output", **{"output.name": "scores"})
     outside = on_oss("models/outside", labels=None, labels_file="../../etc/passwd")
     for bad, words in ((spec, "model.json"), (missing, "models/none/model.json"),
-                       (no_model, "models/no-model/model.onnx"), (wrong_output, "output.name"),
+                       (no_model, "models/no-model/model.onnx"),
+                       (wrong_output, f"oss://{bucket.bucket_name}/models/wrong-output/model.json: output.name"),
                        (outside, 'labels_file is "../../etc/passwd"')):
         with pytest.raises(ConfigError, match=re.escape(words)):
             planned(bad)
