@@ -22,6 +22,7 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.model_package import check_package
+from visionfleet.pipeline.model_pin import pin
 from visionfleet.pipeline.model_spec import check_embeddings, check_model_spec, is_package, is_plugin, package_kind
 from visionfleet.pipeline.package_loader import package_engine
 from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
@@ -134,11 +135,13 @@ def _listing(spec: JobSpec) -> Iterator[str]:
 def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], None],
              job_id: str | None = None, *, hooks: Hooks = NO_HOOKS) -> str:
     """Create the job, write and enqueue its shards as the listing streams; return its id.
+    A model package is pinned first: copied under the job's folder, its digest in the job.
     ``hooks`` hear of the job's end when it ends here (an empty one)."""
     job_id = job_id or new_job_id()
     uris = _listing(spec)
     root = layout.job_root(spec.output, job_id)
-    job = Job(job_id, replace(spec, output=root), time.time(), shard_lists.FORMAT)
+    digest = pin(spec.model, root)
+    job = Job(job_id, replace(spec, output=root, model_digest=digest), time.time(), shard_lists.FORMAT)
     storage = storage_for(root)
     storage.write(layout.job_file(root), json.dumps(job.to_dict(), indent=1).encode())
     store.create_job(job_id, job.to_dict())

@@ -84,7 +84,8 @@ def _write_summary(store: StateStore, job: Job, progress: Progress, state: str, 
         kinds = verdict.by_count(store.error_kinds(job.job_id))
         summary = {
             "job_id": job.job_id, "state": state, "reason": reason, "model": job.spec.model,
-            "source": job.spec.source, "total": progress.total, "ok": progress.ok, "errors": progress.errors,
+            "model_digest": job.spec.model_digest, "source": job.spec.source,
+            "total": progress.total, "ok": progress.ok, "errors": progress.errors,
             "unlabelled": verdict.unlabelled(progress), "max_error_rate": job.spec.max_error_rate,
             "error_kinds": {kind: {"count": e.count, "example": e.example} for kind, e in kinds},
             "parts": store.parts(job.job_id), "created_at": progress.created_at, "finished_at": time.time(),

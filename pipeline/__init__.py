@@ -12,7 +12,8 @@
 - Labelling: ``labeller`` (fetch, decode, batch, predict), ``decode``,
   ``gpu_decode``, ``decode_budget``, ``model`` (the model contract),
   ``model_spec`` (what a model spec names, checked before it loads),
-  ``model_loader`` (a model spec to a model), ``engines`` (a classifier on a
+  ``model_loader`` (a model spec to a model), ``model_pin`` (a job's model
+  package pinned by its digest, and a worker's cache of it), ``engines`` (a classifier on a
   runtime and precision), ``runtimes/``, ``calibration``, ``artifacts``,
   ``labels``, ``process_metrics`` (the Prometheus metrics a process records).
 """

@@ -5,7 +5,8 @@ own settings allow, so whoever can write to the broker cannot make it import
 any module or open any file:
 
 - ``VISIONFLEET_MODELS``: the model specs it loads (comma-separated; default:
-  the built-in model and ``VISIONFLEET_MODEL``);
+  the built-in model and ``VISIONFLEET_MODEL``); an entry ending in ``/`` allows
+  every model package under that prefix (``oss://bucket/models/``, ``/srv/models/``);
 - ``VISIONFLEET_LOCAL_ROOTS``: the local folders it reads and writes
   (``os.pathsep``-separated; default: none);
 - ``VISIONFLEET_OSS_BUCKETS``: the buckets it reads and writes
@@ -58,9 +59,13 @@ class Access:
         return replace(self, models=models, local_roots=roots)
 
     def check_model(self, spec: str) -> None:
-        """Before anything is imported or opened for ``spec``."""
-        if spec not in self.models:
-            raise ConfigError(f"model {spec} is not allowed on this worker; add it to VISIONFLEET_MODELS")
+        """Before anything is imported or opened for ``spec``. A package on OSS is read from its bucket
+        (by the planner, which pins it for the workers): the bucket allow-list applies to it too."""
+        if spec not in self.models and not any(_under_prefix(spec, entry) for entry in self.models):
+            raise ConfigError(f"model {spec} is not allowed on this worker; add it to VISIONFLEET_MODELS (or, "
+                              "for a model package, a folder above it, ending in /)")
+        if is_oss(spec):
+            self.check_place(spec)
 
     def check_place(self, uri: str) -> None:
         """A job's source, output or calibration: refused as a whole (ConfigError) when outside."""
@@ -88,6 +93,18 @@ class Access:
             raise InputError(f"{uri} is outside the folders workers may use; add its folder to "
                              "VISIONFLEET_LOCAL_ROOTS")
         return real
+
+
+def _under_prefix(spec: str, entry: str) -> bool:
+    """Whether ``entry``, a prefix (ending in ``/``), holds the package ``spec``. Compared as text, so the
+    planner and every worker judge alike (a worker need not have the file): a spec with a ``.`` or ``..``
+    step after the prefix is never under it (``/models/../etc/x.onnx``). A local prefix is taken from
+    the root (``./models/`` from where the worker started)."""
+    if not entry.endswith("/"):
+        return False
+    prefix = entry if is_oss(entry) else absolute(entry).rstrip("/") + "/"
+    rest = spec.removeprefix(prefix)
+    return rest != spec and bool(rest) and not any(step in (".", "..") for step in rest.split("/"))
 
 
 def _real_path(path: str) -> str:

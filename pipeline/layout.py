@@ -9,6 +9,8 @@
   (``pipeline/shard_lists.py``; jobs planned before it: ``shard-SSSSSS.txt``).
 - ``_plan/job.json``, ``_plan/plan.json``: the job's description, and its
   totals once listing has finished.
+- ``_plan/model/``: the job's model package, pinned when it was planned
+  (``pipeline/model_pin.py``): the files every worker of the job loads.
 - ``_checkpoints/shard-SSSSSS.json``: the durable copy of shard ``S``'s
   checkpoint (offset, counts, parts), so progress outlives the state store.
 - ``_engines/NAME.json``: what ran the job (model, runtime, precision, int8
@@ -65,6 +67,11 @@ def job_file(root: str | Location) -> str:
 def plan_file(root: str | Location) -> str:
     """Totals of a finished listing: ``{"total": N, "shards": M}``."""
     return _under(root, PLAN_DIR, "plan.json")
+
+
+def pinned_model(root: str | Location, name: str) -> str:
+    """A file of the job's pinned model package (``name``: its path in the package)."""
+    return _under(root, PLAN_DIR, "model", name)
 
 
 def checkpoint_file(root: str | Location, shard: int) -> str:

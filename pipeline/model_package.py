@@ -68,17 +68,23 @@ class ModelPackage:
 
     def content_digest(self) -> str:
         """sha256 over the package's files (their names and bytes): changes when any of them does."""
-        whole = hashlib.sha256()
-        for path in self.files():
-            with open(path, "rb") as f:
-                whole.update(f"{path.name}\0{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode())
-        return whole.hexdigest()
+        return content_digest(self.files())
 
     def geometry(self) -> Geometry:
         return Geometry(resize=self.input.resize, crop=self.input.size, interpolation=self.input.interpolation)
 
     def field_error(self, field: str, problem: str, fix: str) -> ConfigError:
         return ConfigError(f"{self.described_by}: {field} {problem}; {fix}")
+
+
+def content_digest(files: list[Path]) -> str:
+    """A package's digest from its files, in ``ModelPackage.files``'s order: for a copy not read as a package
+    (a pinned one, checked against the digest its job was planned with)."""
+    whole = hashlib.sha256()
+    for path in files:
+        with open(path, "rb") as f:
+            whole.update(f"{path.name}\0{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode())
+    return whole.hexdigest()
 
 
 def read_package(model_file: str | Path) -> ModelPackage:

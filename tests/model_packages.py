@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.photos import jpeg
+
 GAIN = 10.0
 COLORS = ["red", "green", "blue"]
 
@@ -77,3 +79,35 @@ def write_package(folder: Path, graph: onnx.ModelProto | None = None, described:
     onnx.save(graph if graph is not None else colors_graph(), str(model_file))
     (folder / "model.json").write_text(json.dumps(described if described is not None else colors_json()))
     return model_file
+
+
+def colors_files(version: str = "3", *, inverted: bool = False, labels_file: str | None = None) -> dict[str, bytes]:
+    """The colors package's files by name, to put on OSS or in a folder (``write_files``). ``inverted``: another
+    model under the same name, its weights negated, so the least present colour wins."""
+    weight = -np.eye(3, dtype=np.float32) * GAIN if inverted else None
+    changes = {"version": version, **({"labels": None, "labels_file": labels_file} if labels_file else {})}
+    files = {"model.onnx": colors_graph(weight=weight).SerializeToString(),
+             "model.json": json.dumps(colors_json(**changes)).encode()}
+    if labels_file:
+        files[labels_file] = "\n".join(COLORS).encode()
+    return files
+
+
+def write_files(folder: Path, files: dict[str, bytes]) -> str:
+    """``files`` under ``folder``; the model file's path (the spec)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return str(folder / "model.onnx")
+
+
+def put_package(bucket, prefix: str, files: dict[str, bytes]) -> str:
+    """``files`` under ``oss://bucket/prefix/``; the model file's URI (the spec)."""
+    for name, data in files.items():
+        bucket.put_object(f"{prefix}/{name}", data)
+    return f"oss://{bucket.bucket_name}/{prefix}/model.onnx"
+
+
+def colour_jpeg(rgb: tuple[int, int, int], size: int = 48) -> bytes:
+    """A picture of one colour."""
+    return jpeg(np.full((size, size, 3), rgb, dtype=np.uint8))

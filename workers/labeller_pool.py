@@ -6,11 +6,14 @@ settings. INT8 calibrates on ``VISIONFLEET_CALIBRATION`` (the job's, else
 the worker's), else on the job's own images, read from its plan. Each job
 gets a note under ``DEST/<job>/_engines/`` saying what ran it (and the
 length of its embeddings, when the job asks for them), for ``_SUCCESS.json``.
-Few models fit in memory: the least recently used goes.
+A job's model package runs from the copy pinned when it was planned, fetched
+once into the worker's package cache (``model_pin``). Few models fit in
+memory: the least recently used goes.
 """
 import hashlib
 import json
 import logging
+import posixpath
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -23,6 +26,7 @@ from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from visionfleet.pipeline.model_loader import load_model
+from visionfleet.pipeline.model_pin import PackageCache, cache_root
 from visionfleet.pipeline.sources import iter_source
 from visionfleet.pipeline.storage import storage_for
 from visionfleet.pipeline.process_metrics import MODEL_LOAD_SECONDS
@@ -38,6 +42,7 @@ class LabellerPool:
         self.budget = load.decode_budget()  # the process's one: its labellers and calibrations decode within it
         self._loaded: OrderedDict[tuple, Labeller] = OrderedDict()
         self._noted: set[tuple[str, str]] = set()
+        self._packages = PackageCache(cache_root(runtime.model_cache))
 
     def default(self, model_spec: str) -> Labeller:
         """The worker's own model and settings (online requests, and the preload of bulk workers)."""
@@ -50,12 +55,14 @@ class LabellerPool:
         spec = job.spec
         settings = self.runtime.for_job(spec.runtime, spec.precision)
         source = spec.calibration or settings.calibration
+        pinned = (layout.pinned_model(job.root, posixpath.basename(spec.model)), spec.model_digest) \
+            if spec.model_digest else None
         if source:
             labeller = self._get(spec.model, settings, source, lambda: iter_source(source),
-                                 f"the calibration source {source}")
+                                 f"the calibration source {source}", pinned=pinned)
         else:
             labeller = self._get(spec.model, settings, "job:" + job.job_id, lambda: shard_lists.iter_planned(job),
-                                 f"the job's own images ({spec.source})", own_images=True)
+                                 f"the job's own images ({spec.source})", own_images=True, pinned=pinned)
         if spec.embeddings and labeller.model.info.embedding_dim is None:
             # Known only now for a plug-in: the job fails with the reason (``workers.tasks``), no shard run.
             raise ConfigError("it gives no embeddings, and the job asks for them (--embeddings): its ModelInfo "
@@ -65,11 +72,14 @@ class LabellerPool:
         return labeller
 
     def _get(self, spec: str, settings: RuntimeSettings, calibration_key: str | None,
-             uris: Callable[[], Iterator[str]], where: str, *, own_images: bool = False) -> Labeller:
+             uris: Callable[[], Iterator[str]], where: str, *, own_images: bool = False,
+             pinned: tuple[str, str] | None = None) -> Labeller:
         """``own_images``: the calibration images are the job's first ones, so their crops are handed
-        to the labeller (an int8 job of 200 images decoded 128 of them twice)."""
+        to the labeller (an int8 job of 200 images decoded 128 of them twice). ``pinned``: the job's
+        pinned package (its model file's URI, its digest), what runs for ``spec``."""
         int8 = settings.precision == "int8"
-        key = (spec, settings.runtime, settings.precision, calibration_key if int8 else None)
+        digest = pinned[1] if pinned else None
+        key = (spec, digest, settings.runtime, settings.precision, calibration_key if int8 else None)
         if key not in self._loaded:
             sets: list[CalibrationSet] = []
 
@@ -80,11 +90,12 @@ class LabellerPool:
                 return sets[-1]
 
             start = time.monotonic()
-            model = load_model(spec, settings, calibration if int8 and calibration_key else None)
+            path = self._packages.local(*pinned) if pinned else spec
+            model = load_model(path, settings, calibration if int8 and calibration_key else None)
             seconds = time.monotonic() - start
             MODEL_LOAD_SECONDS.set(seconds)
-            log.info("model loaded", extra={"model": spec, "owner": self.owner, "seconds": round(seconds, 2),
-                                            **model.info.engine})
+            log.info("model loaded", extra={"model": spec, "digest": digest, "owner": self.owner,
+                                            "seconds": round(seconds, 2), **model.info.engine})
             decoded = sets[0].by_uri() if own_images and sets else None
             self._loaded[key] = Labeller(model, self.load, decoded, self.budget)
             if len(self._loaded) > MAX_LOADED:
