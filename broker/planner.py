@@ -49,7 +49,9 @@ def check_access(spec: JobSpec, *, embedded: bool) -> None:
     A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
     check_model_spec(spec.model, local=embedded)
     if is_package(spec.model) and (embedded or os.path.isfile(spec.model)):
-        check_package(spec.model)  # model.json and the graph, before anything is written
+        package = check_package(spec.model)  # model.json and the graph, before anything is written
+        if spec.embeddings:
+            package.check_embeddings()
     if spec.embeddings:
         check_embeddings(spec.model)
     sink_for(spec.output, spec.output_format)  # an output format no worker writes
@@ -140,7 +142,7 @@ def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], 
     job_id = job_id or new_job_id()
     uris = _listing(spec)
     root = layout.job_root(spec.output, job_id)
-    digest = pin(spec.model, root)
+    digest = pin(spec.model, root, embeddings=spec.embeddings)
     job = Job(job_id, replace(spec, output=root, model_digest=digest), time.time(), shard_lists.FORMAT)
     storage = storage_for(root)
     storage.write(layout.job_file(root), json.dumps(job.to_dict(), indent=1).encode())

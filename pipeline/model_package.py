@@ -73,6 +73,12 @@ class ModelPackage:
     def geometry(self) -> Geometry:
         return Geometry(resize=self.input.resize, crop=self.input.size, interpolation=self.input.interpolation)
 
+    def check_embeddings(self) -> None:
+        """For a job that asks for embeddings: ConfigError unless the package names its embedding tensor."""
+        if self.embedding is None:
+            raise self.field_error("embedding", "is not given, and the job asks for embeddings (--embeddings)",
+                                   'name the tensor, e.g. "embedding": {"output": "features"}, or drop --embeddings')
+
     def field_error(self, field: str, problem: str, fix: str) -> ConfigError:
         return ConfigError(f"{self.described_by}: {field} {problem}; {fix}")
 

@@ -55,10 +55,10 @@ def _labels_file(described: bytes) -> list[str]:
     return [name] if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name else []
 
 
-def pin(spec: str, root: str) -> str | None:
-    """Planning: the package ``spec`` names read once, checked (``check_package``) and copied under the
-    job's folder ``root``; its digest (None for a model that is no package). Nothing is written unless
-    it passes."""
+def pin(spec: str, root: str, *, embeddings: bool = False) -> str | None:
+    """Planning: the package ``spec`` names read once, checked (``check_package``; with ``embeddings``, that
+    it names its embedding) and copied under the job's folder ``root``; its digest (None for a model that
+    is no package). Nothing is written unless it passes."""
     if not is_package(spec):
         return None
     with tempfile.TemporaryDirectory(prefix="visionfleet-package-") as tmp:
@@ -69,6 +69,8 @@ def pin(spec: str, root: str) -> str | None:
                               f"path or oss:// URI, with its {MODEL_JSON} beside it") from None
         try:
             package = check_package(Path(tmp, posixpath.basename(spec)))
+            if embeddings:
+                package.check_embeddings()
         except ConfigError as exc:  # named as the user knows the package, not as its copy
             raise ConfigError(str(exc).replace(tmp, posixpath.dirname(spec))) from None
         files, digest = package.files(), package.content_digest()

@@ -247,6 +247,17 @@ def test_a_graph_that_agrees_passes_planning(tmp_path):
                              runtime="torch"), embedded=True)
 
 
+def test_embeddings_from_a_package_that_names_none_are_refused_when_planning(tmp_path):
+    (tmp_path / "in").mkdir()
+    model_file = write_package(tmp_path / "colors", described=colors_json(embedding=None))
+    job = JobSpec(source=str(tmp_path / "in"), output=str(tmp_path / "out"), model=str(model_file), embeddings=True)
+    with pytest.raises(ConfigError, match=r'model.json: embedding is not given, and the job asks for embeddings '
+                                          r'\(--embeddings\); name the tensor'):
+        check_access(job, embedded=True)
+    check_access(JobSpec(job.source, job.output, model=str(write_package(tmp_path / "with")), embeddings=True),
+                 embedded=True)
+
+
 def test_a_graph_with_open_dimensions_is_checked_on_what_is_fixed(tmp_path):
     graph = colors_graph()
     for dim in graph.graph.input[0].type.tensor_type.shape.dim[2:]:
