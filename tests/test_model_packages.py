@@ -416,9 +416,13 @@ def test_a_torchscript_package_that_disagrees_is_refused_when_it_loads(tmp_path)
     model_file = torchscript_package(tmp_path / "colors", ColorsTuple())
     with pytest.raises(ConfigError, match="runs on torch, not ONNX Runtime; use --runtime auto or torch"):
         load_model(str(model_file), settings(tmp_path, runtime="onnxruntime"))
-    model_file.write_bytes(b"\x80\x04 a pickled state dict")
+    check_package(model_file)
+    torch.save(ColorsTuple().state_dict(), model_file)  # a zip too, without the module's code
     with pytest.raises(ConfigError, match="model.pt is not a TorchScript file; save the model with torch.jit.save"):
         check_package(model_file)  # planning, without importing torch
+    model_file.write_bytes(b"\x80\x04 a pickle")
+    with pytest.raises(ConfigError, match="model.pt is not a TorchScript file"):
+        check_package(model_file)
 
 
 # --- a real relabel ----------------------------------------------------------------------------------------
