@@ -10,6 +10,7 @@ against it by ``check_package`` (an ONNX graph: ``package_onnx``).
 import hashlib
 import json
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,12 +124,17 @@ def check_package(model_file: str | Path) -> ModelPackage:
 
 
 def _check_torchscript_file(path: Path) -> None:
-    """A TorchScript file is a zip archive (torch.jit.save); checked without importing torch, which takes
-    seconds: a pickled state dict or a random file is refused here, before a job is planned."""
-    with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":
-            raise ConfigError(f"{path} is not a TorchScript file; save the model with torch.jit.save "
-                              "(torch.jit.script or torch.jit.trace first), or export it to ONNX")
+    """A TorchScript file is a zip archive with the module's code in it (torch.jit.save); checked without
+    importing torch, which takes seconds: a state dict (torch.save: a zip without code) or any other file is
+    refused here, before a job is planned."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            scripted = any("/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        scripted = False
+    if not scripted:
+        raise ConfigError(f"{path} is not a TorchScript file; save the model with torch.jit.save "
+                          "(torch.jit.script or torch.jit.trace first), or export it to ONNX")
 
 
 class _Reader:

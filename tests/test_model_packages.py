@@ -267,6 +267,16 @@ def test_a_graph_with_open_dimensions_is_checked_on_what_is_fixed(tmp_path):
     assert model.predict(np.zeros((2, 40, 30, 3), np.uint8)).shape == (2, 3)
 
 
+def test_an_embedding_of_open_length_is_measured_once(tmp_path):
+    graph = colors_graph()
+    features = next(o for o in graph.graph.output if o.name == "features")
+    features.type.tensor_type.shape.dim[1].dim_param = "width"
+    model = load_model(str(write_package(tmp_path / "colors", graph)), settings(tmp_path))
+    assert model.info.embedding_dim == 3  # one blank image through the converted graph
+    manifest = json.loads(next((tmp_path / "cache").glob("colors-package-*.json")).read_text())
+    assert manifest["embedding_dim"] == 3  # kept with the converted form: a worker that finds it runs nothing
+
+
 def test_the_standard_names_in_the_users_graph_do_not_clash(tmp_path):
     """A graph whose own tensors are called images and probs, as the standard form's are."""
     graph = colors_graph(input_name="images", output="probs")
@@ -427,9 +437,13 @@ def test_a_torchscript_package_that_disagrees_is_refused_when_it_loads(tmp_path)
     model_file = torchscript_package(tmp_path / "colors", ColorsTuple())
     with pytest.raises(ConfigError, match="runs on torch, not ONNX Runtime; use --runtime auto or torch"):
         load_model(str(model_file), settings(tmp_path, runtime="onnxruntime"))
-    model_file.write_bytes(b"\x80\x04 a pickled state dict")
+    check_package(model_file)
+    torch.save(ColorsTuple().state_dict(), model_file)  # a zip too, without the module's code
     with pytest.raises(ConfigError, match="model.pt is not a TorchScript file; save the model with torch.jit.save"):
         check_package(model_file)  # planning, without importing torch
+    model_file.write_bytes(b"\x80\x04 a pickle")
+    with pytest.raises(ConfigError, match="model.pt is not a TorchScript file"):
+        check_package(model_file)
 
 
 # --- a real relabel ----------------------------------------------------------------------------------------
