@@ -1,0 +1,204 @@
+"""Online requests that name their model: routed to that model's batches on the same worker, within what
+the worker allows (VISIONFLEET_MODELS); in this process first, then with real workers, Redis and OSS."""
+import io
+import json
+
+import numpy as np
+import pytest
+from celery import Celery
+from PIL import Image
+
+from visionfleet.broker.counters import Counters
+from visionfleet.pipeline.access import Access
+from visionfleet.pipeline.engines import RuntimeSettings
+from visionfleet.pipeline.labeller import LoadSettings
+from visionfleet.pipeline.labels import imagenet_class_names
+from visionfleet.pipeline.model import Model, ModelInfo
+from visionfleet.workers.labeller_pool import MAX_LOADED, LabellerPool
+from visionfleet.workers.online import OnlineSettings
+from visionfleet.workers.online_models import OnlineModels
+from tests.helpers import visionfleet, wait_until
+from tests.photos import KNOWN, photo_bytes
+
+BUILT_IN = "efficientnet_lite0"
+
+
+class ClassModel(Model):
+    """Says class ``answer`` for every image."""
+
+    def __init__(self, answer: int, max_batch_size: int) -> None:
+        self.info = ModelInfo(f"class{answer}", imagenet_class_names(), max_batch_size=max_batch_size,
+                              version=str(answer))
+        self.answer = answer
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        probs = np.full((len(batch), 1000), 1e-4, dtype=np.float32)
+        probs[:, self.answer] = 0.9
+        return probs
+
+
+def class1(settings):
+    return ClassModel(1, settings.max_batch_size)
+
+
+def class2(settings):
+    return ClassModel(2, settings.max_batch_size)
+
+
+def class3(settings):
+    return ClassModel(3, settings.max_batch_size)
+
+
+def class4(settings):
+    return ClassModel(4, settings.max_batch_size)
+
+
+def class5(settings):
+    return ClassModel(5, settings.max_batch_size)
+
+
+def broken(settings):
+    raise RuntimeError("weights truncated at byte 12")
+
+
+SPECS = [f"tests.test_online_models:class{i}" for i in range(1, 6)]
+
+
+def png(color: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 64), color).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def online(tmp_path):
+    (tmp_path / "red.png").write_bytes(png((250, 10, 10)))
+    access = Access(frozenset([*SPECS, "tests.test_online_models:broken"]), (str(tmp_path),), None)
+    pool = LabellerPool(RuntimeSettings(max_batch_size=4, threads=1), LoadSettings(io_threads=2), "test")
+    service = OnlineModels(pool, SPECS[0], access, OnlineSettings(max_wait_s=0.001, cache=False),
+                           None, Counters(None, "vf"))
+    yield service, str(tmp_path / "red.png")
+    for loaded in service._services.values():
+        loaded.close()
+
+
+def test_each_named_model_answers_and_the_least_recently_asked_is_unloaded(online):
+    service, image = online
+    for i, spec in enumerate(SPECS, 1):
+        record = service.classify(image, model=spec)
+        assert (record["status"], record["model"], record["model_version"]) == ("ok", f"class{i}", str(i))
+        assert record["labels"][0]["class_id"] == i
+        service.classify(image)  # the worker's own (class1) in use all along: it stays loaded
+    assert set(service._services) == {SPECS[0], *SPECS[2:]}  # class2 made room for class5
+    assert len(service.labellers._loaded) == MAX_LOADED
+    assert service.classify(image, model=SPECS[1])["labels"][0]["class_id"] == 2  # loaded again
+
+
+def test_a_model_that_is_not_allowed_or_fails_to_load_is_an_error_record(online):
+    service, image = online
+    refused = service.classify(image, model="tests.slow_model:build")
+    assert refused["status"] == "error" and refused["labels"] is None
+    assert refused["error"] == ("model tests.slow_model:build is not allowed on this worker; "
+                                "add it to VISIONFLEET_MODELS")
+    assert "tests.slow_model" not in service.labellers._loaded  # refused before anything was imported
+    failed = service.classify(image, model="tests.test_online_models:broken")
+    assert failed["status"] == "error" and failed["model"] == "tests.test_online_models:broken"
+    assert failed["error"] == ("model tests.test_online_models:broken failed to load on this worker: "
+                               "RuntimeError: weights truncated at byte 12")
+    assert service.classify(image)["status"] == "ok"
+
+
+# With real workers: a tiny TorchScript model of colours beside the built-in model.
+
+COLORS = ["red", "green", "blue"]
+
+
+@pytest.fixture
+def colors_model(tmp_path) -> str:
+    """``torchscript:PATH`` of a model whose logits are the mean of each normalised channel: a red
+    image is "red", a blue one "blue" (class names from VISIONFLEET_LABELS)."""
+    import torch
+
+    class Colors(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3)) * 10
+
+    path = tmp_path / "colors.pt"
+    torch.jit.trace(Colors().eval(), torch.zeros(1, 3, 224, 224)).save(str(path))
+    (tmp_path / "colors.txt").write_text("\n".join(COLORS) + "\n")
+    return f"torchscript:{path}"
+
+
+@pytest.fixture
+def colors_worker(workers, client, colors_model, tmp_path, bucket):
+    """An online worker whose own model is the built-in one, that also allows the colours model."""
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a TorchScript archive")
+    (proc,) = workers.start(1, queues="online", VISIONFLEET_ONLINE_MAX_WAIT_MS="200",
+                            VISIONFLEET_MODELS=f"{colors_model},torchscript:{broken}",
+                            VISIONFLEET_LABELS=str(tmp_path / "colors.txt"))
+    wait_until(lambda: proc.poll() is not None or client.backlog() == 0, 30, "the online worker")
+    # Its own model is loaded before it takes requests: this one says the worker is up.
+    first = client.classify(put(bucket, "warm.png", photo_bytes("coffee.png")), timeout=60)
+    assert first["status"] == "ok", workers.logs()
+    return proc
+
+
+def put(bucket, name: str, data: bytes) -> str:
+    bucket.put_object(name, data)
+    return f"oss://{bucket.bucket_name}/{name}"
+
+
+@pytest.mark.slow
+def test_requests_naming_the_built_in_model_or_another_allowed_one_are_served_side_by_side(
+        bucket, client, colors_model, colors_worker):
+    chelsea, coffee = (put(bucket, f"a/{n}", photo_bytes(n)) for n in ("chelsea.png", "coffee.png"))
+    red, blue = put(bucket, "a/red.png", png((250, 10, 10))), put(bucket, "a/blue.png", png((10, 10, 250)))
+    named = client.classify(chelsea, timeout=60, model=BUILT_IN)
+    assert named["status"] == "ok" and named["model"] == BUILT_IN and "model_version" in named
+    assert named["labels"][0]["class_id"] in KNOWN["chelsea.png"]
+    colour = client.classify(red, timeout=60, model=colors_model)  # loads the second model
+    assert colour["status"] == "ok" and colour["model"] == "colors" and "model_version" in colour, colour
+    assert colour["labels"][0]["label"] == "red" and len(colour["labels"]) == 3
+    # Both models at once, interleaved: each request is answered by the model it named.
+    asked = [(chelsea, None), (red, colors_model), (coffee, BUILT_IN), (blue, colors_model)] * 4
+    pending = [client.submit(uri, model) for uri, model in asked]
+    records = [result.get(timeout=60) for result in pending]
+    assert [r["uri"] for r in records] == [uri for uri, _ in asked]
+    want = {chelsea: KNOWN["chelsea.png"], coffee: KNOWN["coffee.png"]}
+    for (uri, model), record in zip(asked, records):
+        assert record["status"] == "ok", record
+        if model == colors_model:
+            assert record["model"] == "colors" and record["labels"][0]["label"] == uri.rsplit("/", 1)[1][:-4]
+        else:
+            assert record["model"] == BUILT_IN and record["labels"][0]["class_id"] in want[uri]
+
+
+@pytest.mark.slow
+def test_a_model_not_allowed_or_failing_to_load_is_the_callers_error_record(bucket, client, tmp_path,
+                                                                            colors_worker):
+    uri = put(bucket, "b/coffee.png", photo_bytes("coffee.png"))
+    elsewhere = "torchscript:/srv/models/other.pt"
+    refused = client.classify(uri, timeout=60, model=elsewhere)
+    assert refused["status"] == "error" and refused["labels"] is None and refused["model"] == elsewhere
+    assert refused["error"] == f"model {elsewhere} is not allowed on this worker; add it to VISIONFLEET_MODELS"
+    failed = client.classify(uri, timeout=60, model=f"torchscript:{tmp_path / 'broken.pt'}")
+    assert failed["status"] == "error" and failed["labels"] is None
+    assert failed["error"].startswith(f"model torchscript:{tmp_path / 'broken.pt'} failed to load on this worker: ")
+    assert client.classify(uri, timeout=60)["status"] == "ok" and colors_worker.poll() is None  # still serving
+
+
+@pytest.mark.slow
+def test_cli_and_a_plain_celery_client_name_a_model(bucket, fleet_env, colors_model, colors_worker):
+    red, blue = put(bucket, "c/red.png", png((250, 10, 10))), put(bucket, "c/blue.png", png((10, 10, 250)))
+    result = visionfleet("classify", "--model", colors_model, red, blue, "--timeout", "60", env=fleet_env)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["model"], r["labels"][0]["label"]) for r in records] == [("colors", "red"), ("colors", "blue")]
+    url = fleet_env["VISIONFLEET_BROKER_URL"]
+    plain = Celery(broker=url, backend=url)  # the keyword any Celery client can send
+    record = plain.send_task("visionfleet.classify", args=[blue], kwargs={"model": colors_model},
+                             queue="online").get(timeout=60)
+    assert record["model"] == "colors" and record["labels"][0]["label"] == "blue"
+    unknown = visionfleet("classify", "--model", "efficientnet_lite", red, env=fleet_env)
+    assert unknown.returncode == 2 and "did you mean efficientnet_lite0?" in unknown.stderr
