@@ -1,10 +1,13 @@
 """Online requests that name their model: routed to that model's batches on the same worker, within what
 the worker allows (VISIONFLEET_MODELS); in this process first, then with real workers, Redis and OSS."""
+import hashlib
 import io
 import json
+import uuid
 
 import numpy as np
 import pytest
+import redis
 from celery import Celery
 from PIL import Image
 
@@ -14,6 +17,7 @@ from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.labeller import LoadSettings
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
+from visionfleet.workers.cache import RedisLabelCache
 from visionfleet.workers.labeller_pool import MAX_LOADED, LabellerPool
 from visionfleet.workers.online import OnlineSettings
 from visionfleet.workers.online_models import OnlineModels
@@ -57,11 +61,24 @@ def class5(settings):
     return ClassModel(5, settings.max_batch_size)
 
 
+def same_name_a(settings):
+    model = ClassModel(6, settings.max_batch_size)
+    model.info.name, model.info.version = "same", None
+    return model
+
+
+def same_name_b(settings):
+    model = ClassModel(7, settings.max_batch_size)
+    model.info.name, model.info.version = "same", None
+    return model
+
+
 def broken(settings):
     raise RuntimeError("weights truncated at byte 12")
 
 
 SPECS = [f"tests.test_online_models:class{i}" for i in range(1, 6)]
+SAME_NAME = ["tests.test_online_models:same_name_a", "tests.test_online_models:same_name_b"]
 
 
 def png(color: tuple[int, int, int]) -> bytes:
@@ -70,14 +87,20 @@ def png(color: tuple[int, int, int]) -> bytes:
     return out.getvalue()
 
 
+def online_models(tmp_path, cache=None) -> tuple[OnlineModels, str]:
+    """The online side of a worker whose own model is class1, and a red image it may read."""
+    (tmp_path / "red.png").write_bytes(png((250, 10, 10)))
+    access = Access(frozenset([*SPECS, *SAME_NAME, "tests.test_online_models:broken"]), (str(tmp_path),), None)
+    pool = LabellerPool(RuntimeSettings(max_batch_size=4, threads=1), LoadSettings(io_threads=2), "test")
+    service = OnlineModels(pool, SPECS[0], access, OnlineSettings(max_wait_s=0.001, cache=cache is not None),
+                           cache, Counters(None, "vf"))
+    return service, str(tmp_path / "red.png")
+
+
 @pytest.fixture
 def online(tmp_path):
-    (tmp_path / "red.png").write_bytes(png((250, 10, 10)))
-    access = Access(frozenset([*SPECS, "tests.test_online_models:broken"]), (str(tmp_path),), None)
-    pool = LabellerPool(RuntimeSettings(max_batch_size=4, threads=1), LoadSettings(io_threads=2), "test")
-    service = OnlineModels(pool, SPECS[0], access, OnlineSettings(max_wait_s=0.001, cache=False),
-                           None, Counters(None, "vf"))
-    yield service, str(tmp_path / "red.png")
+    service, image = online_models(tmp_path)
+    yield service, image
     for loaded in service._services.values():
         loaded.close()
 
@@ -106,6 +129,15 @@ def test_a_model_that_is_not_allowed_or_fails_to_load_is_an_error_record(online)
     assert failed["error"] == ("model tests.test_online_models:broken failed to load on this worker: "
                                "RuntimeError: weights truncated at byte 12")
     assert service.classify(image)["status"] == "ok"
+
+
+def test_two_models_of_one_name_keep_their_own_cached_labels(tmp_path, redis_url):
+    cache = RedisLabelCache(redis.Redis.from_url(redis_url), 60, f"t{uuid.uuid4().hex[:8]}")
+    service, image = online_models(tmp_path, cache)
+    for _ in range(2):  # the second time from the cache, each model's own
+        answers = [service.classify(image, model=spec)["labels"][0]["class_id"] for spec in SAME_NAME]
+        assert answers == [6, 7]
+    assert cache.get(f"{SAME_NAME[1]}@None:top5:sha256:{hashlib.sha256(png((250, 10, 10))).hexdigest()}")
 
 
 # With real workers: a tiny TorchScript model of colours beside the built-in model.

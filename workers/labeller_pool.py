@@ -84,7 +84,7 @@ class LabellerPool:
             log.info("model loaded", extra={"model": spec, "owner": self.owner, "seconds": round(seconds, 2),
                                             **model.info.engine})
             decoded = sets[0].by_uri() if own_images and sets else None
-            self._loaded[key] = Labeller(model, self.load, decoded, self.budget)
+            self._loaded[key] = Labeller(model, self.load, decoded, self.budget, spec)
             if len(self._loaded) > MAX_LOADED:
                 self._loaded.popitem(last=False)[1].close()
         self._loaded.move_to_end(key)
