@@ -3,6 +3,7 @@ the worker allows (VISIONFLEET_MODELS); in this process first, then with real wo
 import hashlib
 import io
 import json
+import threading
 import uuid
 
 import numpy as np
@@ -21,7 +22,7 @@ from visionfleet.workers.cache import RedisLabelCache
 from visionfleet.workers.labeller_pool import MAX_LOADED, LabellerPool
 from visionfleet.workers.online import OnlineSettings
 from visionfleet.workers.online_models import OnlineModels
-from tests.helpers import visionfleet, wait_until
+from tests.helpers import clean_env, visionfleet, wait_until
 from tests.photos import KNOWN, photo_bytes
 
 BUILT_IN = "efficientnet_lite0"
@@ -131,6 +132,20 @@ def test_a_model_that_is_not_allowed_or_fails_to_load_is_an_error_record(online)
     assert service.classify(image)["status"] == "ok"
 
 
+def test_requests_for_a_loaded_model_go_on_while_another_loads(tmp_path, monkeypatch):
+    monkeypatch.setenv("VISIONFLEET_TEST_LOAD_S", "3")  # tests.slow_model takes that long to load
+    service, image = online_models(tmp_path)
+    service.access = Access(service.access.models | {"tests.slow_model:build"}, service.access.local_roots, None)
+    service.classify(image)  # the worker's own model is loaded
+    slow: list[dict] = []
+    loading = threading.Thread(target=lambda: slow.append(service.classify(image, model="tests.slow_model:build")))
+    loading.start()
+    wait_until(service._loading.locked, 5, "the slow model to start loading")
+    assert service.classify(image)["labels"][0]["class_id"] == 1 and loading.is_alive()  # did not wait for it
+    loading.join(30)
+    assert slow[0]["status"] == "ok" and slow[0]["model"] == "slow"
+
+
 def test_two_models_of_one_name_keep_their_own_cached_labels(tmp_path, redis_url):
     cache = RedisLabelCache(redis.Redis.from_url(redis_url), 60, f"t{uuid.uuid4().hex[:8]}")
     service, image = online_models(tmp_path, cache)
@@ -234,3 +249,13 @@ def test_cli_and_a_plain_celery_client_name_a_model(bucket, fleet_env, colors_mo
     assert record["model"] == "colors" and record["labels"][0]["label"] == "blue"
     unknown = visionfleet("classify", "--model", "efficientnet_lite", red, env=fleet_env)
     assert unknown.returncode == 2 and "did you mean efficientnet_lite0?" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_embedded_classify_loads_the_named_model_here(tmp_path, colors_model):
+    (tmp_path / "blue.png").write_bytes(png((10, 10, 250)))
+    env = {**clean_env(), "VISIONFLEET_HOME": str(tmp_path / "home"), "VISIONFLEET_LABELS": str(tmp_path / "colors.txt")}
+    result = visionfleet("classify", "--model", colors_model, str(tmp_path / "blue.png"), env=env)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["model"] == "colors" and record["labels"][0]["label"] == "blue"
