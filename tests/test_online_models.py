@@ -4,6 +4,7 @@ import hashlib
 import io
 import json
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -204,7 +205,11 @@ def test_requests_naming_the_built_in_model_or_another_allowed_one_are_served_si
     named = client.classify(chelsea, timeout=60, model=BUILT_IN)
     assert named["status"] == "ok" and named["model"] == BUILT_IN and "model_version" in named
     assert named["labels"][0]["class_id"] in KNOWN["chelsea.png"]
+    started = time.monotonic()
     colour = client.classify(red, timeout=60, model=colors_model)  # loads the second model
+    first_s, started = time.monotonic() - started, time.monotonic()
+    client.classify(blue, timeout=60, model=colors_model)
+    print(f"\nsecond model: first request {first_s:.2f}s (its load), the next {time.monotonic() - started:.3f}s")
     assert colour["status"] == "ok" and colour["model"] == "colors" and "model_version" in colour, colour
     assert colour["labels"][0]["label"] == "red" and len(colour["labels"]) == 3
     # Both models at once, interleaved: each request is answered by the model it named.
