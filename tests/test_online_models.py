@@ -109,6 +109,10 @@ def online(tmp_path):
 
 def test_each_named_model_answers_and_the_least_recently_asked_is_unloaded(online):
     service, image = online
+    for i, spec in enumerate(SPECS[:MAX_LOADED], 1):
+        service.classify(image, model=spec)
+    assert service.classify(image, model="tests.test_online_models:broken")["status"] == "error"
+    assert list(service._services) == SPECS[:MAX_LOADED]  # a model that failed to load made no room
     for i, spec in enumerate(SPECS, 1):
         record = service.classify(image, model=spec)
         assert (record["status"], record["model"], record["model_version"]) == ("ok", f"class{i}", str(i))

@@ -57,10 +57,9 @@ class LabellerPool:
         self._note(job, labeller)
         return labeller
 
-    def release(self, labeller: Labeller) -> None:
-        """Unload ``labeller`` now: an online worker makes room for a model a request names."""
-        for key in [key for key, held in self._loaded.items() if held is labeller]:
-            self._loaded.pop(key).close()
+    def holds(self, labeller: Labeller) -> bool:
+        """Whether ``labeller`` is still loaded, not unloaded to make room for another."""
+        return any(held is labeller for held in self._loaded.values())
 
     def _get(self, spec: str, settings: RuntimeSettings, calibration_key: str | None,
              uris: Callable[[], Iterator[str]], where: str, *, own_images: bool = False) -> Labeller:

@@ -4,7 +4,7 @@ A request may name a model spec (``VisionClient.classify(uri, model=SPEC)``); wi
 own model serves it, as before. Each loaded model has its own ``OnlineService``, so requests for one
 model share its batches and never wait in another's. A model loads through the process's
 ``LabellerPool`` when it is first asked for, one load at a time, while the loaded ones keep serving;
-past ``MAX_LOADED`` the one least recently asked for is unloaded. A model the worker does not allow
+past the pool's ``MAX_LOADED`` the one least recently asked for is unloaded. A model the worker does not allow
 (``VISIONFLEET_MODELS``), or one that fails to load, is the request's error record: the worker stays up.
 """
 import logging
@@ -19,7 +19,7 @@ from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.labeller import LabelCache
 from visionfleet.pipeline.process_metrics import IMAGES, ONLINE_REQUEST_SECONDS
 from visionfleet.pipeline.records import error_record
-from visionfleet.workers.labeller_pool import MAX_LOADED, LabellerPool
+from visionfleet.workers.labeller_pool import LabellerPool
 from visionfleet.workers.online import OnlineService, OnlineSettings
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class OnlineModels:
         self.settings, self.cache, self.metrics = settings, cache, metrics
         self._services: OrderedDict[str, OnlineService] = OrderedDict()  # the least recently asked for first
         self._lock = threading.Lock()  # guards _services
-        self._loading = threading.Lock()  # one load at a time; only its holder adds, removes, or uses the pool
+        self._loading = threading.Lock()  # one load at a time; only its holder adds or uses the pool
 
     def classify(self, uri: str, sent_at: float | None = None, model: str | None = None) -> dict:
         """The record for one URI, by ``model`` (a spec) or else the worker's own; from many task threads at once.
@@ -80,15 +80,19 @@ class OnlineModels:
             return service or self._load(spec)
 
     def _load(self, spec: str) -> OnlineService:
-        if len(self._services) >= MAX_LOADED:  # room first: the pool then never unloads one of ours itself
-            with self._lock:
-                unloaded, oldest = self._services.popitem(last=False)
-            oldest.close()
-            self.labellers.release(oldest.labeller)
-            log.info("online model unloaded", extra={"model": unloaded, "for_model": spec})
+        """Past MAX_LOADED the pool unloads its least recently used model, once the new one has loaded (a
+        model that fails to load unloads none): told our order first, that is the one least recently asked for."""
+        with self._lock:
+            order = list(self._services)
+        for loaded in order:
+            self.labellers.default(loaded)  # loaded already: only its place in the pool's order
         service = OnlineService(self.labellers.default(spec), self.settings, self.cache, self.metrics,
                                 check=self.access.check_uri)
         with self._lock:
             self._services[spec] = service
+            unloaded = [name for name, held in self._services.items() if not self.labellers.holds(held.labeller)]
+            for name in unloaded:
+                self._services.pop(name).close()
+        for name in unloaded:
+            log.info("online model unloaded", extra={"model": name, "for_model": spec})
         return service
-
