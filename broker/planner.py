@@ -21,7 +21,9 @@ from visionfleet.pipeline.access import Access
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job, JobSpec
-from visionfleet.pipeline.model_spec import check_model_spec, is_plugin
+from visionfleet.pipeline.model_package import check_package
+from visionfleet.pipeline.model_spec import check_model_spec, is_package, is_plugin, package_kind
+from visionfleet.pipeline.package_loader import package_engine
 from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.sources import is_manifest, iter_source
@@ -37,12 +39,15 @@ def new_job_id() -> str:
 
 
 def check_access(spec: JobSpec, *, embedded: bool) -> None:
-    """Fail before anything is enqueued (or written to the output) if the model cannot load anywhere, the
+    """Fail before anything is enqueued (or written to the output) if the model cannot load anywhere (a local
+    model package: its model.json or graph is wrong, checked here when its file is here), the
     engine cannot run anywhere (embedded: on this machine), the workers would refuse the model or a place
     (the same rules, read from this environment), or source or output cannot be reached.
 
     A fleet's local manifest is no workers' place: this command reads it, so this user must be able to."""
     check_model_spec(spec.model, local=embedded)
+    if is_package(spec.model) and (embedded or os.path.isfile(spec.model)):
+        check_package(spec.model)  # model.json and the graph, before anything is written
     sink_for(spec.output, spec.output_format)  # an output format no worker writes
     _check_engine(spec, embedded)
     access = Access.from_env().for_job(spec) if embedded else Access.from_env()
@@ -69,7 +74,10 @@ def _check_engine(spec: JobSpec, embedded: bool) -> None:
     that is a trap on its CPU (fp16) is refused too; a fleet's workers may have GPUs: each judges its own.
     A plug-in runs as its factory builds it, where this cannot judge."""
     cuda = not embedded or is_plugin(spec.model) or has_cuda(env_str("VISIONFLEET_DEVICE", "auto"))
-    choose_engine(spec.runtime, spec.precision, cuda=cuda, cpu_bf16=not cuda and cpu_has_bf16())
+    if is_package(spec.model):  # each kind of package runs on one runtime
+        package_engine(package_kind(spec.model), spec.runtime, spec.precision, cuda=cuda)
+    else:
+        choose_engine(spec.runtime, spec.precision, cuda=cuda, cpu_bf16=not cuda and cpu_has_bf16())
 
 
 def _read_here(source: str, embedded: bool) -> bool:

@@ -107,11 +107,13 @@ def _ended(store: StateStore, job_id: str, state: str, reason: str | None, hooks
 
 
 def _engines(root: str) -> dict:
-    """What ran the job, from the workers' notes: ``runtime`` and ``precision`` (``mixed`` when
-    workers differed), the int8 agreement when int8 ran alone, and every note."""
+    """What ran the job, from the workers' notes: ``model_version``, ``runtime`` and ``precision``
+    (``mixed`` when workers differed), the int8 agreement when int8 ran alone, and every note."""
     storage = storage_for(root)
     notes = [json.loads(storage.read(uri)) for uri in storage.list(layout.child(root, layout.ENGINE_DIR))]
     out: dict = {"engines": notes}
+    versions = {note.get("model_version") for note in notes}  # None: a model that names none
+    out["model_version"] = versions.pop() if len(versions) == 1 else "mixed" if versions else None
     for key in ("runtime", "precision", "int8_agreement"):
         values = {note.get(key) for note in notes}
         if len(values) == 1 and None not in values:

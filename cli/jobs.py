@@ -15,6 +15,8 @@ from visionfleet.cli.reach import check_broker, reachable_store
 from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.job import DEFAULT_MODEL, DEFAULT_SHARD_SIZE, JobSpec
 from visionfleet.pipeline.location import Location
+from visionfleet.pipeline.model_spec import is_package
+from visionfleet.pipeline.storage import is_oss
 from visionfleet.pipeline.words import count
 from visionfleet.reports.run import RunReport, prices_from_env
 
@@ -71,7 +73,10 @@ def run_relabel(settings: BrokerSettings, source: str, output: str, *, model: st
     if options["calibration"]:
         options["calibration"] = _absolute(options["calibration"])
     source, output = _absolute(source), _absolute(output)
-    spec = JobSpec(source=source, output=output, model=model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL),
+    model = model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)
+    if is_package(model) and not is_oss(model):
+        model = _absolute(model)
+    spec = JobSpec(source=source, output=output, model=model,
                    shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)
     check_access(spec, embedded=settings.embedded)
     hooks, job_id = _hooks(), new_job_id()

@@ -12,6 +12,7 @@ rebuilt rather than run.
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ class ArtifactCache:
     def get_or_build(self, name: str, fields: dict, build: Build) -> tuple[bytes, dict]:
         """The artifact ``name`` for ``fields`` and its manifest: fetched and verified, else built and stored."""
         key = sha256(json.dumps(fields, sort_keys=True).encode())[:24]
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", name)  # a model package's own name is any text
         base = str(self.root.child(f"{name}-{key}"))
         started = time.monotonic()
         found = self._load(base)

@@ -1,4 +1,4 @@
-"""Raw image bytes -> the model's input crop (uint8 RGB, crop x crop x 3).
+"""Raw image bytes -> the model's input crop (uint8 RGB, height x width x 3).
 
 Header first: the format is identified and the pixel count checked before a
 single pixel is decoded. JPEG is then decoded at a reduced DCT scale, only the
@@ -49,12 +49,6 @@ PREPROCESS = "1"
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
-# BILINEAR (antialiased) is what torchvision's Resize does on PIL images, the
-# preprocessing ImageNet weights are trained and evaluated with. Resampling
-# only the crop box makes the filter's cost negligible (BICUBIC: 7% slower),
-# so no reducing_gap either: it bought nothing measurable and changes pixels.
-_FILTER = Image.Resampling.BILINEAR
-
 _ORIENTATION_TAG = 0x0112
 _UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -69,25 +63,47 @@ _UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
 _pillow_limit_lock = threading.Lock()
 
 
+# The resampling filters a model may ask for (model.json "interpolation"). The default, BILINEAR
+# (antialiased), is what torchvision's Resize does on PIL images, the preprocessing ImageNet weights are
+# trained and evaluated with. Resampling only the crop box makes the filter's cost negligible (BICUBIC: 7%
+# slower), so no reducing_gap either: it bought nothing measurable and changes pixels.
+FILTERS = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+           "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
 @dataclass(frozen=True)
 class Geometry:
-    """How a model wants its input: resize shorter side to `resize`, centre-crop `crop` x `crop`."""
+    """How a model wants its input, ``size`` (height, width) RGB: with ``resize``, the shorter side resized to it
+    and the centre cropped (torchvision's Resize + CenterCrop); without, the whole picture resized straight
+    to the output size (aspect not kept). ``crop`` is the output's side, or its (height, width)."""
 
-    resize: int = 256
-    crop: int = 224
+    resize: int | None = 256
+    crop: int | tuple[int, int] = 224
+    interpolation: str = "bilinear"
 
     def __post_init__(self) -> None:
-        if not 0 < self.crop <= self.resize:
+        if not isinstance(self.crop, int):  # one spelling per geometry: a square is its side
+            height, width = self.crop
+            object.__setattr__(self, "crop", height if height == width else (height, width))
+        if min(self.size) <= 0 or (self.resize is not None and max(self.size) > self.resize):
             raise ConfigError(f"bad model geometry {self}: need 0 < crop <= resize")
+        if self.interpolation not in FILTERS:
+            raise ConfigError(f"bad model geometry {self}: interpolation is one of {', '.join(FILTERS)}")
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The output's (height, width)."""
+        return (self.crop, self.crop) if isinstance(self.crop, int) else self.crop
 
 
 def decode_image(
     data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None
 ) -> np.ndarray:
-    """Return a uint8 RGB array of shape (crop, crop, 3), C-contiguous.
+    """Return a uint8 RGB array of shape (height, width, 3), C-contiguous.
 
     The crop is torchvision's Resize(geometry.resize) + CenterCrop(geometry.crop)
-    (bilinear) of the upright (EXIF-oriented) picture, alpha composited over
+    (bilinear unless the geometry says otherwise; without resize, the whole
+    picture resized to the crop's size) of the upright (EXIF-oriented) picture, alpha composited over
     white; exact up to rounding, except that a JPEG is decoded at a reduced
     scale first (within about one grey level on average, same top-1).
     Raises InputError, with a specific message, for anything that is not a
@@ -149,10 +165,11 @@ def _budgeted_crop(img: Image.Image, geometry: Geometry, budget: PixelBudget | N
 
 def _crop(img: Image.Image, geometry: Geometry) -> np.ndarray:
     stored_size = img.size
-    size = (geometry.resize, geometry.resize)
     # JPEG only: libjpeg decodes at 1/2, 1/4 or 1/8 scale, keeping both sides
-    # >= `resize`, so the shorter one still needs downscaling (never upscaling).
-    draft = img.draft("RGB", size)
+    # >= `resize` (without it, >= the output's longer side), so what is kept
+    # still needs downscaling (never upscaling).
+    side = geometry.resize or max(geometry.size)
+    draft = img.draft("RGB", (side, side))
     img.load()
     # Read after load: Pillow's TIFF loader already applies (and drops) it.
     orientation = orientation_of(img)
@@ -161,32 +178,43 @@ def _crop(img: Image.Image, geometry: Geometry) -> np.ndarray:
         scale = stored_size[0] / draft[1][2]
         box = tuple(v / scale for v in box)
     img = _resizable(img)
-    out = img.resize((geometry.crop, geometry.crop), _FILTER, box)
+    out = img.resize(stored_out_size(geometry.size, orientation), FILTERS[geometry.interpolation], box)
     if orientation in _UPRIGHT:
         out = out.transpose(_UPRIGHT[orientation])
     return _rgb_array(out)
 
 
+def stored_out_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    """The (width, height) to resample the stored box to, for an upright output of ``size`` (height,
+    width): swapped for a picture stored sideways, whose transpose comes after."""
+    height, width = size
+    return (height, width) if orientation >= 5 else (width, height)
+
+
 def crop_box(
     stored_size: tuple[int, int], geometry: Geometry, orientation: int
 ) -> tuple[float, float, float, float]:
-    """The source-pixel box that Resize + CenterCrop of the upright picture keeps.
+    """The source-pixel box that Resize + CenterCrop of the upright picture keeps (without resize,
+    the whole picture).
 
-    Resampling just this box to crop x crop gives the same pixels as resizing
+    Resampling just this box to the output size gives the same pixels as resizing
     the whole picture and cropping, at a fraction of the cost. The box is
     computed upright (torchvision's rounding) and mapped back to the stored
     pixels, so the transpose can be done on the small crop.
     """
+    if geometry.resize is None:
+        return 0.0, 0.0, float(stored_size[0]), float(stored_size[1])
     width, height = stored_size
     if orientation >= 5:  # stored sideways
         width, height = height, width
     short, long = sorted((width, height))
     new_long = int(geometry.resize * long / short)
     new_w, new_h = (geometry.resize, new_long) if width <= height else (new_long, geometry.resize)
-    left = int(round((new_w - geometry.crop) / 2.0))
-    top = int(round((new_h - geometry.crop) / 2.0))
+    crop_h, crop_w = geometry.size
+    left = int(round((new_w - crop_w) / 2.0))
+    top = int(round((new_h - crop_h) / 2.0))
     sx, sy = width / new_w, height / new_h
-    x0, y0, x1, y1 = left * sx, top * sy, (left + geometry.crop) * sx, (top + geometry.crop) * sy
+    x0, y0, x1, y1 = left * sx, top * sy, (left + crop_w) * sx, (top + crop_h) * sy
     if orientation >= 5:
         x0, y0, x1, y1 = y0, x0, y1, x1
     if orientation in (2, 3, 7, 8):

@@ -3,7 +3,9 @@
 torch runs the module as it is. ONNX Runtime runs its export, fp32 or int8,
 through the artifact cache, so a worker that boots on a warm cache neither
 exports nor calibrates. INT8 is gated: before it labels anything, its top-1
-agreement with fp32 on held-out images must reach the minimum.
+agreement with fp32 on held-out images (a multi-label model: its per-class
+decisions) must reach the minimum. A model package's ONNX graph takes the
+same path from its standard form (``onnx_model``).
 """
 import dataclasses
 import importlib.metadata
@@ -25,6 +27,8 @@ from visionfleet.pipeline.runtimes.choice import PRECISIONS, RUNTIMES, Engine
 
 if TYPE_CHECKING:
     import torch
+
+    from visionfleet.pipeline.runtimes.torch_runtime import TorchIO, TorchModel
 
 # Calibration images for a model's geometry; None where none can be had.
 Calibration = Callable[[Geometry], CalibrationSet]
@@ -79,17 +83,7 @@ class RuntimeSettings:
 def build_model(net: TorchNet, engine: Engine, settings: RuntimeSettings, calibration: Calibration | None) -> Model:
     """``net`` ready to predict on ``engine``; int8 only if it passes the accuracy gate."""
     if engine.runtime == "torch":
-        import torch
-
-        from visionfleet.pipeline.runtimes.torch_runtime import TorchModel, pick_device
-
-        # One process per core budget: more threads than cores is a cliff
-        # (measured: two processes x 2 threads on 2 cores ran 40x slower).
-        torch.set_num_threads(settings.threads)
-        device = pick_device(settings.device)
-        info = dataclasses.replace(net.info, engine={"runtime": "torch", "precision": engine.precision,
-                                                     "device": device.type})
-        return TorchModel(net.load(), info, device=device, precision=engine.precision)
+        return torch_model(net.load, net.info, engine, settings)
     from visionfleet.pipeline.runtimes.onnx_names import OPSET
 
     cache = ArtifactCache(settings.model_cache)
@@ -97,18 +91,41 @@ def build_model(net: TorchNet, engine: Engine, settings: RuntimeSettings, calibr
     fields = {"model": net.info.name, "weights": net.weights_digest, "crop": crop, "opset": OPSET,
               "torch": importlib.metadata.version("torch")}
     fp32, _ = cache.get_or_build(f"{net.info.name}-fp32", fields, lambda: (_export(net), {}))
+    return onnx_model(fp32, net.info, engine, settings, calibration)
+
+
+def torch_model(load: Callable[[], "torch.nn.Module"], info: ModelInfo, engine: Engine,
+                settings: RuntimeSettings, io: "TorchIO | None" = None) -> "TorchModel":
+    """The module ``load`` gives, on torch at ``engine``'s precision, on the device ``settings`` name;
+    ``io``: what it takes and gives, when that is not an ImageNet classifier's."""
+    import torch
+
+    from visionfleet.pipeline.runtimes.torch_runtime import TorchIO, TorchModel, pick_device
+
+    # One process per core budget: more threads than cores is a cliff
+    # (measured: two processes x 2 threads on 2 cores ran 40x slower).
+    torch.set_num_threads(settings.threads)
+    device = pick_device(settings.device)
+    info = dataclasses.replace(info, engine={"runtime": "torch", "precision": engine.precision, "device": device.type})
+    return TorchModel(load(), info, device=device, precision=engine.precision, io=io or TorchIO())
+
+
+def onnx_model(fp32: bytes, info: ModelInfo, engine: Engine, settings: RuntimeSettings,
+               calibration: Calibration | None) -> Model:
+    """An fp32 model in the standard ONNX form (``onnx_names``) on ONNX Runtime, at ``engine``'s precision:
+    as it is, or quantized to int8 if that passes the accuracy gate."""
     if engine.precision == "fp32":
-        return _onnx(fp32, net.info, settings, {"runtime": "onnxruntime", "precision": "fp32"})
+        return _onnx(fp32, info, settings, {"runtime": "onnxruntime", "precision": "fp32"})
     if calibration is None:
         raise ConfigError("int8 needs calibration images; set VISIONFLEET_CALIBRATION to a folder, OSS prefix "
                           "or manifest of typical images")
-    return _int8(fp32, net.info, settings, cache, calibration(net.info.geometry))
+    return _int8(fp32, info, settings, ArtifactCache(settings.model_cache), calibration(info.geometry))
 
 
 def _export(net: TorchNet) -> bytes:
     from visionfleet.pipeline.runtimes.onnx_export import to_onnx
 
-    return to_onnx(net.load(), net.info.geometry.crop)
+    return to_onnx(net.load(), net.info.geometry.size)
 
 
 def _onnx(onnx: bytes, info: ModelInfo, settings: RuntimeSettings, engine: dict) -> Model:
@@ -121,19 +138,27 @@ def _int8(fp32: bytes, info: ModelInfo, settings: RuntimeSettings, cache: Artifa
           images: CalibrationSet) -> Model:
     import onnxruntime
 
-    from visionfleet.pipeline.runtimes.int8 import quantize, top1_agreement
+    from visionfleet.pipeline.runtimes.int8 import decision_agreement, quantize, top1_agreement
 
     def build() -> tuple[bytes, dict]:
         int8 = quantize(fp32, images.calibrate)
         reference, candidate = (_predict(_onnx(m, info, settings, {}), images.held_out) for m in (fp32, int8))
-        return int8, {"agreement": round(top1_agreement(reference, candidate), 4), "held_out": len(images.held_out)}
+        if info.threshold is None:
+            agreement = top1_agreement(reference, candidate)
+        else:
+            agreement = decision_agreement(reference, candidate, info.threshold)
+        return int8, {"agreement": round(agreement, 4), "held_out": len(images.held_out)}
 
-    fields = {"fp32": sha256(fp32), "calibration": images.digest, "onnxruntime": onnxruntime.__version__}
+    # A multi-label model is gated on its decisions (a threshold in the fields: a new one is a new gate).
+    fields = {"fp32": sha256(fp32), "calibration": images.digest, "onnxruntime": onnxruntime.__version__,
+              **({} if info.threshold is None else {"threshold": info.threshold})}
     int8, manifest = cache.get_or_build(f"{info.name}-int8", fields, build)
     agreement, held_out = manifest["agreement"], manifest["held_out"]
     if agreement < settings.int8_min_agreement:
+        measure = (f"the top-1 class of {agreement:.1%} of" if info.threshold is None else
+                   f"{agreement:.1%} of the per-class decisions (score >= {info.threshold}) on")
         raise ConfigError(
-            f"int8 {info.name} agrees with fp32 on the top-1 class of {agreement:.1%} of {held_out} held-out "
+            f"int8 {info.name} agrees with fp32 on {measure} {held_out} held-out "
             f"images, below VISIONFLEET_INT8_MIN_AGREEMENT={settings.int8_min_agreement}; calibrate on more "
             "typical images (VISIONFLEET_CALIBRATION), lower the minimum if that loss is acceptable, "
             "or run at --precision fp32"

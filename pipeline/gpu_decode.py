@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS, Geometry, crop_box, decode_image, open_header, \
-    orientation_of
+    orientation_of, stored_out_size
 from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.errors import ConfigError, InputError
 
@@ -106,7 +106,8 @@ class GpuJpegDecoder:
 
         # A file that is not an image fails here with decode_image's own error.
         img = open_header(data) if data else None
-        if img is None or not _gpu_can_decode(img, data, max_pixels):
+        # Its resize is Pillow's bilinear filter only: a model asking for another filter gets the CPU path.
+        if img is None or geometry.interpolation != "bilinear" or not _gpu_can_decode(img, data, max_pixels):
             return decode_image(data, geometry, max_pixels=max_pixels, budget=budget)
         orientation = orientation_of(img)
         return Deferred(self, data, torch.frombuffer(bytearray(data), dtype=torch.uint8),
@@ -128,7 +129,7 @@ class GpuJpegDecoder:
 
         with torch.inference_mode():
             pictures = decode_jpeg([item.encoded for item in items], mode=ImageReadMode.RGB, device=self._device)
-            crops = [crop_tensor(p, i.box, i.orientation, i.geometry.crop) for p, i in zip(pictures, items)]
+            crops = [crop_tensor(p, i.box, i.orientation, i.geometry.size) for p, i in zip(pictures, items)]
             return list(torch.stack(crops).permute(0, 2, 3, 1).contiguous().cpu().numpy())
 
     def _alone(self, item: Deferred) -> np.ndarray | InputError:
@@ -168,17 +169,18 @@ def _gpu_can_decode(img, data: bytes, max_pixels: int) -> bool:
             and data.endswith(_EOI))
 
 
-def crop_tensor(pixels, box: tuple[float, float, float, float], orientation: int, side: int):
-    """Resize ``box`` of a decoded CHW uint8 picture to ``side`` x ``side`` and turn it upright,
-    on the picture's device: a CHW uint8 tensor.
+def crop_tensor(pixels, box: tuple[float, float, float, float], orientation: int, size: tuple[int, int]):
+    """Resize ``box`` of a decoded CHW uint8 picture to ``size`` (height, width, upright) and turn it
+    upright, on the picture's device: a CHW uint8 tensor.
 
     The resize is Pillow's antialiased bilinear filter over the same sub-pixel box, written
     as one weight matrix per axis, so the crop matches the CPU path's within rounding.
     """
     import torch
 
-    rows, (y0, y1) = _axis(box[1], box[3], pixels.shape[1], side, pixels.device, False)
-    cols, (x0, x1) = _axis(box[0], box[2], pixels.shape[2], side, pixels.device, True)
+    width, height = stored_out_size(size, orientation)
+    rows, (y0, y1) = _axis(box[1], box[3], pixels.shape[1], height, pixels.device, False)
+    cols, (x0, x1) = _axis(box[0], box[2], pixels.shape[2], width, pixels.device, True)
     out = rows @ pixels[:, y0:y1, x0:x1].float() @ cols
     return _upright(out.round_().clamp_(0, 255).to(torch.uint8), orientation)
 

@@ -150,6 +150,7 @@ class Labeller:
         return Loaded(uri, crop=crop, cache_keys=keys)
 
     def _key(self, k: int, kind: str, value: str) -> str:
+        # The spec and version: two files called model.pt, or a package's next version, never share labels.
         return f"{self._cache_scope}:top{k}:{kind}:{value}"
 
     def records(self, loaded: list[Loaded], k: int, cache: LabelCache | None = None, *,
@@ -202,8 +203,8 @@ class Labeller:
     def warm_up(self) -> None:
         """One batch of the largest size through the model: first-run costs (memory plans, kernel
         choice) are paid before the worker says it is ready, not by its first images."""
-        side = self.model.info.geometry.crop
-        self.model.checked_predict(np.zeros((self.model.info.max_batch_size, side, side, 3), np.uint8))
+        height, width = self.model.info.geometry.size
+        self.model.checked_predict(np.zeros((self.model.info.max_batch_size, height, width, 3), np.uint8))
 
     def label(self, uris: Iterable[str], k: int, cache: LabelCache | None = None,
               check: Check | None = None, *, embeddings: bool = False) -> Iterator[dict]:

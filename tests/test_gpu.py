@@ -38,13 +38,13 @@ needs_gpu = pytest.mark.skipif(not torch.cuda.is_available() or torchvision_miss
                                reason="nvJPEG decode needs a CUDA GPU and torchvision (pip install 'visionfleet[gpu]')")
 
 
-def on_device(data: bytes, device: str = "cpu") -> np.ndarray:
+def on_device(data: bytes, device: str = "cpu", geometry: Geometry = G) -> np.ndarray:
     """The GPU path with Pillow's full decode standing in for nvJPEG's: header, box, crop_on_device."""
     header = open_header(data)
     orientation = orientation_of(header)
     pixels = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
-    crop = crop_tensor(pixels.to(device), crop_box(header.size, G, orientation), orientation, G.crop)
-    assert crop.dtype == torch.uint8 and crop.shape == (3, G.crop, G.crop)
+    crop = crop_tensor(pixels.to(device), crop_box(header.size, geometry, orientation), orientation, geometry.size)
+    assert crop.dtype == torch.uint8 and crop.shape == (3, *geometry.size)
     return crop.permute(1, 2, 0).numpy()
 
 
@@ -73,6 +73,14 @@ def test_device_crop_is_turned_upright(orientation):
     data = with_orientation(COFFEE.resize((1806, 1200)), "JPEG", orientation)
     upright = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
     assert mad(on_device(data), reference(upright)) < 1.0
+
+
+@pytest.mark.parametrize("geometry", [Geometry(resize=None, crop=(48, 80)), Geometry(resize=120, crop=(112, 64))],
+                         ids=["straight", "resize-crop"])
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_device_crop_of_a_non_square_geometry_is_the_cpu_paths(geometry, orientation):
+    data = with_orientation(COFFEE, "PNG", orientation)  # no reduced-size decode: the same source pixels
+    assert mad(on_device(data, geometry=geometry), decode_image(data, geometry)) < 0.3
 
 
 def test_large_batches_are_decoded_in_groups_under_the_pixel_budget():

@@ -3,7 +3,7 @@ what only a worker can judge (a plug-in's package, a fleet's TorchScript path) i
 import pytest
 
 from visionfleet.pipeline.errors import ConfigError
-from visionfleet.pipeline.model_spec import check_model_spec
+from visionfleet.pipeline.model_spec import check_model_spec, is_package, is_plugin
 
 
 @pytest.mark.parametrize("spec, guess", [("efficientnet_lite1", "efficientnet_lite0"),
@@ -17,10 +17,35 @@ def test_an_unknown_built_in_name_is_refused_with_the_nearest_one_and_how_to_plu
     assert "built-in models: efficientnet_lite0" in message and "package.module:factory" in message
 
 
-@pytest.mark.parametrize("spec", ["oss://bucket/model.pt", "my-models:build", "pkg.models:", ":build"])
+@pytest.mark.parametrize("spec", ["my-models:build", "pkg.models:", ":build"])
 def test_a_spec_of_no_known_form_is_refused_with_the_forms(spec):
-    with pytest.raises(ConfigError, match="neither torchscript:PATH nor package.module:factory"):
+    with pytest.raises(ConfigError, match="neither a model package, torchscript:PATH nor package.module:factory"):
         check_model_spec(spec)
+
+
+@pytest.mark.parametrize("spec, package", [
+    ("oss://bucket/models/colors/model.onnx", True), ("/models/colors/model.onnx", True),
+    ("./colors/model.pt", True), ("../colors/model.onnx", True), ("colors/model.onnx", True), ("model.pt", True),
+    ("/models/colors/", True), ("efficientnet_lite0", False), ("torchscript:/m/model.pt", False),
+    ("my_models.colors:build", False)])
+def test_a_package_is_a_path_or_oss_uri_or_a_model_file_name(spec, package):
+    assert is_package(spec) is package
+    assert is_plugin(spec) is (spec == "my_models.colors:build")
+
+
+def test_a_package_spec_names_its_model_file_and_here_its_model_json(tmp_path):
+    check_model_spec("oss://bucket/models/colors/model.onnx", local=True)  # fetched by whoever loads it
+    check_model_spec(f"{tmp_path}/colors/model.onnx")  # a fleet's path is the workers'
+    with pytest.raises(ConfigError, match="names no model file; give the path of its model.onnx"):
+        check_model_spec("/models/colors/")
+    with pytest.raises(ConfigError, match="model.onnx does not exist"):
+        check_model_spec(f"{tmp_path}/colors/model.onnx", local=True)
+    (tmp_path / "colors").mkdir()
+    (tmp_path / "colors" / "model.onnx").write_bytes(b"")
+    with pytest.raises(ConfigError, match="has no model.json beside it"):
+        check_model_spec(f"{tmp_path}/colors/model.onnx", local=True)
+    (tmp_path / "colors" / "model.json").write_text("{}")
+    check_model_spec(f"{tmp_path}/colors/model.onnx", local=True)  # its fields: check_package
 
 
 def test_what_only_a_worker_can_judge_is_left_to_it(tmp_path):

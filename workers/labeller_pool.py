@@ -91,7 +91,7 @@ class LabellerPool:
 
     def _note(self, job: Job, labeller: Labeller) -> None:
         info = labeller.model.info
-        note = {"model": info.name, **(info.engine or {"runtime": "plugin"})}
+        note = {"model": info.name, "model_version": info.version, **(info.engine or {"runtime": "plugin"})}
         body = json.dumps(note, sort_keys=True)
         name = hashlib.sha256(body.encode()).hexdigest()[:12]
         if (job.job_id, name) not in self._noted:

@@ -42,8 +42,16 @@ def quantize(onnx: bytes, crops: np.ndarray) -> bytes:
 
 def _kept_fp32(model: Path) -> list[str]:
     nodes = onnx.load(str(model)).graph.node
-    stem = next(node.name for node in nodes if node.op_type == "Conv")
-    return [stem, *(node.name for node in nodes if node.op_type in ("Gemm", "MatMul", "Softmax"))]
+    stem = [node.name for node in nodes if node.op_type == "Conv"][:1]  # a model package may have none
+    return [*stem, *(node.name for node in nodes if node.op_type in ("Gemm", "MatMul", "Softmax", "Sigmoid"))]
+
+
+def decision_agreement(reference: np.ndarray, candidate: np.ndarray, threshold: float) -> float:
+    """Share of (image, class) pairs on the same side of ``threshold`` in both: a multi-label model's answer
+    is every class's yes or no, not its top class."""
+    if reference.size == 0:
+        return 0.0
+    return float(np.mean((reference >= threshold) == (candidate >= threshold)))
 
 
 def top1_agreement(reference: np.ndarray, candidate: np.ndarray) -> float:

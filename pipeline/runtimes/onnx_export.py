@@ -27,14 +27,15 @@ class _WithPrePost(torch.nn.Module):
         return torch.softmax(self.net(x), dim=1)
 
 
-def to_onnx(net: torch.nn.Module, crop: int, *, mean: tuple[float, ...] = IMAGENET_MEAN,
+def to_onnx(net: torch.nn.Module, size: tuple[int, int], *, mean: tuple[float, ...] = IMAGENET_MEAN,
             std: tuple[float, ...] = IMAGENET_STD) -> bytes:
-    """The ONNX bytes of ``net`` (normalised NCHW float -> logits) wrapped to take uint8 NHWC."""
+    """The ONNX bytes of ``net`` (normalised NCHW float -> logits) wrapped to take uint8 NHWC crops of ``size``
+    (height, width)."""
     module = _WithPrePost(net.to("cpu", memory_format=torch.contiguous_format), mean, std).eval()
     if isinstance(net, torch.jit.ScriptModule):
         # A TorchScript file cannot be traced from inside a Python module: script the wrapper too.
         module = torch.jit.script(module)
-    example = torch.zeros((2, crop, crop, 3), dtype=torch.uint8)
+    example = torch.zeros((2, *size, 3), dtype=torch.uint8)
     out = io.BytesIO()
     # The TorchScript-based exporter (dynamo=False) handles TorchScript
     # modules too and needs no onnxscript; its deprecation notices are noise
