@@ -5,7 +5,7 @@
     record = client.classify("oss://bucket/upload/123.jpg", timeout=10)
     pending = client.submit("oss://bucket/upload/124.jpg")   # Celery AsyncResult
     records = client.classify_many([...], timeout=30)
-    record = client.classify("oss://bucket/upload/125.jpg", model="torchscript:/models/colors.pt")
+    record = client.classify("oss://bucket/upload/125.jpg", model="/models/colors/model.onnx")
 
 Any Celery client in any language can do the same by name: task
 ``visionfleet.classify``, queue ``online``, one argument (the URI) and,

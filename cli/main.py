@@ -235,12 +235,14 @@ def classify(uris, timeout, model) -> None:
     """Label images through the online queue; one JSON record per URI (embedded: in this process)."""
     from visionfleet.cli.online import classify_uris
     from visionfleet.pipeline.location import Location
-    from visionfleet.pipeline.model_spec import check_model_spec
+    from visionfleet.pipeline.model_spec import check_model_spec, is_package
 
     settings = broker_settings()
+    # A relative path means the folder it was typed in, not the worker's: the images', a package's.
+    if model is not None and is_package(model):
+        model = str(Location.parse(model).absolute())
     if model is not None:
         check_model_spec(model, local=settings.embedded)
-    # A relative path means the folder it was typed in, not the worker's.
     uris = [str(Location.parse(uri).absolute()) for uri in uris]
     for record in classify_uris(settings, uris, timeout=timeout, model=model):
         click.echo(json.dumps(record, ensure_ascii=False))

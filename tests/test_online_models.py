@@ -268,3 +268,20 @@ def test_embedded_classify_loads_the_named_model_here(tmp_path, colors_model):
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["model"] == "colors" and record["labels"][0]["label"] == "blue"
+
+
+@pytest.mark.slow
+def test_an_online_request_names_an_onnx_package(bucket, client, fleet_env, workers, tmp_path):
+    from tests.model_packages import write_package
+
+    package = str(write_package(tmp_path / "colors"))  # model.onnx and model.json: name colors, version 3
+    (proc,) = workers.start(1, queues="online", VISIONFLEET_MODELS=package)
+    red, blue = put(bucket, "p/red.png", png((250, 10, 10))), put(bucket, "p/blue.png", png((10, 10, 250)))
+    record = client.classify(red, timeout=60, model=package)
+    assert (record["status"], record["model"], record["model_version"]) == ("ok", "colors", "3"), record
+    assert [label["label"] for label in record["labels"]] == ["red", "green", "blue"]
+    # From a shell, by the path relative to where it is typed: the workers are sent the absolute one.
+    result = visionfleet("classify", "--model", "./colors/model.onnx", blue, "--timeout", "60", env=fleet_env,
+                         cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["labels"][0]["label"] == "blue" and proc.poll() is None

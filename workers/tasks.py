@@ -155,6 +155,6 @@ def classify(self, uri: str, model: str | None = None) -> dict:
         return error_record(repr(uri)[:200], "not a URI: give one oss://bucket/key or path string")
     if model is not None and not (isinstance(model, str) and 0 < len(model) <= MAX_URI_BYTES):
         return error_record(uri, "not a model spec: give a string such as efficientnet_lite0 or "
-                                 "torchscript:/path/model.pt, or none for the worker's own model")
+                                 "/models/colors/model.onnx, or none for the worker's own model")
     sent_at = getattr(self.request, SENT_AT_HEADER, None)
     return context().online().classify(uri, sent_at if isinstance(sent_at, (int, float)) else None, model)
