@@ -5,9 +5,11 @@
     record = client.classify("oss://bucket/upload/123.jpg", timeout=10)
     pending = client.submit("oss://bucket/upload/124.jpg")   # Celery AsyncResult
     records = client.classify_many([...], timeout=30)
+    record = client.classify("oss://bucket/upload/125.jpg", model="/models/colors/model.onnx")
 
 Any Celery client in any language can do the same by name: task
-``visionfleet.classify``, queue ``online``, one argument (the URI), JSON.
+``visionfleet.classify``, queue ``online``, one argument (the URI) and,
+optionally, the keyword ``model`` (a spec the workers allow), JSON.
 """
 import logging
 import time
@@ -24,6 +26,7 @@ from visionfleet.broker.fleet import waiting
 from visionfleet.broker.routes import CLASSIFY_TASK, SENT_AT_HEADER, queue_name
 from visionfleet.broker.settings import BrokerSettings, redact
 from visionfleet.pipeline.envvars import env_int
+from visionfleet.pipeline.model_spec import check_model_spec
 from visionfleet.pipeline.errors import BrokerUnavailable, OverloadedError, VisionfleetError
 from visionfleet.pipeline.words import count
 from visionfleet.broker.counters import Counters
@@ -97,8 +100,13 @@ class VisionClient:
             conn.ensure_connection(max_retries=1)
             return waiting(conn, queue)
 
-    def submit(self, uri: str) -> AsyncResult:
-        """Enqueue one image; fails fast with ``OverloadedError`` when the backlog is over its bound."""
+    def submit(self, uri: str, model: str | None = None) -> AsyncResult:
+        """Enqueue one image; fails fast with ``OverloadedError`` when the backlog is over its bound.
+
+        ``model``: the model spec to label it with, one the online workers allow (``VISIONFLEET_MODELS``);
+        none, each worker's own. A spec no worker could load fails here (``ConfigError``)."""
+        if model is not None:
+            check_model_spec(model)
         waiting = self.backlog()
         if waiting >= self.settings.max_backlog:
             self.metrics.count("online_rejected")
@@ -108,16 +116,17 @@ class VisionClient:
                 f"overloaded: {count(waiting, 'online request')} waiting, over the limit of {self.settings.max_backlog} "
                 "(VISIONFLEET_ONLINE_MAX_BACKLOG); retry later or add online workers"
             )
-        return self._call(self.app.send_task, CLASSIFY_TASK, args=[uri], queue=self.online_queue, retry=False,
-                          headers={SENT_AT_HEADER: time.time()})
+        kwargs = {} if model is None else {"model": model}  # the message of old, without one
+        return self._call(self.app.send_task, CLASSIFY_TASK, args=[uri], kwargs=kwargs, queue=self.online_queue,
+                          retry=False, headers={SENT_AT_HEADER: time.time()})
 
-    def classify(self, uri: str, timeout: float = 30.0) -> dict:
-        """The record for one image, waiting at most ``timeout`` seconds."""
-        return self.classify_many([uri], timeout=timeout)[0]
+    def classify(self, uri: str, timeout: float = 30.0, model: str | None = None) -> dict:
+        """The record for one image, waiting at most ``timeout`` seconds; ``model`` as in ``submit``."""
+        return self.classify_many([uri], timeout=timeout, model=model)[0]
 
-    def classify_many(self, uris: list[str], timeout: float = 30.0) -> list[dict]:
-        """Records for many images, in order; they share the workers' batches."""
-        pending = [self.submit(uri) for uri in uris]
+    def classify_many(self, uris: list[str], timeout: float = 30.0, model: str | None = None) -> list[dict]:
+        """Records for many images, in order; they share the workers' batches of their model."""
+        pending = [self.submit(uri, model) for uri in uris]
         deadline = time.monotonic() + timeout
         try:
             return [r.get(timeout=max(0.001, deadline - time.monotonic())) for r in pending]

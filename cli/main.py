@@ -231,14 +231,22 @@ def drain(names, everyone) -> None:
 @main.command()
 @click.argument("uris", nargs=-1, required=True)
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for all answers.")
-def classify(uris, timeout) -> None:
+@click.option("--model", default=None, metavar="SPEC",
+              help="Label with this model, one the online workers allow (VISIONFLEET_MODELS); default: their own.")
+def classify(uris, timeout, model) -> None:
     """Label images through the online queue; one JSON record per URI (embedded: in this process)."""
     from visionfleet.cli.online import classify_uris
     from visionfleet.pipeline.location import Location
+    from visionfleet.pipeline.model_spec import check_model_spec, is_package
 
-    # A relative path means the folder it was typed in, not the worker's.
+    settings = broker_settings()
+    # A relative path means the folder it was typed in, not the worker's: the images', a package's.
+    if model is not None and is_package(model):
+        model = str(Location.parse(model).absolute())
+    if model is not None:
+        check_model_spec(model, local=settings.embedded)
     uris = [str(Location.parse(uri).absolute()) for uri in uris]
-    for record in classify_uris(broker_settings(), uris, timeout=timeout):
+    for record in classify_uris(settings, uris, timeout=timeout, model=model):
         click.echo(json.dumps(record, ensure_ascii=False))
 
 

@@ -3,21 +3,25 @@ from visionfleet.broker.settings import BrokerSettings
 from visionfleet.pipeline.words import count
 
 
-def classify_uris(settings: BrokerSettings, uris: list[str], *, timeout: float) -> list[dict]:
+def classify_uris(settings: BrokerSettings, uris: list[str], *, timeout: float, model: str | None = None) -> list[dict]:
+    """``model``: a spec the workers allow; none, their own model."""
     if settings.embedded:
-        return _classify_here(settings, uris)
+        return _classify_here(settings, uris, model)
     from visionfleet.broker.client import VisionClient
 
-    return VisionClient(broker=settings).classify_many(uris, timeout=timeout)
+    return VisionClient(broker=settings).classify_many(uris, timeout=timeout, model=model)
 
 
-def _classify_here(broker: BrokerSettings, uris: list[str]) -> list[dict]:
-    """No fleet configured: load the model in this process, like an embedded worker would."""
+def _classify_here(broker: BrokerSettings, uris: list[str], model: str | None) -> list[dict]:
+    """No fleet configured: load the model in this process, like an embedded worker would (a model
+    named here is this command's own, unless VISIONFLEET_MODELS lists what may load)."""
     from visionfleet.workers.labeller_pool import LabellerPool
     from visionfleet.workers.settings import Settings
 
     settings = Settings.from_env(broker)
-    labeller = LabellerPool(settings.runtime, settings.load, "cli").default(settings.model)
+    if model is not None and not settings.access.open_models:
+        settings.access.check_model(model)
+    labeller = LabellerPool(settings.runtime, settings.load, "cli").default(model or settings.model)
     return list(labeller.label(uris, settings.online.top_k))
 
 

@@ -86,11 +86,14 @@ class Labeller:
     """Labels URIs with one model; one per worker process, reused across shards and requests."""
 
     def __init__(self, model: Model, settings: LoadSettings, decoded: dict[str, np.ndarray] | None = None,
-                 budget: PixelBudget | None = None) -> None:
+                 budget: PixelBudget | None = None, spec: str | None = None) -> None:
         """``decoded``: crops already made from some URIs (an int8 job's own calibration images), each
         used instead of decoding that URI again, by the first ``label`` run only. ``budget``: the
-        process's decode budget (``LoadSettings.decode_budget``), else one of this labeller's own."""
+        process's decode budget (``LoadSettings.decode_budget``), else one of this labeller's own.
+        ``spec``: the model spec it was loaded from, which the label cache's keys name (two files both
+        called model.pt are two models, whose labels one worker may serve side by side)."""
         self.model = model
+        self._cache_scope = f"{spec or model.info.name}@{model.info.version}"
         self._settings = settings
         self._decoded = dict(decoded or {})
         self._budget = budget if budget is not None else settings.decode_budget()
@@ -152,8 +155,8 @@ class Labeller:
         return Loaded(uri, crop=crop, cache_keys=keys)
 
     def _key(self, k: int, kind: str, value: str) -> str:
-        # The version too: a package's next version under the same name must not reuse its labels.
-        return f"{self.model.info.name}:{self.model.info.version}:top{k}:{kind}:{value}"
+        # The spec and version: two files called model.pt, or a package's next version, never share labels.
+        return f"{self._cache_scope}:top{k}:{kind}:{value}"
 
     def records(self, loaded: list[Loaded], k: int, cache: LabelCache | None = None, *,
                 embeddings: bool = False) -> list[dict]:

@@ -1,4 +1,5 @@
 """Trust boundaries: what a message may make a worker do (models, local folders, buckets, sizes)."""
+import importlib.metadata
 import json
 import os
 
@@ -9,7 +10,10 @@ from tests.photos import photo_bytes
 from visionfleet.pipeline.access import MAX_URI_BYTES, Access
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.job import JobSpec
+from visionfleet.pipeline.model_loader import WEIGHTS_PACKAGE
 from visionfleet.pipeline.storage.local import LocalStorage
+
+BUILT_IN_VERSION = importlib.metadata.version(WEIGHTS_PACKAGE)  # the version records of the built-in model name
 
 
 @pytest.fixture
@@ -139,7 +143,8 @@ def test_an_online_request_for_a_local_file_gets_an_error_record_without_a_read(
     assert result.returncode == 0, result.stderr
     passwd, long = [json.loads(line) for line in result.stdout.splitlines()]
     assert passwd == {"uri": "/etc/passwd", "status": "error", "error": "/etc/passwd is outside the folders "
-                      "workers may use; add its folder to VISIONFLEET_LOCAL_ROOTS"}
+                      "workers may use; add its folder to VISIONFLEET_LOCAL_ROOTS", "labels": None,
+                      "model": "efficientnet_lite0", "model_version": BUILT_IN_VERSION}
     assert "bytes" not in passwd["error"].split("use;")[0]  # nothing about the file itself
     assert long["status"] == "error" and f"over the bound of {MAX_URI_BYTES}" in long["error"]
 
@@ -199,7 +204,9 @@ def test_a_link_then_dotdot_is_refused_online_and_in_a_manifest_without_a_read(f
     result = visionfleet("classify", sneaky, "--timeout", "60", env=fleet_env)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"uri": sneaky, "status": "error", "error": f"{sneaky} is outside the "
-                                         "folders workers may use; add its folder to VISIONFLEET_LOCAL_ROOTS"}
+                                         "folders workers may use; add its folder to VISIONFLEET_LOCAL_ROOTS",
+                                         "labels": None, "model": "efficientnet_lite0",
+                                         "model_version": BUILT_IN_VERSION}
 
     (link_then_up / "r" / "list.txt").write_text("l/../shadow\nshadow\n")  # relative to the manifest
     result = visionfleet("relabel", str(link_then_up / "r" / "list.txt"), "-o", str(link_then_up / "r" / "out"),

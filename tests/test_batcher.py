@@ -60,3 +60,21 @@ def test_wrong_result_count_is_an_error():
     batcher = DynamicBatcher(lambda items: [], BatchPolicy(max_size=1, max_wait_s=0))
     with pytest.raises(RuntimeError, match="gave 0 results"):
         batcher.submit(1).result(timeout=5)
+
+
+def test_a_closed_batcher_runs_what_waits_then_answers_late_callers_alone():
+    sizes, gate = [], threading.Event()
+
+    def run(items):
+        gate.wait(5)
+        sizes.append(len(items))
+        return [i * 10 for i in items]
+
+    batcher = DynamicBatcher(run, BatchPolicy(max_size=4, max_wait_s=0.001))
+    waiting = [batcher.submit(i) for i in range(6)]
+    batcher.close()  # its model unloaded while requests wait
+    gate.set()
+    late = batcher.submit(9)  # a caller that held on to it: answered here, not left hanging
+    assert [f.result(timeout=5) for f in waiting] == [i * 10 for i in range(6)] and late.result(timeout=0) == 90
+    batcher._thread.join(5)
+    assert not batcher._thread.is_alive() and sum(sizes) == 7

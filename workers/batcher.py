@@ -46,39 +46,57 @@ class DynamicBatcher:
                  on_batch: Callable[[int, float], None] = lambda size, waited: None) -> None:
         self._run, self.policy, self._clock, self._on_batch = run_batch, policy, clock, on_batch
         self._waiting: list[tuple[Any, Future, float]] = []
+        self._closed = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="online-batcher")
         self._thread.start()
 
     def submit(self, item: Any) -> Future:
+        """The item's result to come; once closed, the item runs alone, here."""
         future: Future = Future()
+        entry = (item, future, self._clock())
         with self._cond:
-            self._waiting.append((item, future, self._clock()))
-            self._cond.notify()
+            if not self._closed:
+                self._waiting.append(entry)
+                self._cond.notify()
+                return future
+        self._run_batch([entry])
         return future
 
-    def _take(self) -> list[tuple[Any, Future, float]]:
+    def close(self) -> None:
+        """The thread runs what is waiting, then ends (a model unloaded; a caller that held on
+        to this batcher is still answered, by ``submit`` itself)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _take(self) -> list[tuple[Any, Future, float]] | None:
+        """The next batch; None once closed with nothing waiting."""
         with self._cond:
             while True:
                 oldest = self._waiting[0][2] if self._waiting else None
                 now = self._clock()
-                if due(len(self._waiting), oldest, now, self.policy):
+                if self._closed and not self._waiting:
+                    return None
+                if self._closed or due(len(self._waiting), oldest, now, self.policy):
                     batch = self._waiting[: self.policy.max_size]
                     del self._waiting[: self.policy.max_size]
                     return batch
                 self._cond.wait(wait_left(oldest, now, self.policy))
 
     def _loop(self) -> None:
-        while True:
-            batch = self._take()
-            self._on_batch(len(batch), self._clock() - batch[0][2])
-            try:
-                results = self._run([item for item, _, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
-            except Exception as exc:  # the callers get the failure; the batcher lives on
-                for _, future, _ in batch:
-                    future.set_exception(exc)
-                continue
-            for (_, future, _), result in zip(batch, results):
-                future.set_result(result)
+        while (batch := self._take()) is not None:
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: list[tuple[Any, Future, float]]) -> None:
+        self._on_batch(len(batch), self._clock() - batch[0][2])
+        try:
+            results = self._run([item for item, _, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch of {len(batch)} gave {len(results)} results")
+        except Exception as exc:  # the callers get the failure; the batcher lives on
+            for _, future, _ in batch:
+                future.set_exception(exc)
+            return
+        for (_, future, _), result in zip(batch, results):
+            future.set_result(result)

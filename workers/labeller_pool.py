@@ -71,6 +71,10 @@ class LabellerPool:
         self._note(job, labeller)
         return labeller
 
+    def holds(self, labeller: Labeller) -> bool:
+        """Whether ``labeller`` is still loaded, not unloaded to make room for another."""
+        return any(held is labeller for held in self._loaded.values())
+
     def _get(self, spec: str, settings: RuntimeSettings, calibration_key: str | None,
              uris: Callable[[], Iterator[str]], where: str, *, own_images: bool = False,
              pinned: tuple[str, str] | None = None) -> Labeller:
@@ -97,7 +101,7 @@ class LabellerPool:
             log.info("model loaded", extra={"model": spec, "digest": digest, "owner": self.owner,
                                             "seconds": round(seconds, 2), **model.info.engine})
             decoded = sets[0].by_uri() if own_images and sets else None
-            self._loaded[key] = Labeller(model, self.load, decoded, self.budget)
+            self._loaded[key] = Labeller(model, self.load, decoded, self.budget, spec)
             if len(self._loaded) > MAX_LOADED:
                 self._loaded.popitem(last=False)[1].close()
         self._loaded.move_to_end(key)

@@ -1,14 +1,13 @@
-"""Online requests: one URI in, one record out, fast, in shared model batches.
+"""Online requests with one model: one URI in, one record out, fast, in shared model batches.
 
 Each request runs on its own task thread (Celery's ``threads`` pool): it
 fetches and decodes its image there, in parallel with the others, then
-hands the crop to the one ``DynamicBatcher``, which runs whatever arrived
-together as one model batch. Undecodable inputs and cache hits never wait
-for a batch.
+hands the crop to its model's ``DynamicBatcher``, which runs whatever
+arrived together as one model batch. Undecodable inputs and cache hits
+never wait for a batch. Which model serves a request: ``online_models``.
 """
 import json
 import logging
-import time
 from dataclasses import dataclass
 
 from visionfleet.pipeline.envvars import env_choice, env_float, env_int
@@ -16,7 +15,6 @@ from visionfleet.pipeline.errors import RetryableError
 from visionfleet.pipeline.labeller import Check, LabelCache, Labeller
 from visionfleet.pipeline.records import error_record
 from visionfleet.pipeline.storage import is_oss, storage_for
-from visionfleet.pipeline.process_metrics import IMAGES, ONLINE_REQUEST_SECONDS
 from visionfleet.workers.batcher import BatchPolicy, DynamicBatcher
 from visionfleet.broker.counters import Counters
 
@@ -46,6 +44,8 @@ def sidecar_uri(uri: str) -> str:
 
 
 class OnlineService:
+    """One model's online requests: its labeller and its batcher."""
+
     def __init__(self, labeller: Labeller, settings: OnlineSettings, cache: LabelCache | None,
                  metrics: Counters, check: Check | None = None) -> None:
         self.labeller, self.settings, self.metrics, self.check = labeller, settings, metrics, check
@@ -53,24 +53,18 @@ class OnlineService:
         policy = BatchPolicy(labeller.model.info.max_batch_size, settings.max_wait_s)
         self.batcher = DynamicBatcher(self._run_batch, policy, on_batch=self._batched)
 
-    def classify(self, uri: str, sent_at: float | None = None) -> dict:
-        """The record for one URI; called from many task threads at once.
+    def close(self) -> None:
+        """The model is unloaded: its batcher ends once what waits has run."""
+        self.batcher.close()
 
-        ``sent_at``: when the client enqueued it (epoch seconds), for the request-time histogram;
-        without it (a client that does not say) the time counts from here.
-        """
-        started = time.time()
-        record = self._classify(uri)
-        IMAGES.labels("online", record["status"]).inc()
-        ONLINE_REQUEST_SECONDS.observe(max(time.time() - (sent_at or started), 0.0))
-        return record
-
-    def _classify(self, uri: str) -> dict:
-        self.metrics.count("online_requests")
+    def record(self, uri: str) -> dict:
+        """The record for one URI; called from many task threads at once."""
         try:
             loaded = self.labeller.load(uri, self.settings.top_k, self.cache, self.check)
         except RetryableError as exc:
-            return error_record(uri, f"storage temporarily unavailable, retry later: {exc}")
+            info = self.labeller.model.info
+            return error_record(uri, f"storage temporarily unavailable, retry later: {exc}", info.name,
+                                info.version)
         if loaded.crop is None:  # an error or a cache hit: no batch needed
             record = self.labeller.records([loaded], self.settings.top_k)[0]
         else:
@@ -84,4 +78,5 @@ class OnlineService:
 
     def _batched(self, size: int, waited_s: float) -> None:
         self.metrics.batch(size)
-        log.debug("online batch", extra={"size": size, "oldest_waited_ms": round(waited_s * 1000, 2)})
+        log.debug("online batch", extra={"model": self.labeller.model.info.name, "size": size,
+                                         "oldest_waited_ms": round(waited_s * 1000, 2)})

@@ -27,7 +27,7 @@ from visionfleet.workers.heartbeat import Activity, Heartbeat, reap_dead_here
 from visionfleet.workers.watchers import worker_hooks
 from visionfleet.workers.labeller_pool import LabellerPool
 from visionfleet.broker.counters import Counters
-from visionfleet.workers.online import OnlineService
+from visionfleet.workers.online_models import OnlineModels
 from visionfleet.workers.settings import Settings
 from visionfleet.workers.takeover import Sweeper
 
@@ -53,16 +53,16 @@ class ProcessContext:
         self.activity = Activity(metrics_port=self.settings.metrics_port, instance=self.settings.instance)
         self.heartbeat = Heartbeat(self.store, self.owner, self.activity, self.settings.heartbeat_s)
         self.faults = FaultWait(self.activity, self.settings, should_stop=drain.draining)  # what it waits out
-        self._online: OnlineService | None = None
+        self._online: OnlineModels | None = None
 
     def cache(self) -> RedisLabelCache | None:
         """The dedup cache, where there is a Redis to keep it in."""
         return RedisLabelCache(self.redis, self.settings.cache_ttl_s, self.namespace) if self.redis is not None else None
 
-    def online(self) -> OnlineService:
+    def online(self) -> OnlineModels:
         if self._online is None:
-            self._online = OnlineService(self.labellers.default(self.model), self.online_settings, self.cache(),
-                                         self.metrics, check=self.access.check_uri)
+            self._online = OnlineModels(self.labellers, self.model, self.access, self.online_settings, self.cache(),
+                                        self.metrics)
         return self._online
 
     def access_for(self, job: Job) -> Access:
@@ -125,4 +125,5 @@ def _start(sender=None, **_) -> None:
         settings = replace(settings, worker=replace(settings.worker, instance=sender.hostname))
         process_settings.use(settings)
     if settings.role == "online":
-        _ready("online", context().online().labeller)
+        online = context().online()
+        _ready("online", online.service(online.default).labeller)  # its own model loads now, as before

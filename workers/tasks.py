@@ -13,6 +13,7 @@ from celery.exceptions import Reject
 from visionfleet.broker.routes import CLASSIFY_TASK, RELABEL_SHARD_TASK, SENT_AT_HEADER
 from visionfleet.checkpoints.job_book import FINAL_STATES
 from visionfleet.pipeline import shard_lists
+from visionfleet.pipeline.access import MAX_URI_BYTES
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.faults import infrastructure
 from visionfleet.pipeline.job import Job
@@ -146,9 +147,14 @@ def _backoff(retries: int) -> float:
 
 
 @shared_task(name=CLASSIFY_TASK, bind=True, acks_late=True)
-def classify(self, uri: str) -> dict:
-    """Label one image (``oss://...`` or a path the worker can read): the bulk output's record."""
+def classify(self, uri: str, model: str | None = None) -> dict:
+    """Label one image (``oss://...`` or a path the worker can read): the bulk output's record.
+
+    ``model``: a model spec this worker allows (``VISIONFLEET_MODELS``); none, the worker's own."""
     if not isinstance(uri, str):
         return error_record(repr(uri)[:200], "not a URI: give one oss://bucket/key or path string")
+    if model is not None and not (isinstance(model, str) and 0 < len(model) <= MAX_URI_BYTES):
+        return error_record(uri, "not a model spec: give a string such as efficientnet_lite0 or "
+                                 "/models/colors/model.onnx, or none for the worker's own model")
     sent_at = getattr(self.request, SENT_AT_HEADER, None)
-    return context().online().classify(uri, sent_at if isinstance(sent_at, (int, float)) else None)
+    return context().online().classify(uri, sent_at if isinstance(sent_at, (int, float)) else None, model)
