@@ -123,6 +123,35 @@ class PackageCache:
                                                  "seconds": round(time.monotonic() - started, 3)})
         return str(folder / model_file)
 
+    def current(self, spec: str) -> str:
+        """The local model file of the OSS package ``spec`` as it is now: fetched, checked (``check_package``)
+        and kept under its digest. For a model no job pinned (one an online request names, a worker's own
+        VISIONFLEET_MODEL): the version found when it loads serves until the worker unloads it."""
+        started = time.monotonic()
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".fetch.", dir=self.root))
+        try:
+            try:
+                files = fetch(spec, tmp)
+            except InputError as exc:
+                raise ConfigError(f"model package {spec} cannot be read: {exc}; a package is the model file's "
+                                  f"oss:// URI, with its {MODEL_JSON} beside it") from None
+            try:
+                check_package(files[0])
+            except ConfigError as exc:  # named as the user knows the package, not as its copy
+                raise ConfigError(str(exc).replace(str(tmp), posixpath.dirname(spec))) from None
+            folder = self.root / content_digest(files)
+            try:
+                os.rename(tmp, folder)
+            except OSError:
+                if not folder.is_dir():
+                    raise  # else this version was fetched before: the same bytes
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        log.info("model package fetched", extra={"from": spec, "folder": str(folder),
+                                                 "seconds": round(time.monotonic() - started, 3)})
+        return str(folder / files[0].name)
+
     @staticmethod
     def _fetch(pinned: str, tmp: Path, digest: str) -> None:
         where = posixpath.dirname(pinned)

@@ -236,3 +236,26 @@ def test_relabel_refuses_a_package_it_cannot_read_or_workers_would_not_load(buck
         assert result.returncode == 2 and words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert not list(bucket.list_objects(prefix="out/").object_list)
+
+
+def test_a_package_on_oss_that_no_job_pinned_is_fetched_checked_and_served(oss_settings, bucket, tmp_path):
+    """A model an online request names (or a worker's own): the version on OSS when it loads, from a local copy."""
+    from visionfleet.pipeline.engines import RuntimeSettings
+    from visionfleet.pipeline.labeller import LoadSettings
+    from visionfleet.workers.labeller_pool import LabellerPool
+
+    spec = put_package(bucket, "models/online", colors_files("7"))
+    pool = LabellerPool(RuntimeSettings(model_cache=str(tmp_path / "cache"), threads=1, max_batch_size=4),
+                        LoadSettings(io_threads=2), "test")
+    (tmp_path / "red.jpg").write_bytes(colour_jpeg((250, 5, 5)))
+    labeller = pool.default(spec)
+    try:
+        (record,) = labeller.label([str(tmp_path / "red.jpg")], k=1)
+    finally:
+        labeller.close()
+    assert (record["labels"][0]["label"], record["model_version"]) == ("red", "7")
+    assert [p.name for p in (tmp_path / "cache" / "packages").iterdir()] == [read_package(
+        write_files(tmp_path / "copy", colors_files("7"))).content_digest()]  # kept under its digest, no temp left
+    bucket.put_object("models/online/model.json", b"{}")
+    with pytest.raises(ConfigError, match=r"oss://.*/models/online/model.json: labels is missing; give the class names"):
+        PackageCache(tmp_path / "other").current(spec)

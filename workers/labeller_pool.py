@@ -28,7 +28,8 @@ from visionfleet.pipeline.labeller import Labeller, LoadSettings
 from visionfleet.pipeline.model_loader import load_model
 from visionfleet.pipeline.model_pin import PackageCache, cache_root
 from visionfleet.pipeline.sources import iter_source
-from visionfleet.pipeline.storage import storage_for
+from visionfleet.pipeline.model_spec import is_package
+from visionfleet.pipeline.storage import is_oss, storage_for
 from visionfleet.pipeline.process_metrics import MODEL_LOAD_SECONDS
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class LabellerPool:
                 return sets[-1]
 
             start = time.monotonic()
-            path = self._packages.local(*pinned) if pinned else spec
+            path = self._packages.local(*pinned) if pinned else self._unpinned(spec)
             model = load_model(path, settings, calibration if int8 and calibration_key else None)
             seconds = time.monotonic() - start
             MODEL_LOAD_SECONDS.set(seconds)
@@ -106,6 +107,10 @@ class LabellerPool:
                 self._loaded.popitem(last=False)[1].close()
         self._loaded.move_to_end(key)
         return self._loaded[key]
+
+    def _unpinned(self, spec: str) -> str:
+        """What to load for a spec no job pinned: a package on OSS is fetched to a local copy first."""
+        return self._packages.current(spec) if is_package(spec) and is_oss(spec) else spec
 
     def _note(self, job: Job, labeller: Labeller) -> None:
         info = labeller.model.info
