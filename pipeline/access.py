@@ -24,6 +24,7 @@ from visionfleet.pipeline.envvars import env_str
 from visionfleet.pipeline.errors import ConfigError, InputError
 from visionfleet.pipeline.job import JobSpec
 from visionfleet.pipeline.job import DEFAULT_MODEL
+from visionfleet.pipeline.model_spec import is_package
 from visionfleet.pipeline.storage import is_oss
 from visionfleet.pipeline.storage.local import absolute
 
@@ -62,8 +63,8 @@ class Access:
         """Before anything is imported or opened for ``spec``. A package on OSS is read from its bucket
         (by the planner, which pins it for the workers): the bucket allow-list applies to it too."""
         if spec not in self.models and not any(_under_prefix(spec, entry) for entry in self.models):
-            raise ConfigError(f"model {spec} is not allowed on this worker; add it to VISIONFLEET_MODELS (or, "
-                              "for a model package, a folder above it, ending in /)")
+            above = " (or a folder above it, ending in /)" if is_package(spec) else ""
+            raise ConfigError(f"model {spec} is not allowed on this worker; add it to VISIONFLEET_MODELS{above}")
         if is_oss(spec):
             self.check_place(spec)
 
