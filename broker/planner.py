@@ -3,6 +3,8 @@
 Each shard's URI list is written under the job's output before its one
 message is sent, so a 50M-image job is ~50k small messages, workers start
 on the first shards while listing goes on, and the plan outlives the broker.
+An incremental run first joins the whole listing with its base (on disk,
+``reports.incremental``), then cuts what is left in listing order.
 """
 import contextlib
 import itertools
@@ -12,8 +14,8 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import ContextManager
 from dataclasses import replace
+from typing import ContextManager
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.decode import PREPROCESS
-from visionfleet.pipeline.errors import ConfigError, VisionfleetError
+from visionfleet.pipeline.errors import ConfigError, InputError, VisionfleetError
 from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.storage import storage_for
 from visionfleet.pipeline.storage.base import Entry
@@ -67,7 +67,11 @@ def _finished(root: str) -> JobOutput:
 
 def _check_same(spec: JobSpec, base: JobOutput) -> None:
     """The base ran what this job runs: its labels stand for this job's."""
-    job = Job.from_dict(json.loads(storage_for(base.root).read(layout.job_file(base.root))))
+    try:
+        job = Job.from_dict(json.loads(storage_for(base.root).read(layout.job_file(base.root))))
+    except InputError as exc:
+        raise ConfigError(f"--incremental-from {base.root}: its job description cannot be read ({exc}); give "
+                          "DEST/<job_id> of a job as relabel wrote it") from None
     ours = {"model": spec.model, "model_digest": spec.model_digest, "top k": spec.top_k}
     theirs = {"model": base.summary.get("model"), "model_digest": base.summary.get("model_digest"),
               "top k": job.spec.top_k}

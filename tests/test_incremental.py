@@ -143,6 +143,9 @@ def test_a_base_that_did_not_succeed_or_ran_another_model_is_refused_naming_why(
         incremental.open_base(spec(good, model_digest="sha256:1", top_k=3))
     chained = _finished_job(tmp_path / "chained", incremental_from=good)
     assert [b.root for b in incremental.open_base(spec(chained))] == [chained, good]
+    (Path(good) / "_plan" / "job.json").unlink()
+    with pytest.raises(ConfigError, match="its job description cannot be read"):
+        incremental.open_base(spec(chained))  # every base of the chain is checked
 
 
 # End to end, as a user runs it: the embedded default, real photos, real workers.
@@ -187,6 +190,8 @@ def test_an_incremental_run_labels_exactly_the_added_and_replaced_images(tmp_pat
     assert (summary["total"], summary["skipped"], summary["incremental_from"]) == (8, 5, str(base))
     status = visionfleet("status", summary["job_id"], "--json", env=embedded_env(tmp_path))
     assert json.loads(status.stdout)["skipped"] == 5
+    line = visionfleet("status", summary["job_id"], env=embedded_env(tmp_path)).stdout
+    assert "succeeded 8/8 done, 0 errors, 5 skipped as unchanged" in line, line
 
     # The union, as the README reads it: the new run's records win over the base's for the same URI.
     latest = {r["uri"]: r for r in JobOutput.open(str(new)).records()}
