@@ -1,5 +1,6 @@
 """Incremental runs: fingerprints from the listing, carried by shard lists into records; a run from a base
 labels only what is new or changed, says how many it skipped, and refuses a base it cannot stand on."""
+import functools
 import gzip
 import hashlib
 import json
@@ -11,6 +12,8 @@ import pytest
 
 from tests.helpers import embedded_env, visionfleet
 from tests.photos import distinct_jpegs
+from visionfleet.broker.planner import plan_job
+from visionfleet.checkpoints.resume import rebuild
 from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.decode import PREPROCESS
 from visionfleet.pipeline.errors import ConfigError
@@ -18,6 +21,8 @@ from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.sources import FINGERPRINTED, iter_entries, iter_source
 from visionfleet.reports import incremental
 from visionfleet.reports.outputs import JobOutput
+
+pytest_plugins = ["tests.stores"]  # the store fixtures: SQLite and Redis
 
 
 def test_a_local_listing_fingerprints_size_and_mtime_and_sees_new_bytes(tmp_path):
@@ -146,6 +151,28 @@ def test_a_base_that_did_not_succeed_or_ran_another_model_is_refused_naming_why(
     (Path(good) / "_plan" / "job.json").unlink()
     with pytest.raises(ConfigError, match="its job description cannot be read"):
         incremental.open_base(spec(chained))  # every base of the chain is checked
+
+
+def test_the_plan_and_the_store_keep_the_skipped_count_and_a_rebuild_brings_it_back(tmp_path, store):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (folder / name).write_bytes(name.encode())
+    listed = dict(iter_entries(str(folder)))
+    base = _base(tmp_path / "base", [_ok(uri, listed[uri]) for uri in sorted(listed)[:2]])
+    skip = functools.partial(incremental.unchanged_skipped, chain=[base], embeddings=False)
+    spec = JobSpec(str(folder), str(tmp_path / "out"), incremental_from=base.root)
+    sent = []
+    job_id = plan_job(spec, store, lambda job, shard: sent.append(shard), skip=skip)
+    root = tmp_path / "out" / job_id
+    assert json.loads((root / "_plan" / "plan.json").read_text()) == {
+        "total": 1, "shards": 1, "skipped": 2, "incremental_from": base.root}
+    assert shard_lists.read_entries(Job.from_dict(store.job_meta(job_id)), 0) == [(str(folder / "c.jpg"),
+                                                                                   listed[str(folder / "c.jpg")])]
+    assert (store.progress(job_id).total, store.progress(job_id).skipped, sent) == (1, 2, [0])
+    store.purge(job_id)
+    rebuild(store, str(root), job_id)
+    assert (store.progress(job_id).total, store.progress(job_id).skipped) == (1, 2)
 
 
 # End to end, as a user runs it: the embedded default, real photos, real workers.
