@@ -66,15 +66,15 @@ def _finished(root: str) -> JobOutput:
 
 
 def _check_same(spec: JobSpec, base: JobOutput) -> None:
-    """The base ran what this job runs: its labels stand for this job's."""
+    """The base ran what this job runs: its labels stand for this job's. Read from the job as it was
+    planned (``_plan/job.json``, the same values its summary repeats)."""
     try:
         job = Job.from_dict(json.loads(storage_for(base.root).read(layout.job_file(base.root))))
     except InputError as exc:
         raise ConfigError(f"--incremental-from {base.root}: its job description cannot be read ({exc}); give "
                           "DEST/<job_id> of a job as relabel wrote it") from None
     ours = {"model": spec.model, "model_digest": spec.model_digest, "top k": spec.top_k}
-    theirs = {"model": base.summary.get("model"), "model_digest": base.summary.get("model_digest"),
-              "top k": job.spec.top_k}
+    theirs = {"model": job.spec.model, "model_digest": job.spec.model_digest, "top k": job.spec.top_k}
     differ = [f"{name} {theirs[name]!r} there, {ours[name]!r} here" for name in ours if ours[name] != theirs[name]]
     if differ:
         raise ConfigError(f"--incremental-from {base.root} ran another model or setting ({'; '.join(differ)}): none "

@@ -122,9 +122,9 @@ def test_a_chain_of_bases_is_read_newest_first(tmp_path):
         assert (list(kept), skipped) == ([("/a", "1")], 2)  # /a's newest record is an error: labelled again
 
 
-def _finished_job(root: Path, state: str = "succeeded", **summary) -> str:
+def _finished_job(root: Path, state: str = "succeeded", spec: dict | None = None, **summary) -> str:
     (root / "_plan").mkdir(parents=True)
-    job = Job(root.name, JobSpec("/in", str(root)), 0.0, shard_lists.FORMAT)
+    job = Job(root.name, JobSpec("/in", str(root), **(spec or {})), 0.0, shard_lists.FORMAT)
     (root / "_plan" / "job.json").write_text(json.dumps(job.to_dict()))
     body = json.dumps({"job_id": root.name, "state": state, "reason": "2 shards failed" if state == "failed" else None,
                        "model": "efficientnet_lite0", "total": 0, "parts": [], **summary})
@@ -146,6 +146,10 @@ def test_a_base_that_did_not_succeed_or_ran_another_model_is_refused_naming_why(
         incremental.open_base(spec(good, model="other"))
     with pytest.raises(ConfigError, match="model_digest None there, 'sha256:1' here; top k 5 there, 3 here"):
         incremental.open_base(spec(good, model_digest="sha256:1", top_k=3))
+    pinned = _finished_job(tmp_path / "pinned", spec={"model": "oss://m/colors/model.onnx", "model_digest": "sha256:a"})
+    with pytest.raises(ConfigError, match="model_digest 'sha256:a' there, 'sha256:b' here"):
+        incremental.open_base(spec(pinned, model="oss://m/colors/model.onnx", model_digest="sha256:b"))
+    assert incremental.open_base(spec(pinned, model="oss://m/colors/model.onnx", model_digest="sha256:a"))
     chained = _finished_job(tmp_path / "chained", incremental_from=good)
     assert [b.root for b in incremental.open_base(spec(chained))] == [chained, good]
     (Path(good) / "_plan" / "job.json").unlink()
