@@ -4,7 +4,7 @@
 namespace; read once, at the edge), ``routes`` (queue and task names, and
 ``celery_config``: what a plain Celery producer sets to reach a namespace),
 ``celery_app`` (the app, built by ``make_app(settings)``), ``planner`` (a
-job's listing cut into shards), ``client`` (``VisionClient``: online
+job's listing cut into shards, less what an incremental run skips), ``client`` (``VisionClient``: online
 requests), ``counters`` (what ``visionfleet stats`` reads), ``fleet`` (the
 fleet now: queues, images left, live workers), ``scaling`` (the autoscaling
 decision).

@@ -3,7 +3,10 @@
 Each shard's URI list is written under the job's output before its one
 message is sent, so a 50M-image job is ~50k small messages, workers start
 on the first shards while listing goes on, and the plan outlives the broker.
+An incremental run first joins the whole listing with its base (on disk,
+``reports.incremental``), then cuts what is left in listing order.
 """
+import contextlib
 import itertools
 import json
 import logging
@@ -12,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import ContextManager
 
 from visionfleet.checkpoints.finalize import finalize_if_complete
 from visionfleet.checkpoints.hooks import NO_HOOKS, Hooks
@@ -27,8 +31,9 @@ from visionfleet.pipeline.model_spec import check_embeddings, check_model_spec, 
 from visionfleet.pipeline.package_loader import package_engine
 from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
 from visionfleet.pipeline.sink import sink_for
-from visionfleet.pipeline.sources import is_manifest, iter_source
+from visionfleet.pipeline.sources import is_manifest, iter_entries
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
+from visionfleet.pipeline.storage.base import Entry
 from visionfleet.pipeline.words import count
 
 log = logging.getLogger(__name__)
@@ -114,15 +119,19 @@ def _check_local_output(folder: str) -> None:
         raise ConfigError(f"--output {folder} {what}; give a folder you can write to, or oss://bucket/prefix/")
 
 
-def chunks(uris: Iterator[str], size: int) -> Iterator[list[str]]:
-    while chunk := list(itertools.islice(uris, size)):
+def _all(entries: Iterator[Entry]) -> ContextManager[tuple[Iterator[Entry], int]]:
+    return contextlib.nullcontext((entries, 0))
+
+
+def chunks(items: Iterator, size: int) -> Iterator[list]:
+    while chunk := list(itertools.islice(items, size)):
         yield chunk
 
 
-def _listing(spec: JobSpec) -> Iterator[str]:
-    """The source's URIs, its first one already found: a source that matches none (or cannot be
+def _listing(spec: JobSpec) -> Iterator[Entry]:
+    """The source's entries, its first one already found: a source that matches none (or cannot be
     read at all) is refused before anything is written or enqueued."""
-    uris = iter_source(spec.source, all_files=spec.all_files, include=spec.include, exclude=spec.exclude)
+    uris = iter_entries(spec.source, all_files=spec.all_files, include=spec.include, exclude=spec.exclude)
     first = next(uris, None)
     if first is None:
         if not spec.allow_empty:
@@ -134,31 +143,40 @@ def _listing(spec: JobSpec) -> Iterator[str]:
     return itertools.chain([first], uris)
 
 
+# An incremental run's filter (``reports.incremental``): in a ``with``, (the entries to label, how many were skipped).
+Skip = Callable[[Iterator[Entry]], ContextManager[tuple[Iterator[Entry], int]]]
+
+
 def plan_job(spec: JobSpec, store: StateStore, send_shard: Callable[[str, int], None],
-             job_id: str | None = None, *, hooks: Hooks = NO_HOOKS) -> str:
-    """Create the job, write and enqueue its shards as the listing streams; return its id.
-    A model package is pinned first: copied under the job's folder, its digest in the job.
-    ``hooks`` hear of the job's end when it ends here (an empty one)."""
+             job_id: str | None = None, *, hooks: Hooks = NO_HOOKS, skip: Skip | None = None) -> str:
+    """Create the job, write and enqueue its shards as the listing streams (after ``skip`` has left out
+    what an incremental run's base labelled); return its id. A model package is pinned first: copied
+    under the job's folder, its digest in the job. ``hooks`` hear of the job's end when it ends here
+    (an empty one)."""
     job_id = job_id or new_job_id()
-    uris = _listing(spec)
+    entries = _listing(spec)
     root = layout.job_root(spec.output, job_id)
-    digest = pin(spec.model, root, embeddings=spec.embeddings)
+    digest = pin(spec.model, root, embeddings=spec.embeddings, expected=spec.model_digest)
     job = Job(job_id, replace(spec, output=root, model_digest=digest), time.time(), shard_lists.FORMAT)
     storage = storage_for(root)
     storage.write(layout.job_file(root), json.dumps(job.to_dict(), indent=1).encode())
     store.create_job(job_id, job.to_dict())
-    total = shards = 0
+    total = shards = skipped = 0
     try:
-        for index, chunk in enumerate(chunks(uris, spec.shard_size)):
-            shard_lists.write(root, index, chunk)
-            send_shard(job_id, index)
-            total, shards = total + len(chunk), shards + 1
+        with (skip or _all)(entries) as (kept, skipped):
+            for index, chunk in enumerate(chunks(kept, spec.shard_size)):
+                shard_lists.write(root, index, chunk)
+                send_shard(job_id, index)
+                total, shards = total + len(chunk), shards + 1
     except BaseException as exc:  # Ctrl-C too: a job half listed cannot be resumed, say so
         what = "was interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed: {exc}"
         store.set_state(job_id, "failed", f"planning {what} after {count(shards, 'shard')}; start the job again")
         raise
-    storage.write(layout.plan_file(root), json.dumps({"total": total, "shards": shards}).encode())
-    store.set_planned(job_id, total, shards)
-    log.info("job planned", extra={"job_id": job_id, "total": total, "shards": shards})
+    plan = {"total": total, "shards": shards}
+    if skip is not None:
+        plan.update(skipped=skipped, incremental_from=spec.incremental_from)
+    storage.write(layout.plan_file(root), json.dumps(plan).encode())
+    store.set_planned(job_id, total, shards, skipped)
+    log.info("job planned", extra={"job_id": job_id, **plan})
     finalize_if_complete(store, job_id, hooks)  # an empty source (--allow-empty) is done at once
     return job_id

@@ -91,6 +91,8 @@ def _write_summary(store: StateStore, job: Job, progress: Progress, state: str, 
             "parts": store.parts(job.job_id), "created_at": progress.created_at, "finished_at": time.time(),
             "embeddings": job.spec.embeddings, **_engines(job.root),
         }
+        if job.spec.incremental_from:  # the base's unchanged inputs: counted here, their records stay there
+            summary.update(skipped=progress.skipped, incremental_from=job.spec.incremental_from)
         job.sink().finalise(summary)
     except Exception as exc:
         if state == "succeeded" or infrastructure(exc) is not None:

@@ -36,6 +36,7 @@ class Progress:
     reason: str | None = None
     seen_at: float | None = None  # a worker's last heartbeat while on this job
     interrupted: bool = False  # its run was stopped before it ended, and it has not been resumed since
+    skipped: int = 0  # inputs an incremental run left out: labelled by its base, unchanged since
 
     @property
     def done(self) -> int:
@@ -69,6 +70,7 @@ class Progress:
             "images_per_s": round(self.rate, 2) if self.rate else None,
             "eta_s": round(self.eta_s) if self.eta_s is not None else None,
             "reason": self.reason, "created_at": self.created_at, "interrupted": self.interrupted,
+            "skipped": self.skipped,
         }
 
     @property
@@ -110,8 +112,9 @@ class JobBook(ABC):
         """The description given to ``create_job``, or None if unknown."""
 
     @abstractmethod
-    def set_planned(self, job_id: str, total: int, shards: int) -> None:
-        """Planning is complete: the job has ``total`` URIs in ``shards`` shards."""
+    def set_planned(self, job_id: str, total: int, shards: int, skipped: int = 0) -> None:
+        """Planning is complete: the job has ``total`` URIs in ``shards`` shards (``skipped`` more were left
+        out by an incremental run, counted in no total)."""
 
     @abstractmethod
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:

@@ -44,7 +44,7 @@ def rebuild(store: StateStore, root: str, job_id: str) -> int:
     job = Job.from_dict(_read_json(layout.job_file(root), missing))
     plan = _read_json(layout.plan_file(root), f"listing of job {job_id} never finished; start the job again")
     store.create_job(job_id, job.to_dict())
-    store.set_planned(job_id, plan["total"], plan["shards"])
+    store.set_planned(job_id, plan["total"], plan["shards"], plan.get("skipped", 0))
     copies = job.sink().checkpoints()
     for shard, data in copies:
         store.restore_shard(job_id, shard, Checkpoint.from_dict(data))

@@ -1,11 +1,12 @@
 """Starting work on a job (a new one, or a resumed one): enqueue its shards, then
 wait for a fleet, or in embedded mode run them here (``cli.embedded``)."""
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import click
 
-from visionfleet.broker.planner import check_access, new_job_id, plan_job
+from visionfleet.broker.planner import Skip, check_access, new_job_id, plan_job
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.checkpoints.hooks import Hooks
 from visionfleet.checkpoints.state import StateStore
@@ -70,8 +71,9 @@ def _report(final: JobView) -> int:
 def run_relabel(settings: BrokerSettings, source: str, output: str, *, model: str | None, shard_size: int | None,
                 wait: bool, workers: int, **options) -> int:
     # Workers (and a later `resume`) do not share the folder this was typed in.
-    if options["calibration"]:
-        options["calibration"] = _absolute(options["calibration"])
+    for name in ("calibration", "incremental_from"):
+        if options[name]:
+            options[name] = _absolute(options[name])
     source, output = _absolute(source), _absolute(output)
     model = model or env_str("VISIONFLEET_MODEL", DEFAULT_MODEL)
     if is_package(model) and not is_oss(model):
@@ -79,13 +81,27 @@ def run_relabel(settings: BrokerSettings, source: str, output: str, *, model: st
     spec = JobSpec(source=source, output=output, model=model,
                    shard_size=shard_size or DEFAULT_SHARD_SIZE, **options)
     check_access(spec, embedded=settings.embedded)
+    spec, skip = _incremental(spec)
     hooks, job_id = _hooks(), new_job_id()
 
     def start(store: StateStore, send: Send) -> None:
-        plan_job(spec, store, send, job_id, hooks=hooks)
+        plan_job(spec, store, send, job_id, hooks=hooks, skip=skip)
         click.echo(f"job {job_id}: planned", err=True)
 
     return _drive(settings, job_id, start, wait=wait, workers=workers)
+
+
+def _incremental(spec: JobSpec) -> tuple[JobSpec, Skip | None]:
+    """What an incremental run leaves out of its plan; its base is checked now, before anything is written,
+    against the job's model package as it is now (its digest, which pinning then holds it to)."""
+    if spec.incremental_from is None:
+        return spec, None
+    from visionfleet.pipeline.model_pin import digest_of
+    from visionfleet.reports.incremental import open_base, unchanged_skipped
+
+    spec = dataclasses.replace(spec, model_digest=digest_of(spec.model))
+    chain = open_base(spec)
+    return spec, functools.partial(unchanged_skipped, chain=chain, embeddings=spec.embeddings)
 
 
 def run_resume(settings: BrokerSettings, job_id: str, output: str, *, wait: bool,

@@ -104,6 +104,9 @@ def _job(job_id: str):
 @click.option("--max-error-rate", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="The job fails if more of its records are errors (all are kept); below 1, it also stops "
                    "early when its first 1000 records are all errors of one kind.")
+@click.option("--incremental-from", metavar="DEST/JOB_ID", default=None,
+              help="A finished job of the same model: skip the inputs it labelled ok whose content is unchanged "
+                   "since (same fingerprint); see README.")
 @click.option("--wait", is_flag=True, help="Wait for the job to end, showing progress.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Embedded mode only: worker processes to start.")

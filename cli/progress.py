@@ -95,6 +95,8 @@ class JobView:
         p = self.progress
         total = str(p.total) if p.planned else f"{p.total}+ (listing)"
         line = f"{p.job_id}: {self.label} {p.done}/{total} done, {count(p.errors, 'error')}"
+        if p.skipped:  # an incremental run's: labelled by its base, unchanged since
+            line += f", {p.skipped} skipped as unchanged"
         if self.rate:
             line += f", {self.rate}"
         unattended = self.unattended_s

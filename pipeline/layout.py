@@ -5,10 +5,11 @@
   the output format's (``.jsonl``), so the output sink (``pipeline.sink``)
   adds it. Only parts listed in the summary are output; any other is
   an orphan of a refused commit and is never read.
-- ``_plan/shard-SSSSSS.jsonl``: the URIs of shard ``S``, one JSON string a line
-  (``pipeline/shard_lists.py``; jobs planned before it: ``shard-SSSSSS.txt``).
+- ``_plan/shard-SSSSSS.jsonl``: the URIs of shard ``S`` with their fingerprints,
+  one ``[URI, FINGERPRINT]`` JSON array a line (``pipeline/shard_lists.py``; jobs
+  planned before it: one JSON string a line, or ``shard-SSSSSS.txt``).
 - ``_plan/job.json``, ``_plan/plan.json``: the job's description, and its
-  totals once listing has finished.
+  totals once listing has finished (an incremental run's: also ``skipped``).
 - ``_plan/model/``: the job's model package, pinned when it was planned
   (``pipeline/model_pin.py``): the files every worker of the job loads.
 - ``_checkpoints/shard-SSSSSS.json``: the durable copy of shard ``S``'s

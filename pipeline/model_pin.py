@@ -55,18 +55,32 @@ def _labels_file(described: bytes) -> list[str]:
     return [name] if isinstance(name, str) and name not in ("", ".", "..") and "/" not in name else []
 
 
-def pin(spec: str, root: str, *, embeddings: bool = False) -> str | None:
-    """Planning: the package ``spec`` names read once, checked (``check_package``; with ``embeddings``, that
-    it names its embedding) and copied under the job's folder ``root``; its digest (None for a model that
-    is no package). Nothing is written unless it passes."""
+def digest_of(spec: str) -> str | None:
+    """The content digest of the package ``spec`` names as it is now (None for a model that is no package):
+    what an incremental run compares with its base's before anything is written."""
     if not is_package(spec):
         return None
     with tempfile.TemporaryDirectory(prefix="visionfleet-package-") as tmp:
-        try:
-            fetch(spec, Path(tmp))
-        except InputError as exc:
-            raise ConfigError(f"model package {spec} cannot be read: {exc}; a package is the model file's "
-                              f"path or oss:// URI, with its {MODEL_JSON} beside it") from None
+        return content_digest(_fetched(spec, Path(tmp)))
+
+
+def _fetched(spec: str, folder: Path) -> list[Path]:
+    try:
+        return fetch(spec, folder)
+    except InputError as exc:
+        raise ConfigError(f"model package {spec} cannot be read: {exc}; a package is the model file's "
+                          f"path or oss:// URI, with its {MODEL_JSON} beside it") from None
+
+
+def pin(spec: str, root: str, *, embeddings: bool = False, expected: str | None = None) -> str | None:
+    """Planning: the package ``spec`` names read once, checked (``check_package``; with ``embeddings``, that
+    it names its embedding) and copied under the job's folder ``root``; its digest (None for a model that
+    is no package). Nothing is written unless it passes. ``expected``: the digest it was judged by earlier
+    (``digest_of``), which it must still have."""
+    if not is_package(spec):
+        return None
+    with tempfile.TemporaryDirectory(prefix="visionfleet-package-") as tmp:
+        _fetched(spec, Path(tmp))
         try:
             package = check_package(Path(tmp, posixpath.basename(spec)))
             if embeddings:
@@ -74,6 +88,9 @@ def pin(spec: str, root: str, *, embeddings: bool = False) -> str | None:
         except ConfigError as exc:  # named as the user knows the package, not as its copy
             raise ConfigError(str(exc).replace(tmp, posixpath.dirname(spec))) from None
         files, digest = package.files(), package.content_digest()
+        if expected is not None and digest != expected:
+            raise ConfigError(f"model package {spec} changed while the job was being planned (sha256 {digest}, "
+                              f"first read as {expected}); start the job again once it is in place")
         storage = storage_for(root)
         for path in files:
             storage.write(layout.pinned_model(root, path.name), path.read_bytes())

@@ -1,7 +1,10 @@
 """What a job reads: an OSS prefix, a local folder, or a manifest file.
 
-Every source is a stream of URIs; nothing here holds a whole listing, so a
-50-million-image source costs the memory of one listing page.
+Every source is a stream of URIs, each with the fingerprint of its content
+where the source gives one (``iter_entries``): an OSS listing its ETag, a
+local folder size and modification time, an inventory its columns, a
+manifest a second column (``FINGERPRINTED``). Nothing here holds a whole
+listing, so a 50-million-image source costs the memory of one listing page.
 """
 import fnmatch
 import os
@@ -11,12 +14,17 @@ from visionfleet.pipeline.access import MAX_URI_BYTES
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.inventory import is_inventory, iter_inventory
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for
+from visionfleet.pipeline.storage.base import Entry
 from visionfleet.pipeline.storage.local import absolute
 
 # Blank and comment lines allowed in a row (their bytes, newlines counted): a manifest's lines each
 # hold at most MAX_URI_BYTES, and so, between two URIs, does this much of nothing.
 MAX_SKIPPED_BYTES = 1 << 16
 MANIFEST_SUFFIXES = tuple(s + gz for s in (".txt", ".lst", ".manifest", ".csv") for gz in ("", ".gz"))
+# A manifest whose first line is exactly this holds ``URI<TAB>FINGERPRINT`` lines (split at the last tab; an
+# empty fingerprint is none). Any other manifest is one URI a line, read as it always was: a name may hold
+# spaces, commas and tabs, and no existing manifest starts with this comment.
+FINGERPRINTED = "#uri\tfingerprint"
 
 
 def is_manifest(source: str) -> bool:
@@ -27,9 +35,16 @@ def is_manifest(source: str) -> bool:
 
 def iter_source(source: str, *, all_files: bool = False, include: tuple[str, ...] = (),
                 exclude: tuple[str, ...] = ()) -> Iterator[str]:
-    """The URIs a source names, whatever its kind: those with an image suffix (unless ``all_files``)
-    whose key (an OSS key, or a path) matches an ``include`` glob (if any) and no ``exclude`` glob."""
-    for uri in _uris(source):
+    """The URIs of ``iter_entries``."""
+    return (uri for uri, _ in iter_entries(source, all_files=all_files, include=include, exclude=exclude))
+
+
+def iter_entries(source: str, *, all_files: bool = False, include: tuple[str, ...] = (),
+                 exclude: tuple[str, ...] = ()) -> Iterator[Entry]:
+    """The URIs a source names, whatever its kind, each with its fingerprint (None where the source gives
+    none): those with an image suffix (unless ``all_files``) whose key (an OSS key, or a path) matches an
+    ``include`` glob (if any) and no ``exclude`` glob."""
+    for uri, fingerprint in _entries(source):
         key = uri.split("/", 3)[3] if is_oss(uri) else uri
         if not all_files and not uri.lower().endswith(IMAGE_SUFFIXES):
             continue
@@ -37,23 +52,27 @@ def iter_source(source: str, *, all_files: bool = False, include: tuple[str, ...
             continue
         if any(fnmatch.fnmatchcase(key, p) for p in exclude):
             continue
-        yield uri
+        yield uri, fingerprint
 
 
-def _uris(source: str) -> Iterator[str]:
+def _entries(source: str) -> Iterator[Entry]:
     if is_inventory(source):
         return iter_inventory(source)
     if is_manifest(source):
         return _manifest(source)
     if not is_oss(source) and not os.path.exists(source):
         raise ConfigError(f"source {source} does not exist; give a folder, a manifest file or oss://bucket/prefix/")
-    return storage_for(source).list(source)
+    return storage_for(source).entries(source)
 
 
-def _manifest(source: str) -> Iterator[str]:
+def _manifest(source: str) -> Iterator[Entry]:
     base = os.path.dirname(absolute(source)) if not is_oss(source) else None
     skipped = 0  # bytes of blank and comment lines since the last URI
+    fingerprinted = False
     for number, line in _numbered_lines(source):
+        if number == 1 and line.rstrip("\r\n") == FINGERPRINTED:
+            fingerprinted = True
+            continue
         size = len(line.rstrip("\r\n").encode("utf-8", "surrogatepass"))
         if size > MAX_URI_BYTES:
             raise ConfigError(f"manifest {source}, line {number}: longer than {MAX_URI_BYTES} bytes; a manifest "
@@ -66,9 +85,12 @@ def _manifest(source: str) -> Iterator[str]:
                                   "comment lines in a row; a manifest holds one URI per line")
             continue
         skipped = 0
+        fingerprint = None
+        if fingerprinted and "\t" in uri:
+            uri, fingerprint = (part.strip() for part in uri.rsplit("\t", 1))
         if base is not None and not is_oss(uri) and not os.path.isabs(uri):
             uri = os.path.join(base, uri)  # relative to the manifest, as a user means it
-        yield uri
+        yield uri, fingerprint or None
 
 
 def _numbered_lines(source: str) -> Iterator[tuple[int, str]]:

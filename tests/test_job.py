@@ -46,9 +46,9 @@ def test_the_planner_stores_one_job_in_the_flat_shape_and_a_real_store_gives_it_
                              "created_at", "shard_lists", "schema", "output_format",
                              "max_error_rate", "embeddings", "model_digest",
                              "incremental_from"}  # the old meta, plus its later fields
-    assert (stored["output"], stored["shard_lists"], stored["schema"]) == (str(tmp_path / "out" / job_id), "jsonl", 1)
+    assert (stored["output"], stored["shard_lists"], stored["schema"]) == (str(tmp_path / "out" / job_id), "entries", 1)
     job = Job.from_dict(stored)
-    assert (job.job_id, job.root, job.spec.include, job.shard_lists) == (job_id, stored["output"], ("*.jpg",), "jsonl")
+    assert (job.job_id, job.root, job.spec.include, job.shard_lists) == (job_id, stored["output"], ("*.jpg",), "entries")
     redis_store = open_store(redis_url)  # the fleet's store: the same Job back through JSON in Redis
     redis_store.create_job(job_id, job.to_dict())
     try:
@@ -92,7 +92,7 @@ def test_a_job_stored_before_the_schema_runs_with_the_defaults_it_ran_with(tmp_p
     store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
     job_id = plan_job(JobSpec(str(tmp_path / "in"), str(tmp_path / "out")), store, lambda j, s: None)
     root = tmp_path / "out" / job_id
-    uris = shard_lists.decode((root / "_plan" / "shard-000000.jsonl").read_bytes())
+    uris = [uri for uri, _ in shard_lists.decode((root / "_plan" / "shard-000000.jsonl").read_bytes())]
     (root / "_plan" / "shard-000000.jsonl").rename(root / "_plan" / "shard-000000.txt")
     (root / "_plan" / "shard-000000.txt").write_text("\n".join(uris) + "\n")
     old = {k: v for k, v in store.job_meta(job_id).items() if k in FIRST_RELEASE}

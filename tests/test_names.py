@@ -17,12 +17,13 @@ ODD = ["new\nline.jpg", "form\x0cfeed.jpg", "weird\u2028name.jpg", "tab\there.jp
 
 
 def test_a_shard_list_gives_back_every_name_and_no_name_adds_a_line():
-    uris = [f"/in/{name}" for name in ODD] + ["oss://b/k with space.jpg", "oss://b/猫.png"]
-    data = shard_lists.encode(uris)
-    assert data.count(b"\n") == len(uris)  # one line per URI, whatever the name holds
-    assert shard_lists.decode(data) == uris
-    with pytest.raises(ValueError, match="one JSON string per line"):
-        shard_lists.decode(b'"/in/a.jpg"\n["/in/b.jpg"]\n')
+    entries = [(f"/in/{name}", f"12-{i}") for i, name in enumerate(ODD)] + [("oss://b/k with space.jpg", None),
+                                                                           ("oss://b/猫.png", '"ETAG\n"')]
+    data = shard_lists.encode(entries)
+    assert data.count(b"\n") == len(entries)  # one line per URI, whatever the name (or fingerprint) holds
+    assert shard_lists.decode(data) == entries
+    with pytest.raises(ValueError, match=r"one \[URI, fingerprint\] JSON array per line"):
+        shard_lists.decode(b'["/in/a.jpg", null]\n"/in/b.jpg"\n')
 
 
 def test_records_of_names_that_are_not_utf8_stay_valid_utf8_and_round_trip():
@@ -64,4 +65,4 @@ def test_oss_keys_of_odd_names_list_and_plan_as_they_are(bucket, oss_settings):
         bucket.put_object(f"in/{name}", b"x")
     listed = list(iter_source(f"oss://{bucket.bucket_name}/in/"))
     assert sorted(listed) == sorted(f"oss://{bucket.bucket_name}/in/{name}" for name in names)
-    assert shard_lists.decode(shard_lists.encode(listed)) == listed
+    assert [uri for uri, _ in shard_lists.decode(shard_lists.encode([(uri, None) for uri in listed]))] == listed

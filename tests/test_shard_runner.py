@@ -146,7 +146,7 @@ def test_a_job_planned_before_json_lines_still_resumes_from_its_bare_lines(job):
     release's fields, no schema) resume as they were."""
     store, job_id, root = job
     plan = root / "_plan"
-    uris = shard_lists.decode((plan / "shard-000000.jsonl").read_bytes())
+    uris = [uri for uri, _ in shard_lists.decode((plan / "shard-000000.jsonl").read_bytes())]
     (plan / "shard-000000.jsonl").unlink()
     (plan / "shard-000000.txt").write_text("\n".join(uris) + "\n")
     meta = json.loads((plan / "job.json").read_text())

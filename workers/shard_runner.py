@@ -53,10 +53,13 @@ class _LeaseLost(Exception):
 
 
 class _Shard:
-    """One leased run over one shard: its URIs, where it writes, what is committed."""
+    """One leased run over one shard: its URIs and their fingerprints, where it writes, what is committed."""
 
-    def __init__(self, job_id: str, index: int, lease: Lease, job: Job, uris: list[str], committed: Checkpoint):
-        self.job_id, self.index, self.lease, self.job, self.uris = job_id, index, lease, job, uris
+    def __init__(self, job_id: str, index: int, lease: Lease, job: Job, entries: list[tuple[str, str | None]],
+                 committed: Checkpoint):
+        self.job_id, self.index, self.lease, self.job = job_id, index, lease, job
+        self.uris = [uri for uri, _ in entries]
+        self.fingerprints = [fingerprint for _, fingerprint in entries]
         self.root = job.root
         self.sink = job.sink()
         self.committed = committed
@@ -89,7 +92,7 @@ class ShardRun:
             self.store.release(job_id, index, lease.token)
             finalize_if_complete(self.store, job_id, self._hooks)  # the last shard's own try may have met a fault
             return Outcome.DONE
-        shard = _Shard(job_id, index, lease, job, shard_lists.read(job, index), committed)
+        shard = _Shard(job_id, index, lease, job, shard_lists.read_entries(job, index), committed)
         self._hooks.on_shard_start(job_id, index, lease.takeovers)
         if lease.takeovers >= self.settings.max_takeovers:
             return self._fail(shard, self._poison_reason(shard))
@@ -128,6 +131,8 @@ class ShardRun:
         every = min(self.settings.commit_every, self.labeller.model.info.max_batch_size)
         for record in self.labeller.label(shard.uris[start:], shard.job.spec.top_k, cache, self._check,
                                           embeddings=shard.job.spec.embeddings):
+            # What the input was when listed: an incremental run skips it while its listing says the same.
+            record["fingerprint"] = shard.fingerprints[start + len(records)]
             records.append(record)
             self.activity.labelled = len(records)
             end = start + len(records)

@@ -24,8 +24,9 @@ class RedisJobBook(RedisDb, JobBook):
         raw = self._r.hget(self._keys.job(job_id), "meta")
         return json.loads(raw) if raw else None
 
-    def set_planned(self, job_id: str, total: int, shards: int) -> None:
-        self._r.hset(self._keys.job(job_id), mapping={"planned": 1, "total": total, "shards": shards})
+    def set_planned(self, job_id: str, total: int, shards: int, skipped: int = 0) -> None:
+        self._r.hset(self._keys.job(job_id), mapping={"planned": 1, "total": total, "shards": shards,
+                                                      "skipped": skipped})
 
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
         self._r.hset(self._keys.job(job_id), mapping={"state": state, "reason": reason or ""})
@@ -88,6 +89,7 @@ class RedisJobBook(RedisDb, JobBook):
             updated_at=float(h["updated_at"]) if h.get("updated_at") else None,
             failed_shards=failed, reason=h.get("reason") or None,
             seen_at=float(h["seen_at"]) if h.get("seen_at") else None, interrupted=h.get("state") == INTERRUPTED,
+            skipped=int(h.get("skipped", 0)),
         )
 
     def parts(self, job_id: str) -> list[str]:

@@ -32,7 +32,7 @@ JOB_TABLES = ("jobs", "shards", "parts", "timeline", "seconds", "machines", "err
 # Columns added after the first release: a state file from then gains them on open.
 _ADDED = {"shards": {"alive_until": "REAL", "inflight": "INT DEFAULT 0"}, "workers": {"sweep_at": "REAL"},
           "jobs": {"seen_at": "REAL", "expires_at": "REAL", "redone": "INT DEFAULT 0", "takeovers": "INT DEFAULT 0",
-                   "drains": "INT DEFAULT 0", "spot_notices": "INT DEFAULT 0"}}
+                   "drains": "INT DEFAULT 0", "spot_notices": "INT DEFAULT 0", "skipped": "INT DEFAULT 0"}}
 
 
 class SqliteDb:

@@ -19,9 +19,10 @@ class SqliteJobBook(SqliteDb, JobBook):
         rows = self._all("SELECT meta FROM jobs WHERE job_id = ?", job_id)
         return json.loads(rows[0][0]) if rows else None
 
-    def set_planned(self, job_id: str, total: int, shards: int) -> None:
+    def set_planned(self, job_id: str, total: int, shards: int, skipped: int = 0) -> None:
         with self._tx() as db:
-            db.execute("UPDATE jobs SET planned = 1, total = ?, shards = ? WHERE job_id = ?", (total, shards, job_id))
+            db.execute("UPDATE jobs SET planned = 1, total = ?, shards = ?, skipped = ? WHERE job_id = ?",
+                       (total, shards, skipped, job_id))
 
     def set_state(self, job_id: str, state: str, reason: str | None = None) -> None:
         expires = time.time() + self.job_ttl_s if self.job_ttl_s is not None and state in FINAL_STATES else None
@@ -67,16 +68,17 @@ class SqliteJobBook(SqliteDb, JobBook):
 
     def progress(self, job_id: str) -> Progress | None:
         rows = self._all("SELECT planned, total, shards, shards_done, ok, errors, state, reason, created_at, "
-                         "started_at, updated_at, seen_at FROM jobs WHERE job_id = ?", job_id)
+                         "started_at, updated_at, seen_at, skipped FROM jobs WHERE job_id = ?", job_id)
         if not rows:
             return None
-        planned, total, shards, shards_done, ok, errors, state, reason, created, started, updated, seen = rows[0]
+        planned, total, shards, shards_done, ok, errors, state, reason, created, started, updated, seen, skipped = \
+            rows[0]
         failed = dict(self._all("SELECT idx, failed FROM shards WHERE job_id = ? AND failed IS NOT NULL", job_id))
         return Progress(
             job_id=job_id, state=derive_state(state, started is not None), planned=bool(planned), total=total,
             shards=shards, shards_done=shards_done, ok=ok, errors=errors, created_at=created,
             started_at=started, updated_at=updated, failed_shards=failed, reason=reason, seen_at=seen,
-            interrupted=state == INTERRUPTED,
+            interrupted=state == INTERRUPTED, skipped=skipped or 0,
         )
 
     def parts(self, job_id: str) -> list[str]:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from typing import BinaryIO, ContextManager
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+# A listed object: its URI and a fingerprint of its content as the listing gave it (None: it gave none).
+Entry = tuple[str, str | None]
 
 
 class Storage(ABC):
@@ -27,8 +29,14 @@ class Storage(ABC):
         """Store ``data`` atomically: readers see all of it or nothing."""
 
     @abstractmethod
+    def entries(self, prefix: str) -> Iterator[Entry]:
+        """Every object under ``prefix`` (recursively), streamed page by page, in a stable order, with the
+        fingerprint the listing itself gives (no request per object): OSS the ETag, a local file its size
+        and modification time. Equal fingerprints mean unchanged content; an incremental run relies on it."""
+
     def list(self, prefix: str) -> Iterator[str]:
-        """Every object under ``prefix`` (recursively), streamed page by page, in a stable order."""
+        """The URIs of ``entries``."""
+        return (uri for uri, _ in self.entries(prefix))
 
     def version(self, uri: str) -> str | None:
         """A cheap identifier of the object's current content, if the backend has one (OSS: ETag)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from visionfleet.pipeline.errors import InputError
-from visionfleet.pipeline.storage.base import Storage, too_large
+from visionfleet.pipeline.storage.base import Entry, Storage, too_large
 
 
 def absolute(path: str) -> str:
@@ -39,6 +39,20 @@ def _opened_path(fd: int) -> str | None:
         return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return None
+
+
+def fingerprint(info: os.stat_result) -> str:
+    """``SIZE-MTIME_NS``: new bytes written into a file change its size or its modification time."""
+    return f"{info.st_size}-{info.st_mtime_ns}"
+
+
+def _entry(path: str) -> Entry:
+    """``path`` with the fingerprint of what it names (a link: its target's); None if that cannot be
+    looked at (a dangling link): its read then says why."""
+    try:
+        return path, fingerprint(os.stat(path))
+    except OSError:
+        return path, None
 
 
 class LocalStorage(Storage):
@@ -83,10 +97,10 @@ class LocalStorage(Storage):
                 exc.filename = str(path)  # a full disk fails the write or fsync, which name no file
             raise
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def entries(self, prefix: str) -> Iterator[Entry]:
         root = Path(prefix)
         if root.is_file():
-            yield absolute(prefix)
+            yield _entry(absolute(prefix))
             return
         # os.walk streams folder by folder; sorting each level keeps the
         # whole walk sorted without holding the full listing.
@@ -95,7 +109,7 @@ class LocalStorage(Storage):
             for name in sorted(filenames):
                 if not name.startswith("."):
                     # Absolute, but as listed: a symlink's record names the link, not its target.
-                    yield absolute(os.path.join(dirpath, name))
+                    yield _entry(absolute(os.path.join(dirpath, name)))
 
     def open_stream(self, uri: str) -> BinaryIO:
         return open(uri, "rb")

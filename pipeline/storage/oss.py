@@ -15,7 +15,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_
 
 from visionfleet.pipeline.envvars import env_int, env_str
 from visionfleet.pipeline.errors import ConfigError, InputError, RetryableError
-from visionfleet.pipeline.storage.base import Storage, too_large
+from visionfleet.pipeline.storage.base import Entry, Storage, too_large
 
 THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ServerBusy", "RequestTimeout", "QpsLimitExceeded"})
 LIST_PAGE_SIZE = 1000
@@ -138,7 +138,7 @@ class OssStorage(Storage):
         # PutObject is atomic in OSS: an object is visible whole or not at all.
         self._call(self.bucket(bucket).put_object, key, data)
 
-    def list(self, prefix: str) -> Iterator[str]:
+    def entries(self, prefix: str) -> Iterator[Entry]:
         bucket_name, key_prefix = parse_oss_uri(prefix)
         bucket = self.bucket(bucket_name)
         token = ""
@@ -147,7 +147,7 @@ class OssStorage(Storage):
                               max_keys=LIST_PAGE_SIZE)
             for obj in page.object_list:
                 if not obj.key.endswith("/"):  # folder placeholders are not objects
-                    yield f"oss://{bucket_name}/{obj.key}"
+                    yield f"oss://{bucket_name}/{obj.key}", obj.etag or None
             if not page.is_truncated:
                 return
             token = page.next_continuation_token
