@@ -274,3 +274,28 @@ def test_an_incremental_run_over_oss_compares_etags(tmp_path, bucket, oss_server
     records = {r["uri"].rsplit("/", 1)[1]: r["fingerprint"] for r in output.records()}
     assert records == {name: bucket.head_object(f"in/{name}").etag for name in ("1.jpg", "9.jpg")}
     assert output.summary["skipped"] == 2
+
+
+@pytest.mark.slow
+def test_an_incremental_run_of_a_model_package_skips_by_its_digest(tmp_path):
+    """The base is judged by the package as it is now: the same bytes skip what they labelled, a package
+    changed since (another digest) is refused, naming the difference, before anything is written."""
+    from tests.model_packages import colors_files, write_files
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, data in enumerate(distinct_jpegs(3)):
+        (folder / f"{i}.jpg").write_bytes(data)
+    model = ["--model", write_files(tmp_path / "colors", colors_files("1"))]
+    base, summary, _ = _relabel(tmp_path, folder, *model)
+    assert summary["model_digest"] is not None
+    (folder / "3.jpg").write_bytes(distinct_jpegs(4)[3])
+    _, again, records = _relabel(tmp_path, folder, *model, "--incremental-from", str(base))
+    assert (again["total"], again["skipped"], again["model_digest"]) == (1, 3, summary["model_digest"])
+    assert [Path(r["uri"]).name for r in records] == ["3.jpg"]
+
+    write_files(tmp_path / "colors", colors_files("2", inverted=True))
+    changed = visionfleet("relabel", str(folder), "--output", str(tmp_path / "labels"), *model,
+                          "--incremental-from", str(base), env=embedded_env(tmp_path), cwd=tmp_path)
+    assert changed.returncode == 2 and "model_digest" in changed.stderr, changed.stderr
+    assert len(list((tmp_path / "labels").iterdir())) == 2  # nothing written for the refused run
