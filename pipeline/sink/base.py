@@ -5,12 +5,13 @@ Shaped after Ray Data's ``Datasink``: ``write_part`` is its ``write`` (once
 per commit, from any worker), ``finalise`` its ``on_write_complete`` (once,
 when every shard has ended); nothing needs preparing before the first part,
 so there is no ``on_write_start``. A format is a subclass that gives the
-parts' extension and bytes. Where files go (``pipeline.layout``), what is
+parts' extension and bytes, and reads them back. Where files go (``pipeline.layout``), what is
 atomic, and the files that are JSON whatever the format (checkpoint copies,
 ``_SUMMARY.json``, ``_SUCCESS.json``) are the same for every format, so they live here.
 """
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from visionfleet.pipeline import layout
@@ -26,6 +27,10 @@ class OutputSink(ABC):
     @abstractmethod
     def encode(self, records: list[dict]) -> bytes:
         """One part's bytes: ``records`` in input order."""
+
+    @abstractmethod
+    def read_part(self, name: str) -> Iterator[dict]:
+        """The records of part ``name`` under this job, in order, streamed: a reader never holds a part whole."""
 
     def part_name(self, shard: int, start: int, end: int, token: str) -> str:
         return layout.part_stem(shard, start, end, token) + self.extension
