@@ -9,10 +9,16 @@ import pytest
 
 from bench.samples import PHOTOS
 from tests.helpers import embedded_env, relabel, visionfleet
-from tests.photos import KNOWN
+from tests.photos import KNOWN, distinct_jpegs
+from tests.test_shard_runner import runner, stored
+from visionfleet.broker.planner import plan_job
+from visionfleet.checkpoints import open_store
+from visionfleet.pipeline import shard_lists
+from visionfleet.pipeline.job import JobSpec
 from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.sink.parquet import LABEL, to_table
 from visionfleet.reports.outputs import JobOutput
+from visionfleet.workers.shard_runner import Outcome
 
 COLUMNS = {"uri": pa.string(), "status": pa.string(), "error": pa.string(), "labels": pa.list_(LABEL),
            "model": pa.string(), "model_version": pa.string(), "preprocess": pa.string(),
@@ -30,10 +36,16 @@ def test_a_parquet_job_has_the_json_lines_records_as_rows_and_diffs_against_one(
     env = embedded_env(tmp_path)
     out = tmp_path / "labels"
     text_id = relabel(env, str(photos), "--output", str(out), "--wait", cwd=tmp_path)
-    table_id = relabel(env, str(photos), "--output", str(out), "--format", "parquet", "--wait", cwd=tmp_path)
+    # Commits of 4 records: the shard's last one rewrites its three parts as one.
+    table_id = relabel({**env, "VISIONFLEET_COMMIT_EVERY": "4"}, str(photos), "--output", str(out),
+                       "--format", "parquet", "--wait", cwd=tmp_path)
 
     summary = json.loads((out / table_id / "_SUCCESS.json").read_text())
-    assert summary["parts"] and all(p.endswith(".parquet") for p in summary["parts"])
+    assert summary["parts"] == [p.name for p in (out / table_id).glob("part-*")]
+    assert len(summary["parts"]) == 1 and summary["parts"][0].startswith(f"part-000000-0000000-{len(PHOTOS) + 1:07d}-t")
+    logged = [json.loads(line) for log in (tmp_path / "home" / "logs").glob("*.log") for line in log.open()
+              if line.startswith("{")]  # the JSON log lines, not what Celery prints
+    assert [e["end"] for e in logged if e.get("event") == "commit" and e.get("job_id") == table_id] == [4, 8, 9]
     table = pa.concat_tables(pq.read_table(out / table_id / p) for p in summary["parts"])
     assert dict(zip(table.schema.names, table.schema.types)) == COLUMNS  # no embedding column: none asked
     rows = table.to_pylist()
@@ -54,6 +66,9 @@ def test_a_parquet_job_has_the_json_lines_records_as_rows_and_diffs_against_one(
     totals = json.loads((tmp_path / "report" / "diff.json").read_text())["totals"]
     assert (totals["both"], totals["only_old"], totals["only_new"]) == (len(PHOTOS) + 1, 0, 0)
     assert (totals["errors_new"], totals["changed_top1"]) == (1, 0)
+    report = visionfleet("report", table_id, "--output", str(tmp_path / "cost"), env=env)
+    assert report.returncode == 0, report.stderr
+    assert json.loads((tmp_path / "cost" / "report.json").read_text())["images"] == len(PHOTOS) + 1
 
 
 def test_embeddings_are_a_fixed_size_float16_column_read_back_to_their_precision(tmp_path):
@@ -86,3 +101,61 @@ def test_a_part_whose_embeddings_disagree_in_size_is_refused():
 def test_a_name_that_is_not_utf8_keeps_its_bytes_as_escapes():
     uri = "/in/caf\udce9.jpg"  # os.fsdecode of b"/in/caf\xe9.jpg"
     assert to_table([{"uri": uri, "status": "ok", "labels": []}])["uri"].to_pylist() == ["/in/caf\\xe9.jpg"]
+
+
+@pytest.fixture
+def parquet_job(tmp_path):
+    """A Parquet job of 20 photos in one shard, planned on a real SQLite store."""
+    (tmp_path / "in").mkdir()
+    for i, data in enumerate(distinct_jpegs(20)):
+        (tmp_path / "in" / f"{i:02d}.jpg").write_bytes(data)
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    spec = JobSpec(source=str(tmp_path / "in"), output=str(tmp_path / "out"), shard_size=20, output_format="parquet")
+    job_id = plan_job(spec, store, lambda j, s: None)
+    return store, job_id, tmp_path / "out" / job_id
+
+
+def uris(root) -> list[str]:
+    """The URIs of the job's listed parts, in order, read as a table reader reads them."""
+    parts = json.loads((root / "_SUCCESS.json").read_text())["parts"]
+    return pq.read_table([root / p for p in parts], columns=["uri"])["uri"].to_pylist()
+
+
+def test_a_shard_ends_as_one_part_that_replaces_its_commits(parquet_job):
+    store, job_id, root = parquet_job
+    run = runner(store, commit_every=6)
+    assert run.run(stored(store, job_id), 0) is Outcome.DONE  # commits 0-4, 4-10, 10-16, then 16-20 as 0-20
+    whole = f"part-000000-0000000-0000020-t{store.checkpoint(job_id, 0).parts[0].rsplit('-t', 1)[1]}"
+    assert store.parts(job_id) == [whole] and [p.name for p in root.glob("part-*")] == [whole]
+    assert uris(root) == shard_lists.read(stored(store, job_id), 0)  # every input once, in order
+    assert json.loads((root / "_checkpoints" / "shard-000000.json").read_text())["parts"] == [whole]
+
+
+def test_a_whole_part_spans_a_hand_back_and_one_whose_commit_is_refused_is_removed(parquet_job):
+    store, job_id, root = parquet_job
+    looks = []
+
+    def stop_after_ten() -> bool:
+        looks.append(1)
+        return len(looks) >= 10
+
+    assert runner(store, stop=stop_after_ten).run(stored(store, job_id), 0) is Outcome.HANDED_BACK
+    assert len(store.checkpoint(job_id, 0).parts) == 2
+    listed = []
+
+    def steal_before_the_last_commit() -> bool:  # one look before starting, then one per record: 11 left
+        looks.append(1)
+        if len(looks) == 10 + 12:
+            listed.extend(store.checkpoint(job_id, 0).parts)
+            store.release(job_id, 0, late.activity.token)
+            store.acquire(job_id, 0, "thief", ttl_s=0)
+        return False
+
+    late = runner(store, owner="w2", stop=steal_before_the_last_commit)
+    assert late.run(stored(store, job_id), 0) is Outcome.LOST_LEASE
+    assert len(listed) == 4 and store.checkpoint(job_id, 0).parts == listed  # the commits stay, both workers'
+    assert sorted(p.name for p in root.glob("part-*")) == sorted(listed)  # the refused whole part is gone
+
+    assert runner(store, owner="w3").run(stored(store, job_id), 0) is Outcome.DONE  # the thief's lease ran out
+    assert len(store.parts(job_id)) == 1 and not any((root / p).exists() for p in listed)
+    assert uris(root) == shard_lists.read(stored(store, job_id), 0)

@@ -20,6 +20,9 @@ from visionfleet.pipeline.location import Location
 
 class OutputSink(ABC):
     extension: str  # the parts' file extension, with its dot
+    # Whether a shard's last commit writes its whole range as one part (``write_whole``), replacing the
+    # shard's earlier parts: a table reader pays per file, so a format read as a table leaves one per shard.
+    compacts = False
 
     def __init__(self, root: str | Location) -> None:
         self.root = Location.parse(root)
@@ -41,6 +44,12 @@ class OutputSink(ABC):
         name = self.part_name(shard, start, end, token)
         self.root.storage.write(layout.child(self.root, name), self.encode(records))
         return name
+
+    def write_whole(self, shard: int, end: int, token: str, earlier: list[str], records: list[dict]) -> str:
+        """One part of URIs ``[0, end)`` of ``shard``: its committed parts ``earlier`` (in order) and then
+        ``records``, written as ``write_part`` writes. Its name, for the commit that replaces ``earlier``."""
+        kept = [record for name in earlier for record in self.read_part(name)]
+        return self.write_part(shard, 0, end, token, kept + records)
 
     def delete_part(self, name: str) -> None:
         """Remove a part whose commit was refused: an orphan no summary lists. Gone already is fine."""

@@ -1,7 +1,8 @@
 """Parquet parts (pyarrow, zstd): one row per record, in input order, in fixed and documented columns, so a
 data team reads a finished job as a table (DuckDB, pandas, Spark) without loading text first.
 
-A part is one commit's records and one row group. ``embedding`` is a column only in a job that asked for
+A part is one commit's records, and a shard's last commit rewrites its parts as one (``write_whole``): a
+finished job has one part per shard, each one row group. ``embedding`` is a column only in a job that asked for
 embeddings: a fixed-size list of float16 whose size is the model's (null on error records)."""
 import io
 import os
@@ -23,19 +24,32 @@ COLUMNS = pa.schema([
 
 class ParquetSink(OutputSink):
     extension = ".parquet"
+    compacts = True
 
     def encode(self, records: list[dict]) -> bytes:
-        out = io.BytesIO()
-        pq.write_table(to_table(records), out, compression="zstd")
-        return out.getvalue()
+        return _parquet(to_table(records))
+
+    def write_whole(self, shard: int, end: int, token: str, earlier: list[str], records: list[dict]) -> str:
+        """As Arrow tables, never Python records: a shard's embeddings are a few tens of MB as float16."""
+        tables = [self._table(name) for name in earlier] + ([to_table(records)] if records else [])
+        # A part whose records are all errors has no embedding column: nulls there, as in every other row.
+        whole = pa.concat_tables(tables, promote_options="default")
+        name = self.part_name(shard, 0, end, token)
+        self.root.storage.write(layout.child(self.root, name), _parquet(whole))
+        return name
+
+    def _table(self, name: str) -> pa.Table:
+        return pq.read_table(self._source(name))
+
+    def _source(self, name: str):
+        """A local part is read in place; an OSS part (a shard's records at most) fetched whole."""
+        uri = layout.child(self.root, name)
+        return pa.BufferReader(self.root.storage.read(uri)) if self.root.oss else uri
 
     def read_part(self, name: str) -> Iterator[dict]:
         """Row group by row group. Records read as JSON Lines ones do, a column a record lacks as null and
-        scores rounded as written (float32 holds them to 7 digits); a local part is read in place, an OSS
-        part (one commit's records) fetched whole."""
-        uri = layout.child(self.root, name)
-        source = pa.BufferReader(self.root.storage.read(uri)) if self.root.oss else uri
-        parts = pq.ParquetFile(source)
+        scores rounded as written (float32 holds them to 7 digits)."""
+        parts = pq.ParquetFile(self._source(name))
         for group in range(parts.num_row_groups):
             for record in parts.read_row_group(group).to_pylist():
                 for label in record["labels"] or ():
@@ -77,3 +91,10 @@ def _text(value: str | None) -> str | None:
     except UnicodeEncodeError:
         return os.fsencode(value).decode("utf-8", "backslashreplace")
     return value
+
+
+def _parquet(table: pa.Table) -> bytes:
+    """One row group: a part is at most a shard's records."""
+    out = io.BytesIO()
+    pq.write_table(table, out, compression="zstd", row_group_size=max(table.num_rows, 1))
+    return out.getvalue()
