@@ -5,8 +5,8 @@ Shaped after Ray Data's ``Datasink``: ``write_part`` is its ``write`` (once
 per commit, from any worker), ``finalise`` its ``on_write_complete`` (once,
 when every shard has ended); nothing needs preparing before the first part,
 so there is no ``on_write_start``. A format is a subclass that gives the
-parts' extension and bytes, and reads them back. Where files go (``pipeline.layout``), what is
-atomic, and the files that are JSON whatever the format (checkpoint copies,
+parts' extension and bytes, and reads them back. Where files go
+(``pipeline.layout``), what is atomic, and the files that are JSON whatever the format (checkpoint copies,
 ``_SUMMARY.json``, ``_SUCCESS.json``) are the same for every format, so they live here.
 """
 import json
@@ -33,7 +33,8 @@ class OutputSink(ABC):
 
     @abstractmethod
     def read_part(self, name: str) -> Iterator[dict]:
-        """The records of part ``name`` under this job, in order, streamed: a reader never holds a part whole."""
+        """The records of part ``name`` under this job, in order, streamed: a reader holds at most one part's
+        bytes (a shard's records), never the job's."""
 
     def part_name(self, shard: int, start: int, end: int, token: str) -> str:
         return layout.part_stem(shard, start, end, token) + self.extension
@@ -52,7 +53,8 @@ class OutputSink(ABC):
         return self.write_part(shard, 0, end, token, kept + records)
 
     def delete_part(self, name: str) -> None:
-        """Remove a part whose commit was refused: an orphan no summary lists. Gone already is fine."""
+        """Remove a part whose commit was refused, or that a whole part replaced: an orphan no summary lists.
+        Gone already is fine."""
         self.root.storage.delete(layout.child(self.root, name))
 
     def write_checkpoint(self, shard: int, checkpoint: dict) -> None:

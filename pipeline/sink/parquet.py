@@ -31,7 +31,7 @@ class ParquetSink(OutputSink):
 
     def write_whole(self, shard: int, end: int, token: str, earlier: list[str], records: list[dict]) -> str:
         """As Arrow tables, never Python records: a shard's embeddings are a few tens of MB as float16."""
-        tables = [self._table(name) for name in earlier] + ([to_table(records)] if records else [])
+        tables = [self._table(name) for name in earlier] + [to_table(records)]
         # A part whose records are all errors has no embedding column: nulls there, as in every other row.
         whole = pa.concat_tables(tables, promote_options="default")
         name = self.part_name(shard, 0, end, token)
