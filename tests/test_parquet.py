@@ -3,12 +3,13 @@ the JSON Lines records of the same input."""
 import json
 
 import numpy as np
+import oss2
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from bench.samples import PHOTOS
-from tests.helpers import embedded_env, relabel, visionfleet
+from tests.helpers import embedded_env, relabel, visionfleet, wait_for_job
 from tests.photos import KNOWN, distinct_jpegs
 from tests.test_shard_runner import runner, stored
 from visionfleet.broker.planner import plan_job
@@ -159,3 +160,23 @@ def test_a_whole_part_spans_a_hand_back_and_one_whose_commit_is_refused_is_remov
     assert runner(store, owner="w3").run(stored(store, job_id), 0) is Outcome.DONE  # the thief's lease ran out
     assert len(store.parts(job_id)) == 1 and not any((root / p).exists() for p in listed)
     assert uris(root) == shard_lists.read(stored(store, job_id), 0)
+
+
+@pytest.mark.slow
+def test_two_fleet_workers_leave_one_part_per_shard_on_oss_each_input_once(bucket, fleet_env, workers, oss_settings):
+    images = distinct_jpegs(120)
+    for i, data in enumerate(images):
+        bucket.put_object(f"many/{i:03d}.jpg", data)
+    workers.start(2, VISIONFLEET_COMMIT_EVERY="10")  # shards of 40: several commits each, on Redis
+    job_id = relabel(fleet_env, f"oss://{bucket.bucket_name}/many/", "--output", f"oss://{bucket.bucket_name}/out/",
+                     "--shard-size", "40", "--format", "parquet")
+    status = wait_for_job(fleet_env, workers, job_id, timeout=300)
+    assert (status["state"], status["done"], status["errors"]) == ("succeeded", 120, 0)
+    root = f"oss://{bucket.bucket_name}/out/{job_id}"
+    output = JobOutput.open(root)
+    assert [p.split("-")[1:4] for p in output.summary["parts"]] == [[f"{s:06d}", "0000000", "0000040"]
+                                                                    for s in range(3)]
+    assert sorted(r["uri"] for r in output.records()) == [f"oss://{bucket.bucket_name}/many/{i:03d}.jpg"
+                                                          for i in range(120)]
+    listed = {o.key for o in oss2.ObjectIterator(bucket, prefix=f"out/{job_id}/part-")}
+    assert listed == {f"out/{job_id}/{p}" for p in output.summary["parts"]}  # the replaced parts are gone
