@@ -180,3 +180,12 @@ def test_two_fleet_workers_leave_one_part_per_shard_on_oss_each_input_once(bucke
                                                           for i in range(120)]
     listed = {o.key for o in oss2.ObjectIterator(bucket, prefix=f"out/{job_id}/part-")}
     assert listed == {f"out/{job_id}/{p}" for p in output.summary["parts"]}  # the replaced parts are gone
+
+
+def test_a_part_of_errors_alone_in_an_embeddings_job_still_has_the_column(tmp_path):
+    """Else a reader that takes its columns from the first file (DuckDB, pyarrow) drops the embeddings."""
+    sink = sink_for(str(tmp_path / "job"), "parquet", embedding_dim=1280)
+    name = sink.write_part(0, 0, 1, 1, [{"uri": "/in/bad.jpg", "status": "error", "error": "x", "labels": None}])
+    assert pq.read_schema(tmp_path / "job" / name).field("embedding").type == pa.list_(pa.float16(), 1280)
+    with pytest.raises(ValueError, match=r"embeddings of \[4, 1280\] values"):
+        sink.encode([{"uri": "/a", "status": "ok", "labels": [], "embedding": [0.0] * 4}])

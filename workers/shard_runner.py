@@ -55,10 +55,11 @@ class _LeaseLost(Exception):
 class _Shard:
     """One leased run over one shard: its URIs, where it writes, what is committed."""
 
-    def __init__(self, job_id: str, index: int, lease: Lease, job: Job, uris: list[str], committed: Checkpoint):
+    def __init__(self, job_id: str, index: int, lease: Lease, job: Job, uris: list[str], committed: Checkpoint,
+                 embedding_dim: int | None = None):
         self.job_id, self.index, self.lease, self.job, self.uris = job_id, index, lease, job, uris
         self.root = job.root
-        self.sink = job.sink()
+        self.sink = job.sink(embedding_dim)
         self.committed = committed
 
 
@@ -89,7 +90,8 @@ class ShardRun:
             self.store.release(job_id, index, lease.token)
             finalize_if_complete(self.store, job_id, self._hooks)  # the last shard's own try may have met a fault
             return Outcome.DONE
-        shard = _Shard(job_id, index, lease, job, shard_lists.read(job, index), committed)
+        shard = _Shard(job_id, index, lease, job, shard_lists.read(job, index), committed,
+                       self.labeller.model.info.embedding_dim)
         self._hooks.on_shard_start(job_id, index, lease.takeovers)
         if lease.takeovers >= self.settings.max_takeovers:
             return self._fail(shard, self._poison_reason(shard))

@@ -12,11 +12,13 @@ DEFAULT_FORMAT = "jsonl"
 FORMATS: dict[str, type[OutputSink]] = {"jsonl": JsonlSink, "parquet": ParquetSink}
 
 
-def sink_for(root: str | Location, output_format: str = DEFAULT_FORMAT) -> OutputSink:
-    """The sink that writes a job's output under ``root`` (``DEST/<job_id>``) in ``output_format``."""
+def sink_for(root: str | Location, output_format: str = DEFAULT_FORMAT,
+             embedding_dim: int | None = None) -> OutputSink:
+    """The sink that writes a job's output under ``root`` (``DEST/<job_id>``) in ``output_format``;
+    ``embedding_dim``: the model's, in a job that asked for embeddings."""
     if output_format not in FORMATS:
         raise ConfigError(f"no output format {output_format!r}; choose one of: {', '.join(FORMATS)}")
-    return FORMATS[output_format](root)
+    return FORMATS[output_format](root, embedding_dim)
 
 
 def sink_for_part(root: str | Location, name: str) -> OutputSink:

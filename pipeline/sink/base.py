@@ -24,8 +24,11 @@ class OutputSink(ABC):
     # shard's earlier parts: a table reader pays per file, so a format read as a table leaves one per shard.
     compacts = False
 
-    def __init__(self, root: str | Location) -> None:
+    def __init__(self, root: str | Location, embedding_dim: int | None = None) -> None:
         self.root = Location.parse(root)
+        # In a job that asked for embeddings, their length: a format with typed columns gives a part of
+        # error records alone the embedding column too, so every part has the same columns.
+        self.embedding_dim = embedding_dim
 
     @abstractmethod
     def encode(self, records: list[dict]) -> bytes:

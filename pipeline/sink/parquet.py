@@ -27,11 +27,11 @@ class ParquetSink(OutputSink):
     compacts = True
 
     def encode(self, records: list[dict]) -> bytes:
-        return _parquet(to_table(records))
+        return _parquet(to_table(records, self.embedding_dim))
 
     def write_whole(self, shard: int, end: int, token: str, earlier: list[str], records: list[dict]) -> str:
         """As Arrow tables, never Python records: a shard's embeddings are a few tens of MB as float16."""
-        tables = [self._table(name) for name in earlier] + [to_table(records)]
+        tables = [self._table(name) for name in earlier] + [to_table(records, self.embedding_dim)]
         # A part whose records are all errors has no embedding column: nulls there, as in every other row.
         whole = pa.concat_tables(tables, promote_options="default")
         name = self.part_name(shard, 0, end, token)
@@ -64,17 +64,18 @@ def schema(embedding_dim: int | None) -> pa.Schema:
     return COLUMNS.append(pa.field("embedding", pa.list_(pa.float16(), embedding_dim)))
 
 
-def to_table(records: list[dict]) -> pa.Table:
+def to_table(records: list[dict], embedding_dim: int | None = None) -> pa.Table:
+    """``embedding_dim``: the job's, which its parts have as a column even when none of their records has one."""
     columns = {name: [_text(r.get(name)) for r in records] for name in COLUMNS.names if name != "labels"}
     columns["labels"] = [r.get("labels") for r in records]
-    dim = _embedding_dim(records)
+    dim = _embedding_dim(records, embedding_dim)
     if dim is not None:
         columns["embedding"] = [r.get("embedding") for r in records]
     return pa.Table.from_pydict(columns, schema=schema(dim))
 
 
-def _embedding_dim(records: list[dict]) -> int | None:
-    dims = {len(r["embedding"]) for r in records if r.get("embedding") is not None}
+def _embedding_dim(records: list[dict], expected: int | None) -> int | None:
+    dims = {len(r["embedding"]) for r in records if r.get("embedding") is not None} | ({expected} - {None})
     if len(dims) > 1:
         raise ValueError(f"embeddings of {sorted(dims)} values in one part: every record of a job has the same "
                          "model, so one of them is wrong")
