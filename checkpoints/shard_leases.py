@@ -65,7 +65,7 @@ class ShardLeases(ABC):
     @abstractmethod
     def commit(self, job_id: str, shard: int, token: str, *, offset: int, ok: int, errors: int,
                part: str | None, done: bool, ttl_s: float, usage: Usage | None = None,
-               kinds: dict[str, ErrorKind] | None = None) -> bool:
+               kinds: dict[str, ErrorKind] | None = None, whole: bool = False) -> bool:
         """Move the checkpoint to ``offset`` and add the counts, if ``token`` still holds the lease.
 
         Renews the lease (a commit of nothing, at the same offset with no part, only renews it);
@@ -76,7 +76,9 @@ class ShardLeases(ABC):
         With a ``usage``, the job's run ledger gains the images in this minute, and the machine's
         images and busy seconds; with ``kinds`` (this commit's errors by kind, each with its first
         reason), the job's counts by kind gain them, keeping the first example of each kind: all in
-        the same transaction.
+        the same transaction. With ``whole``, ``part`` holds every record of the shard so far (its earlier
+        parts compacted, and this commit's records): it replaces them in the shard's and the job's parts, in
+        the same transaction too, so the records are listed once before it and once after.
         """
 
     @abstractmethod

@@ -97,8 +97,8 @@ def _job(job_id: str):
               show_default=True, help="auto: fp32 on CPU, fp16 on GPU; int8 is calibrated and accuracy-gated.")
 @click.option("--calibration", envvar="VISIONFLEET_CALIBRATION", default=None,
               help="int8 calibration images (folder, manifest or oss:// prefix)  [default: the job's own]")
-@click.option("--output-format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT, show_default=True,
-              help="How the label parts are written.")
+@click.option("--format", "--output-format", "output_format", type=click.Choice(FORMATS), default=DEFAULT_FORMAT,
+              show_default=True, help="How the label parts are written: JSON Lines, or Parquet (a table).")
 @click.option("--embeddings", is_flag=True,
               help="Add each image's embedding to its record (the built-in model: 1,280 pooled features).")
 @click.option("--max-error-rate", default=0.5, show_default=True, type=click.FloatRange(0, 1),

@@ -78,9 +78,10 @@ class Job:
         """Where the job writes: ``DEST/<job_id>``."""
         return self.spec.output
 
-    def sink(self) -> OutputSink:
-        """What writes the job's output: its parts, durable copies and summary."""
-        return sink_for(self.root, self.spec.output_format)
+    def sink(self, embedding_dim: int | None = None) -> OutputSink:
+        """What writes the job's output: its parts, durable copies and summary. ``embedding_dim``: the
+        length of the model's embeddings, when the job asked for them (a worker knows it)."""
+        return sink_for(self.root, self.spec.output_format, embedding_dim if self.spec.embeddings else None)
 
     def to_dict(self) -> dict:
         return {**asdict(self.spec), "job_id": self.job_id, "created_at": self.created_at,

@@ -2,9 +2,10 @@
 
 - ``part-SSSSSS-AAAAAAA-BBBBBBB-tT.EXT``: records of URIs ``[A, B)`` of
   shard ``S``, written by the worker holding lease token ``T``; ``EXT`` is
-  the output format's (``.jsonl``), so the output sink (``pipeline.sink``)
-  adds it. Only parts listed in the summary are output; any other is
-  an orphan of a refused commit and is never read.
+  the output format's (``.jsonl``, ``.parquet``), so the output sink
+  (``pipeline.sink``) adds it. A Parquet shard ends as one part, ``[0, end)``,
+  that replaced its earlier ones. Only parts listed in the summary are output;
+  any other is an orphan of a refused commit, or one replaced, and is never read.
 - ``_plan/shard-SSSSSS.jsonl``: the URIs of shard ``S`` with their fingerprints,
   one ``[URI, FINGERPRINT]`` JSON array a line (``pipeline/shard_lists.py``; jobs
   planned before it: one JSON string a line, or ``shard-SSSSSS.txt``).

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 from visionfleet.pipeline import layout
 from visionfleet.pipeline.errors import VisionfleetError
+from visionfleet.pipeline.sink import sink_for_part
 from visionfleet.pipeline.storage import storage_for
-
-MAX_RECORD_CHARS = 1 << 20  # one record's line; the worker writes far less (a URI, k labels)
 
 
 @dataclass(frozen=True)
@@ -44,16 +43,10 @@ class JobOutput:
                 if self.summary.get(key) is not None}
 
     def records(self) -> Iterator[dict]:
-        """Every record, part by part; a line that is not a record is an error that names it."""
-        storage = storage_for(self.root)
+        """Every record, part by part, in whichever format each part is (its extension says): the
+        same dicts from JSON Lines and Parquet."""
         for part in self.summary["parts"]:
-            uri = layout.child(self.root, part)
-            for number, line in enumerate(storage.iter_lines(uri, MAX_RECORD_CHARS), 1):
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise VisionfleetError(f"{uri} line {number} is not a JSON record ({exc.msg}); "
-                                           "was the part edited or cut short?") from None
+            yield from sink_for_part(self.root, part).read_part(part)
 
 
 def top1(record: dict) -> tuple[str, float] | None:

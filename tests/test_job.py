@@ -154,7 +154,7 @@ def test_a_job_stored_before_the_error_rate_accepts_any_share_as_it_ran():
 
 def test_an_output_format_no_worker_writes_is_refused_before_anything_is_planned(tmp_path):
     (tmp_path / "in").mkdir()
-    spec = JobSpec(str(tmp_path / "in"), str(tmp_path / "out"), output_format="parquet")
-    with pytest.raises(ConfigError, match="no output format 'parquet'; choose one of: jsonl"):
+    spec = JobSpec(str(tmp_path / "in"), str(tmp_path / "out"), output_format="csv")
+    with pytest.raises(ConfigError, match="no output format 'csv'; choose one of: jsonl, parquet"):
         check_access(spec, embedded=True)
     assert not (tmp_path / "out").exists()

@@ -6,7 +6,7 @@ import pytest
 
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.location import Location
-from visionfleet.pipeline.sink import sink_for
+from visionfleet.pipeline.sink import FORMATS, sink_for, sink_for_part
 
 
 @pytest.fixture(params=["local", "oss"])
@@ -26,22 +26,36 @@ def test_location_joins_as_the_backends_always_did(tmp_path):
     assert Location.parse("rel/../out").absolute().uri.endswith("/rel/../out")  # the kernel's meaning of ..
 
 
+RECORDS = [{"uri": "/in/猫.jpg", "status": "ok", "labels": [], "model": "m"},
+           {"uri": "/in/b.jpg", "status": "error", "error": "bad", "labels": None}]
+
+
 def test_a_part_is_written_whole_under_its_old_name_and_an_orphan_goes(root):
     sink = sink_for(root)
-    records = [{"uri": "/in/猫.jpg", "status": "ok", "labels": [], "model": "m"},
-               {"uri": "/in/b.jpg", "status": "error", "error": "bad"}]
-    name = sink.write_part(3, 0, 2, 7, records)
+    name = sink.write_part(3, 0, 2, 7, RECORDS)
     assert name == "part-000003-0000000-0000002-t7.jsonl"
     uri = f"{root}/{name}"
     assert sink.root.storage.read(uri) == "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                                  for r in records).encode()
+                                                  for r in RECORDS).encode()
     sink.delete_part(name)
     sink.delete_part(name)  # gone already: fine
     assert not sink.root.storage.exists(uri)
 
 
-def test_checkpoint_copies_round_trip_for_resume(root):
-    sink = sink_for(root)
+@pytest.mark.parametrize("output_format", FORMATS)
+def test_every_format_reads_back_its_records_by_the_part_name_alone(root, output_format):
+    sink = sink_for(root, output_format)
+    name = sink.write_part(0, 0, 2, 1, RECORDS)
+    assert name == f"part-000000-0000000-0000002-t1.{output_format}"
+    got = list(sink_for_part(root, name).read_part(name))
+    assert [{k: v for k, v in r.items() if v is not None or k == "labels"} for r in got] == RECORDS
+    sink.delete_part(name)  # an orphan of a refused commit
+    assert not sink.root.storage.exists(f"{root}/{name}")
+
+
+@pytest.mark.parametrize("output_format", FORMATS)
+def test_checkpoint_copies_round_trip_for_resume(root, output_format):
+    sink = sink_for(root, output_format)
     copies = {0: {"offset": 10, "parts": ["p"], "done": False, "token": 2}, 12: {"offset": 4, "token": 1}}
     for shard, copy in copies.items():
         sink.write_checkpoint(shard, copy)
@@ -49,18 +63,21 @@ def test_checkpoint_copies_round_trip_for_resume(root):
     assert dict(sink.checkpoints()) == copies
 
 
-def test_finalise_writes_the_summary_and_success_only_for_a_job_that_succeeded(root):
+@pytest.mark.parametrize("output_format", FORMATS)
+def test_finalise_writes_the_summary_and_success_only_for_a_job_that_succeeded(root, output_format):
     storage = Location.parse(root).storage
     failed = {"job_id": "job1", "state": "failed", "parts": ["a"]}
-    sink_for(root).finalise(failed)
+    sink_for(root, output_format).finalise(failed)
     assert storage.read(f"{root}/_SUMMARY.json") == json.dumps(failed, indent=1).encode()
     assert not storage.exists(f"{root}/_SUCCESS.json")  # a pipeline waiting for it never takes this job
     succeeded = {**failed, "state": "succeeded", "parts": ["a", "b"]}  # resumed to its end
-    sink_for(root).finalise(succeeded)
+    sink_for(root, output_format).finalise(succeeded)
     for name in ("_SUMMARY.json", "_SUCCESS.json"):
         assert storage.read(f"{root}/{name}") == json.dumps(succeeded, indent=1).encode()
 
 
 def test_an_unknown_format_names_the_known_ones(tmp_path):
-    with pytest.raises(ConfigError, match="jsonl"):
-        sink_for(str(tmp_path), "parquet")
+    with pytest.raises(ConfigError, match="jsonl, parquet"):
+        sink_for(str(tmp_path), "csv")
+    with pytest.raises(ConfigError, match=r"\.jsonl, \.parquet"):
+        sink_for_part(str(tmp_path), "part-000000-0000000-0000001-t1.csv")

@@ -209,3 +209,23 @@ def test_a_failed_job_takes_no_commit_until_it_is_reopened(store, job_id):
     assert store.reopen(job_id, []) == []  # `resume`: the job runs again
     assert store.commit(job_id, 0, lease.token, offset=4, ok=0, errors=2, part="b", done=False, ttl_s=60, kinds=gone)
     assert store.progress(job_id).done == 4 and store.error_kinds(job_id) == gone
+
+
+def test_a_whole_shard_part_replaces_its_earlier_parts_at_once_and_a_retry_counts_once(store, job_id):
+    store.create_job(job_id, {})
+    store.set_planned(job_id, total=6, shards=2)
+    other = store.acquire(job_id, 1, "w2", ttl_s=60)
+    assert store.commit(job_id, 1, other.token, offset=2, ok=2, errors=0, part="q-0-2", done=False, ttl_s=60)
+    lease = store.acquire(job_id, 0, "w1", ttl_s=60)
+    assert commit(store, job_id, lease, 2, ok=2, part="p-0-2") and commit(store, job_id, lease, 3, ok=1, part="p-2-3")
+    for _ in range(2):  # the second: a retry after its reply was lost
+        assert store.commit(job_id, 0, lease.token, offset=4, ok=0, errors=1, part="p-0-4", done=True, ttl_s=60,
+                            whole=True)
+    assert store.checkpoint(job_id, 0) == Checkpoint(offset=4, ok=3, errors=1, parts=["p-0-4"], done=True)
+    assert store.parts(job_id) == ["p-0-4", "q-0-2"]  # the other shard's part stays
+    p = store.progress(job_id)
+    assert (p.ok, p.errors, p.shards_done) == (5, 1, 1)
+    stale = store.acquire(job_id, 1, "w3", ttl_s=60)  # w2's lease is held: none; its stale token is refused
+    assert stale is None and not store.commit(job_id, 1, "stale", offset=4, ok=2, errors=0, part="q-0-4",
+                                              done=True, ttl_s=60, whole=True)
+    assert store.parts(job_id) == ["p-0-4", "q-0-2"]

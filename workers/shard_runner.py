@@ -56,12 +56,12 @@ class _Shard:
     """One leased run over one shard: its URIs and their fingerprints, where it writes, what is committed."""
 
     def __init__(self, job_id: str, index: int, lease: Lease, job: Job, entries: list[tuple[str, str | None]],
-                 committed: Checkpoint):
+                 committed: Checkpoint, embedding_dim: int | None = None):
         self.job_id, self.index, self.lease, self.job = job_id, index, lease, job
         self.uris = [uri for uri, _ in entries]
         self.fingerprints = [fingerprint for _, fingerprint in entries]
         self.root = job.root
-        self.sink = job.sink()
+        self.sink = job.sink(embedding_dim)
         self.committed = committed
 
 
@@ -92,7 +92,8 @@ class ShardRun:
             self.store.release(job_id, index, lease.token)
             finalize_if_complete(self.store, job_id, self._hooks)  # the last shard's own try may have met a fault
             return Outcome.DONE
-        shard = _Shard(job_id, index, lease, job, shard_lists.read_entries(job, index), committed)
+        shard = _Shard(job_id, index, lease, job, shard_lists.read_entries(job, index), committed,
+                       self.labeller.model.info.embedding_dim)
         self._hooks.on_shard_start(job_id, index, lease.takeovers)
         if lease.takeovers >= self.settings.max_takeovers:
             return self._fail(shard, self._poison_reason(shard))
@@ -178,9 +179,11 @@ class ShardRun:
         start = shard.committed.offset
         end = start + len(records)
         part = None
+        # A format read as a table leaves one part per shard: its last commit rewrites the shard's parts as one.
+        earlier = shard.committed.parts if done and records and shard.sink.compacts else []
         if records:
             try:
-                part = self._ride_out(shard, lambda: self._write_part(shard, start, end, records),
+                part = self._ride_out(shard, lambda: self._write_part(shard, start, end, records, earlier),
                                       between=lambda: self._renew(shard))
             except _LeaseLost:
                 log.warning("lease lost while waiting out a fault", extra={"job_id": shard.job_id,
@@ -189,7 +192,7 @@ class ShardRun:
         errors = sum(r["status"] == "error" for r in records)
         commit = Commit(shard.job_id, shard.index, ok=len(records) - errors, errors=errors, done=done, busy_s=busy_s)
         kinds = _error_kinds(records)
-        committed = self._ride_out(shard, lambda: self._commit_step(shard, end, commit, part, kinds))
+        committed = self._ride_out(shard, lambda: self._commit_step(shard, end, commit, part, kinds, bool(earlier)))
         if not committed:
             log.warning("commit refused: lease lost, or the job failed", extra={"job_id": shard.job_id,
                                                                                 "shard": shard.index})
@@ -198,12 +201,14 @@ class ShardRun:
             return False
         self._hooks.on_commit(commit)
         c = shard.committed
+        parts = [part] if earlier else c.parts + ([part] if part else [])
         shard.committed = Checkpoint(offset=end, ok=c.ok + len(records) - errors, errors=c.errors + errors,
-                                     parts=c.parts + ([part] if part else []), done=done)
+                                     parts=parts, done=done)
         renew = (lambda: None) if done else (lambda: self._renew(shard))  # a done shard has no lease to keep
         # Committed all the same if the lease goes meanwhile: this copy then lags, and the next commit is refused.
         with contextlib.suppress(_LeaseLost):
             self._ride_out(shard, lambda: self._write_durable(shard), between=renew)
+        self._delete_replaced(shard, earlier)
         log.info("commit", extra={"job_id": shard.job_id, "shard": shard.index, "start": start, "end": end,
                                   "done": done})
         return True
@@ -212,17 +217,32 @@ class ShardRun:
         return self.faults.ride_out(step, job_id=shard.job_id, shard=shard.index, output=shard.root,
                                     between=between)
 
-    def _write_part(self, shard: _Shard, start: int, end: int, records: list[dict]) -> str:
+    def _write_part(self, shard: _Shard, start: int, end: int, records: list[dict], earlier: list[str]) -> str:
+        """``earlier``: the shard's committed parts, written again with ``records`` as one part of it whole."""
+        token = shard.lease.token
         with self._hooks.timed("write"):
-            return shard.sink.write_part(shard.index, start, end, shard.lease.token, records)
+            if earlier:
+                return shard.sink.write_whole(shard.index, end, token, earlier, records)
+            return shard.sink.write_part(shard.index, start, end, token, records)
 
     def _commit_step(self, shard: _Shard, end: int, commit: Commit, part: str | None,
-                     kinds: dict[str, ErrorKind]) -> bool:
+                     kinds: dict[str, ErrorKind], whole: bool = False) -> bool:
         usage = self._hooks.usage(commit)  # the ledger's row, in the commit's own transaction
         with self._hooks.timed("commit"):
             return self.store.commit(shard.job_id, shard.index, shard.lease.token, offset=end, ok=commit.ok,
                                      errors=commit.errors, part=part, done=commit.done,
-                                     ttl_s=self.settings.lease_ttl_s, usage=usage, kinds=kinds)
+                                     ttl_s=self.settings.lease_ttl_s, usage=usage, kinds=kinds, whole=whole)
+
+    @staticmethod
+    def _delete_replaced(shard: _Shard, earlier: list[str]) -> None:
+        """After the durable copy names the whole part (a rebuild from an older copy still finds the parts it
+        lists): the parts it replaced are orphans now. One left behind is never read, so a failure is logged."""
+        for name in earlier:
+            try:
+                shard.sink.delete_part(name)
+            except Exception as exc:
+                log.warning("replaced part not deleted", extra={"job_id": shard.job_id, "shard": shard.index,
+                                                                 "part": name, "error": f"{type(exc).__name__}: {exc}"})
 
     def _renew(self, shard: _Shard) -> None:
         """Between pauses of a wait that holds the lease: keep it, so no one takes the shard over (and

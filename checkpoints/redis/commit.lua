@@ -1,6 +1,7 @@
 -- Move a shard's checkpoint, fenced by its token. KEYS: shard, job, job parts, shard parts, job timeline,
 -- job machines, job seconds, job errors. ARGV: token, offset, ok, errors, part, done, ttl_s, machine ('' for
--- no usage), busy_s, seconds_kept, then (kind, count, example) for each kind of this commit's errors.
+-- no usage), busy_s, seconds_kept, whole ('1': the part replaces the shard's earlier ones), then (kind, count,
+-- example) for each kind of this commit's errors.
 -- record_usage: usage.lua, loaded in front of this script.
 local t = redis.call('TIME'); local now = t[1] + t[2] / 1e6
 -- A part's name carries the holder's token and range: listed already, this very commit went through
@@ -17,6 +18,10 @@ redis.call('HINCRBY', KEYS[1], 'errors', ARGV[4])
 redis.call('HINCRBY', KEYS[2], 'ok', ARGV[3])
 redis.call('HINCRBY', KEYS[2], 'errors', ARGV[4])
 redis.call('HSET', KEYS[2], 'updated_at', now)
+if ARGV[11] == '1' then
+  for _, earlier in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do redis.call('SREM', KEYS[3], earlier) end
+  redis.call('DEL', KEYS[4])
+end
 if ARGV[5] ~= '' then
   redis.call('SADD', KEYS[3], ARGV[5])
   redis.call('RPUSH', KEYS[4], ARGV[5])
@@ -25,7 +30,7 @@ if ARGV[6] == '1' then
   redis.call('HSET', KEYS[1], 'done', '1', 'owner', '', 'lease_until', 0)
   redis.call('HINCRBY', KEYS[2], 'shards_done', 1)
 end
-for i = 11, #ARGV, 3 do
+for i = 12, #ARGV, 3 do
   redis.call('HINCRBY', KEYS[8], ARGV[i], ARGV[i + 1])
   redis.call('HSETNX', KEYS[8], ARGV[i] .. '|example', ARGV[i + 2])
 end

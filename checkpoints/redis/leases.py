@@ -23,14 +23,15 @@ class RedisLeases(RedisDb, ShardLeases):
 
     def commit(self, job_id: str, shard: int, token: str, *, offset: int, ok: int, errors: int,
                part: str | None, done: bool, ttl_s: float, usage: Usage | None = None,
-               kinds: dict[str, ErrorKind] | None = None) -> bool:
+               kinds: dict[str, ErrorKind] | None = None, whole: bool = False) -> bool:
         k = self._keys
         machine, busy_s = (usage.machine, usage.busy_s) if usage is not None else ("", 0.0)
         by_kind = [value for kind, e in (kinds or {}).items() for value in (kind, e.count, e.example)]
         return bool(self._lua["commit"](
             keys=[k.shard(job_id, shard), k.job(job_id), k.job_parts(job_id), k.shard_parts(job_id, shard),
                   k.job_timeline(job_id), k.job_machines(job_id), k.job_seconds(job_id), k.job_errors(job_id)],
-            args=[token, offset, ok, errors, part or "", int(done), ttl_s, machine, busy_s, SECONDS_KEPT, *by_kind],
+            args=[token, offset, ok, errors, part or "", int(done), ttl_s, machine, busy_s, SECONDS_KEPT, int(whole),
+                  *by_kind],
         ))
 
     def fail_shard(self, job_id: str, shard: int, token: str, reason: str) -> bool:

@@ -54,7 +54,7 @@ class SqliteLeases(SqliteDb, ShardLeases):
 
     def commit(self, job_id: str, shard: int, token: str, *, offset: int, ok: int, errors: int,
                part: str | None, done: bool, ttl_s: float, usage: Usage | None = None,
-               kinds: dict[str, ErrorKind] | None = None) -> bool:
+               kinds: dict[str, ErrorKind] | None = None, whole: bool = False) -> bool:
         now = time.time()
         with self._tx() as db:
             if part and db.execute("SELECT 1 FROM parts WHERE job_id = ? AND name = ?", (job_id, part)).fetchone():
@@ -67,6 +67,8 @@ class SqliteLeases(SqliteDb, ShardLeases):
                        (offset, ok, errors, now + ttl_s, offset, held[2], job_id, shard))
             db.execute("UPDATE jobs SET ok = ok + ?, errors = errors + ?, updated_at = ? WHERE job_id = ?",
                        (ok, errors, now, job_id))
+            if whole:
+                db.execute("DELETE FROM parts WHERE job_id = ? AND idx = ?", (job_id, shard))
             if part:
                 db.execute("INSERT OR IGNORE INTO parts (job_id, idx, name) VALUES (?, ?, ?)", (job_id, shard, part))
             if done:
