@@ -189,3 +189,37 @@ def test_a_part_of_errors_alone_in_an_embeddings_job_still_has_the_column(tmp_pa
     assert pq.read_schema(tmp_path / "job" / name).field("embedding").type == pa.list_(pa.float16(), 1280)
     with pytest.raises(ValueError, match=r"embeddings of \[4, 1280\] values"):
         sink.encode([{"uri": "/a", "status": "ok", "labels": [], "embedding": [0.0] * 4}])
+
+
+@pytest.mark.slow
+def test_a_package_job_in_parquet_with_embeddings_reads_back_right_and_stands_as_an_incremental_base(tmp_path):
+    """The colors package's embedding is each channel's mean (0..1): a solid PNG's is exact, so the float16
+    column read back with pyarrow is checked value by value; an incremental run then stands on the Parquet job."""
+    from PIL import Image
+
+    from tests.model_packages import colors_files, write_files
+
+    colours = {"red": (255, 0, 0), "teal": (0, 160, 100), "slate": (60, 70, 200)}
+    (tmp_path / "in").mkdir()
+    for name, rgb in colours.items():
+        Image.new("RGB", (40, 30), rgb).save(tmp_path / "in" / f"{name}.png")
+    env = embedded_env(tmp_path)
+    model = ["--model", write_files(tmp_path / "colors", colors_files("3")), "--format", "parquet", "--embeddings"]
+    job_id = relabel(env, "in", "--output", "labels", *model, "--wait", cwd=tmp_path)
+    root = tmp_path / "labels" / job_id
+    summary = json.loads((root / "_SUCCESS.json").read_text())
+    assert (summary["embedding_dim"], summary["model_version"]) == (3, "3")
+    table = pq.read_table([str(root / part) for part in summary["parts"]])
+    assert table.schema.field("embedding").type == pa.list_(pa.float16(), 3)
+    rows = {row["uri"].rsplit("/", 1)[1]: row for row in table.to_pylist()}
+    for name, rgb in colours.items():
+        expected = np.float16(np.array(rgb, np.float32) / 255)
+        assert np.array_equal(np.array(rows[f"{name}.png"]["embedding"], np.float16), expected), name
+        assert rows[f"{name}.png"]["labels"][0]["label"] == max(zip(rgb, ("red", "green", "blue")))[1]
+
+    Image.new("RGB", (40, 30), (0, 0, 250)).save(tmp_path / "in" / "blue.png")
+    again = relabel(env, "in", "--output", "labels", *model, "--incremental-from", str(root), "--wait", cwd=tmp_path)
+    summary = json.loads((tmp_path / "labels" / again / "_SUCCESS.json").read_text())
+    assert (summary["total"], summary["skipped"]) == (1, 3)
+    (row,) = pq.read_table([str(tmp_path / "labels" / again / p) for p in summary["parts"]]).to_pylist()
+    assert (row["uri"].rsplit("/", 1)[1], row["labels"][0]["label"]) == ("blue.png", "blue")
