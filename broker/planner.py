@@ -28,8 +28,7 @@ from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.model_package import check_package
 from visionfleet.pipeline.model_pin import pin
 from visionfleet.pipeline.model_spec import check_embeddings, check_model_spec, is_package, is_plugin, package_kind
-from visionfleet.pipeline.package_loader import package_engine
-from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda
+from visionfleet.pipeline.runtimes.choice import choose_engine, cpu_has_bf16, has_cuda, package_engine
 from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.sources import is_manifest, iter_entries
 from visionfleet.pipeline.storage import IMAGE_SUFFIXES, is_oss, storage_for

@@ -13,10 +13,13 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from visionfleet.pipeline.decode import FILTERS, Geometry
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.model_spec import MODEL_JSON, package_kind
+
+if TYPE_CHECKING:  # decode imports Pillow and numpy, which the command planning a job of no package never needs
+    from visionfleet.pipeline.decode import Geometry
 
 LAYOUTS = ("NCHW", "NHWC")
 DTYPES = ("float32", "uint8")
@@ -71,7 +74,9 @@ class ModelPackage:
         """sha256 over the package's files (their names and bytes): changes when any of them does."""
         return content_digest(self.files())
 
-    def geometry(self) -> Geometry:
+    def geometry(self) -> "Geometry":
+        from visionfleet.pipeline.decode import Geometry
+
         return Geometry(resize=self.input.resize, crop=self.input.size, interpolation=self.input.interpolation)
 
     def check_embeddings(self) -> None:
@@ -254,6 +259,8 @@ class _Reader:
                     raise self.error(f"input.{name}", "is given with dtype uint8, which takes the pixels as they "
                                      "are", "remove it, or use dtype float32 to have it applied")
         resize = self.resize(section, size)
+        from visionfleet.pipeline.decode import FILTERS
+
         return InputSpec(
             name=self.text(section, "input.name"), size=(size[0], size[1]),
             layout=self.choice(section, "input.layout", LAYOUTS, "NCHW"), dtype=dtype,

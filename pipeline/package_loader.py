@@ -16,7 +16,7 @@ from visionfleet.pipeline.engines import Calibration, RuntimeSettings, onnx_mode
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.model import Model, ModelInfo
 from visionfleet.pipeline.model_package import ModelPackage, check_package
-from visionfleet.pipeline.runtimes.choice import Engine, choose_engine, cpu_has_bf16, has_cuda
+from visionfleet.pipeline.runtimes.choice import Engine, has_cuda, package_engine
 
 # Names the standard form ``package_onnx`` builds: bump it when that changes, and cached forms are rebuilt.
 STANDARD_FORM = "1"
@@ -31,21 +31,6 @@ def load_package(model_file: str | Path, settings: RuntimeSettings, calibration:
     if package.kind == "onnx":
         return _onnx(package, info, engine, settings, calibration)
     return _torchscript(package, info, engine, settings)
-
-
-def package_engine(kind: str, runtime: str, precision: str, *, cuda: bool) -> Engine:
-    """The runtime and precision a package of ``kind`` runs at, on a machine with (``cuda``) or without a GPU:
-    ONNX on ONNX Runtime (fp32 or int8, on the CPU), TorchScript on torch; ConfigError, with the fix, for
-    any other runtime asked for."""
-    if kind == "onnx":
-        if runtime == "torch":
-            raise ConfigError("an ONNX model package runs on ONNX Runtime, not torch; use --runtime auto or "
-                              "onnxruntime, or give the model as TorchScript (model.pt) to run it on torch")
-        return choose_engine("onnxruntime", precision, cuda=False)
-    if runtime == "onnxruntime":
-        raise ConfigError("a TorchScript model package (model.pt) runs on torch, not ONNX Runtime; use --runtime "
-                          "auto or torch, or export the model to ONNX (model.onnx) for ONNX Runtime and int8")
-    return choose_engine("torch", precision, cuda=cuda, cpu_bf16=not cuda and cpu_has_bf16())
 
 
 def _onnx(package: ModelPackage, info: ModelInfo, engine: Engine, settings: RuntimeSettings,

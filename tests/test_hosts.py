@@ -148,4 +148,5 @@ def test_a_laptops_manifest_of_oss_uris_runs_on_a_fleet_and_its_uris_are_still_c
     assert len(records) == len(KNOWN) + 1
     assert all(by_uri[f"oss://{bucket.bucket_name}/in/{name}"]["status"] == "ok" for name in KNOWN)
     refused = "/etc/passwd.jpg is outside the folders workers may use; add its folder to VISIONFLEET_LOCAL_ROOTS"
-    assert by_uri["/etc/passwd.jpg"] == {"uri": "/etc/passwd.jpg", "status": "error", "error": refused}
+    assert by_uri["/etc/passwd.jpg"] == {"uri": "/etc/passwd.jpg", "status": "error", "error": refused, "labels": None,
+                                         "model": "efficientnet_lite0", "model_version": "0.1.0", "fingerprint": None}

@@ -105,3 +105,18 @@ def cpu_has_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+def package_engine(kind: str, runtime: str, precision: str, *, cuda: bool) -> Engine:
+    """The runtime and precision a package of ``kind`` runs at, on a machine with (``cuda``) or without a GPU:
+    ONNX on ONNX Runtime (fp32 or int8, on the CPU), TorchScript on torch; ConfigError, with the fix, for
+    any other runtime asked for."""
+    if kind == "onnx":
+        if runtime == "torch":
+            raise ConfigError("an ONNX model package runs on ONNX Runtime, not torch; use --runtime auto or "
+                              "onnxruntime, or give the model as TorchScript (model.pt) to run it on torch")
+        return choose_engine("onnxruntime", precision, cuda=False)
+    if runtime == "onnxruntime":
+        raise ConfigError("a TorchScript model package (model.pt) runs on torch, not ONNX Runtime; use --runtime "
+                          "auto or torch, or export the model to ONNX (model.onnx) for ONNX Runtime and int8")
+    return choose_engine("torch", precision, cuda=cuda, cpu_bf16=not cuda and cpu_has_bf16())
