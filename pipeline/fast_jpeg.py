@@ -46,7 +46,9 @@ def jpeg_crop(data: bytes, img: Image.Image, geometry: Geometry) -> np.ndarray |
     try:  # strict: anything libjpeg-turbo warns about is left to Pillow, which judges it as it always has
         pixels = simplejpeg.decode_jpeg(data, "rgb", min_width=math.ceil(width * out_w / (x1 - x0)),
                                         min_height=math.ceil(height * out_h / (y1 - y0)))
-    except ValueError:
+    except MemoryError:
+        raise  # the host is short of memory: Pillow would be too
+    except Exception:  # ValueError for libjpeg-turbo's errors and warnings; any other is Pillow's to judge too
         return None
     sy, sx = pixels.shape[0] / height, pixels.shape[1] / width
     rows = _span(y0 * sy, y1 * sy, pixels.shape[0])
