@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import threading
 from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,9 @@ DEFAULT_DECODE_BUDGET = 2**27
 # Names the pixels this module makes from a file: bump it with any change to decode, resize or crop that
 # changes a crop, and an incremental run labels again what an earlier version labelled.
 PREPROCESS = "1"
+# The same for VISIONFLEET_DECODE=fast (fast_jpeg.py), whose JPEG crops differ by a few grey levels: an
+# incremental run (which plans for PREPROCESS) labels its records again rather than mixing the two.
+FAST_PREPROCESS = "fast-1"
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
@@ -61,6 +65,10 @@ _UPRIGHT = {  # EXIF orientation -> the transpose that shows the picture upright
 }
 
 _pillow_limit_lock = threading.Lock()
+
+# (file bytes, its opened header, geometry) -> the crop, or None to leave the file to Pillow: a faster
+# JPEG path (fast_jpeg.py) that decode_image tries first, inside the same checks and budget.
+JpegCrop = Callable[[bytes, Image.Image, "Geometry"], "np.ndarray | None"]
 
 
 # The resampling filters a model may ask for (model.json "interpolation"). The default, BILINEAR
@@ -97,7 +105,8 @@ class Geometry:
 
 
 def decode_image(
-    data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None
+    data: bytes, geometry: Geometry, *, max_pixels: int = DEFAULT_MAX_PIXELS, budget: PixelBudget | None = None,
+    jpeg: JpegCrop | None = None
 ) -> np.ndarray:
     """Return a uint8 RGB array of shape (height, width, 3), C-contiguous.
 
@@ -111,6 +120,8 @@ def decode_image(
     `max_pixels` pixels; first frame/page only.
     With a `budget`, the pixel work waits for the picture's source pixels there
     (the header is read and checked first, and the budget given back at the end).
+    With ``jpeg``, a JPEG is first offered to it (under the same checks and budget); what it
+    leaves (None) Pillow decodes, so a bad file gets Pillow's error.
     """
     if not data:
         raise InputError("empty file")
@@ -123,7 +134,7 @@ def decode_image(
             f"limit of {max_pixels}; raise VISIONFLEET_MAX_PIXELS to allow it"
         )
     try:
-        return _budgeted_crop(img, geometry, budget)
+        return _budgeted_crop(img, geometry, budget, jpeg, data)
     except MemoryError:
         raise  # the host is short of memory: not this input's fault
     except Exception as exc:
@@ -154,11 +165,13 @@ def open_header(data: bytes) -> Image.Image:
     )
 
 
-def _budgeted_crop(img: Image.Image, geometry: Geometry, budget: PixelBudget | None) -> np.ndarray:
+def _budgeted_crop(img: Image.Image, geometry: Geometry, budget: PixelBudget | None, jpeg: JpegCrop | None,
+                   data: bytes) -> np.ndarray:
     # Source pixels, whatever the draft scale: a progressive JPEG holds all its coefficients.
     with budget.hold(img.size[0] * img.size[1]) if budget is not None else nullcontext():
         try:
-            return _crop(img, geometry)
+            crop = jpeg(data, img, geometry) if jpeg is not None and img.format == "JPEG" else None
+            return crop if crop is not None else _crop(img, geometry)
         finally:
             img.close()  # its pixels are freed before their budget goes to the next decode
 
@@ -223,6 +236,18 @@ def crop_box(
         y0, y1 = stored_size[1] - y1, stored_size[1] - y0
     # Float rounding must not push the box past the edges: resize rejects that.
     return max(x0, 0.0), max(y0, 0.0), min(x1, stored_size[0]), min(y1, stored_size[1])
+
+
+# EXIF orientations 1-4 as (row step, column step): none, mirrored, turned half round, flipped.
+_FLIPS = {2: (1, -1), 3: (-1, -1), 4: (-1, 1)}
+
+
+def upright_array(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Pillow's transpose for an EXIF orientation (``_UPRIGHT``), on an HWC array (a view)."""
+    if orientation >= 5:  # stored sideways: transposed, then flipped as 1-4 are (ROTATE_270 = transpose + mirror)
+        pixels, orientation = pixels.transpose(1, 0, 2), orientation - 4
+    rows, cols = _FLIPS.get(orientation, (1, 1))
+    return pixels[::rows, ::cols]
 
 
 def orientation_of(img: Image.Image) -> int:

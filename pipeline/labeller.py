@@ -16,7 +16,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from visionfleet.pipeline.decode import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, PREPROCESS
+from visionfleet.pipeline.decode import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, FAST_PREPROCESS, PREPROCESS
 from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.envvars import env_choice, env_int
 from visionfleet.pipeline.errors import InputError, RetryableError
@@ -98,6 +98,7 @@ class Labeller:
         self._decoded = dict(decoded or {})
         self._budget = budget if budget is not None else settings.decode_budget()
         self._decode = pick_decoder(settings.decode, model.info.engine.get("device", "cpu"))
+        self._preprocess = FAST_PREPROCESS if settings.decode == "fast" else PREPROCESS
         self._pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="load")
         # Two batches in flight keep the next batch ready while one predicts.
         self._ahead = 2 * model.info.max_batch_size + settings.io_threads
@@ -180,7 +181,7 @@ class Labeller:
                 if cache is not None:
                     cache.put(item.cache_keys, labels)
             record = ok_record(item.uri, labels, info.name, info.version)
-            record["preprocess"] = PREPROCESS
+            record["preprocess"] = self._preprocess
             if embeddings:
                 record["embedding"] = next(vectors)
             out.append(record)

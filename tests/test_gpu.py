@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 
 from visionfleet.pipeline.decode import _UPRIGHT, Geometry, crop_box, decode_image, open_header, orientation_of
 from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.fast_jpeg import decode_fast
 from visionfleet.pipeline.labeller import LoadSettings
 from visionfleet.pipeline.gpu_decode import BATCH_PIXELS, GPU_MAX_PIXELS, Deferred, GpuJpegDecoder, _by_pixels, crop_tensor, \
     finish, pick_decoder
@@ -93,12 +94,13 @@ def test_large_batches_are_decoded_in_groups_under_the_pixel_budget():
 
 def test_the_cpu_decodes_unless_gpu_is_asked_for():
     assert pick_decoder("cpu", "cuda") is decode_image
+    assert pick_decoder("fast", "cuda") is decode_fast
     assert LoadSettings().decode == "cpu"
 
 
 @pytest.mark.parametrize("choice, device, words", [
     ("gpu", "cpu", "needs the model on a CUDA GPU, but it runs on cpu"),
-    ("nvjpeg", "cuda", "is not one of cpu, gpu"),
+    ("nvjpeg", "cuda", "is not one of cpu, fast, gpu"),
 ])
 def test_impossible_decoder_choices_say_what_to_do(choice, device, words):
     with pytest.raises(ConfigError, match=words):
