@@ -1,5 +1,6 @@
 """Real photos (scikit-image's bundled ones) and bad inputs, as bytes."""
 import io
+from collections.abc import Iterator
 
 import numpy as np
 from PIL import Image
@@ -31,6 +32,15 @@ def distinct_jpegs(count: int, size: int = 96, seed: int = 0) -> list[bytes]:
         x = rng.integers(0, src.shape[1] - size)
         out.append(jpeg(src[y:y + size, x:x + size]))
     return out
+
+
+def mutations(good: bytes, rng: np.random.Generator, count: int) -> Iterator[bytes]:
+    """``count`` damaged copies of ``good``: one to seven bytes changed at random, then cut at a random length."""
+    for _ in range(count):
+        data = bytearray(good)
+        for at in rng.integers(0, len(data), rng.integers(1, 8)):
+            data[at] = rng.integers(0, 256)
+        yield bytes(data[: rng.integers(1, len(data) + 1)])
 
 
 def bomb_png(width: int = 10_000, height: int = 10_000) -> bytes:

@@ -12,6 +12,7 @@ import pytest
 import skimage.data
 from PIL import Image, ImageOps
 
+from tests.photos import mutations
 from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS, Geometry, decode_image
 from visionfleet.pipeline.errors import ConfigError, InputError
 
@@ -411,13 +412,9 @@ def test_mutated_files_raise_only_input_errors():
     rng = np.random.default_rng(1)
     small = COFFEE.resize((90, 60))
     for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"):
-        good = encode(paletted(small) if fmt == "GIF" else small, fmt)
-        for _ in range(40):
-            data = bytearray(good)
-            for at in rng.integers(0, len(data), rng.integers(1, 8)):
-                data[at] = rng.integers(0, 256)
+        for data in mutations(encode(paletted(small) if fmt == "GIF" else small, fmt), rng, 40):
             try:
-                out = decode_image(bytes(data[: rng.integers(1, len(data) + 1)]), G)
+                out = decode_image(data, G)
             except InputError:
                 continue
             assert out.shape == (224, 224, 3)

@@ -11,7 +11,7 @@ from visionfleet.pipeline.decode import FAST_PREPROCESS, PREPROCESS, Geometry, d
 from visionfleet.pipeline.errors import InputError
 from visionfleet.pipeline.fast_jpeg import decode_fast, jpeg_crop
 from visionfleet.pipeline.labeller import Labeller, LoadSettings
-from tests.photos import KNOWN
+from tests.photos import KNOWN, mutations
 from tests.test_decode import CAMERA, COFFEE, G, encode, mad, with_orientation
 from tests.test_decode_budget import progressive_jpeg, recording_budget
 from tests.test_labeller import CountingModel
@@ -70,13 +70,9 @@ def test_truncated_jpeg_gets_pillows_error():
 
 def test_corrupt_and_mutated_jpegs_raise_only_input_errors_or_give_a_crop():
     rng = np.random.default_rng(2)
-    good = encode(COFFEE, "JPEG")
-    for _ in range(60):
-        data = bytearray(good)
-        for at in rng.integers(0, len(data), rng.integers(1, 8)):
-            data[at] = rng.integers(0, 256)
+    for data in mutations(encode(COFFEE, "JPEG"), rng, 60):
         try:
-            out = decode_fast(bytes(data[: rng.integers(1, len(data) + 1)]), G)
+            out = decode_fast(data, G)
         except InputError:
             continue
         assert out.shape == (224, 224, 3)
