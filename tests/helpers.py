@@ -194,9 +194,16 @@ class Workers:
 
 
 def read_output(read: Callable[[str], bytes], root: str) -> tuple[dict, list[dict]]:
-    """The job's ``_SUCCESS.json`` and every record of the parts it lists."""
+    """The job's ``_SUCCESS.json`` and every record of the parts it lists, JSON Lines or Parquet."""
+    import pyarrow
+    import pyarrow.parquet
+
     summary = json.loads(read(f"{root}/_SUCCESS.json"))
     records = []
     for part in summary["parts"]:
-        records += [json.loads(line) for line in read(f"{root}/{part}").decode().splitlines()]
+        data = read(f"{root}/{part}")
+        if part.endswith(".parquet"):
+            records += pyarrow.parquet.read_table(pyarrow.BufferReader(data)).to_pylist()
+        else:
+            records += [json.loads(line) for line in data.decode().splitlines()]
     return summary, records

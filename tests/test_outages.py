@@ -76,13 +76,14 @@ def assert_local_exactly_once(root: Path, inputs: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_the_store_stopped_for_90s_then_back_the_job_ends_by_itself(bucket, fleet_env, tmp_path):
+@pytest.mark.parametrize("output_format", ["jsonl", "parquet"])  # parquet: a shard's last commit rewrites its parts
+def test_the_store_stopped_for_90s_then_back_the_job_ends_by_itself(bucket, fleet_env, tmp_path, output_format):
     server = RedisServer(tmp_path)  # the fleet's broker and state store both
     env = {**fleet_env, "VISIONFLEET_BROKER_URL": server.url, **SLOW}
     pool = Workers(env, tmp_path)
     try:
         pool.start(2, **FAST, **PATIENT)
-        job = Job(bucket, env, 48, shard_size=8, model="tests.slow_model:build")
+        job = Job(bucket, env, 48, shard_size=8, model="tests.slow_model:build", output_format=output_format)
         wait_until(lambda: job.store.progress(job.id).done >= 4, 120, f"the first commit; logs:\n{pool.logs()}")
         server.shut_down_keeping_data()
         stopped = time.monotonic()
@@ -103,11 +104,13 @@ def test_the_store_stopped_for_90s_then_back_the_job_ends_by_itself(bucket, flee
 
 
 @pytest.mark.slow
-def test_a_full_output_disk_in_a_fleet_is_named_by_status_and_waited_out(fleet_env, workers, tmp_path, small_disk):
+@pytest.mark.parametrize("output_format", ["jsonl", "parquet"])
+def test_a_full_output_disk_in_a_fleet_is_named_by_status_and_waited_out(fleet_env, workers, tmp_path, small_disk,
+                                                                         output_format):
     photos(tmp_path / "in", 24)
     env = {**fleet_env, **SLOW, "VISIONFLEET_LOCAL_ROOTS": f"{tmp_path / 'in'}{os.pathsep}{small_disk}"}
     result = visionfleet("relabel", str(tmp_path / "in"), "--output", str(small_disk), "--shard-size", "8",
-                         "--model", "tests.slow_model:build", env=env)
+                         "--model", "tests.slow_model:build", "--format", output_format, env=env)
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip().splitlines()[-1]
     filler = fill(small_disk)  # planned, nothing labelled yet: the first write meets a full disk

@@ -40,13 +40,13 @@ def report():
 class Job:
     """A job over ``count`` images in a fresh bucket, run by the test's workers."""
 
-    def __init__(self, bucket, env, count, shard_size, model=None):
+    def __init__(self, bucket, env, count, shard_size, model=None, output_format="jsonl"):
         self.bucket, self.env, self.count = bucket, env, count
         images = distinct_jpegs(count)
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda i: bucket.put_object(f"in/{i:04d}.jpg", images[i]), range(count)))
         args = [f"oss://{bucket.bucket_name}/in/", "--output", f"oss://{bucket.bucket_name}/out/",
-                "--shard-size", str(shard_size)] + (["--model", model] if model else [])
+                "--shard-size", str(shard_size), "--format", output_format] + (["--model", model] if model else [])
         self.id = relabel(env, *args)
         self.root = f"oss://{bucket.bucket_name}/out/{self.id}"
         self.store = open_store(env.get("VISIONFLEET_STATE_URL") or env["VISIONFLEET_BROKER_URL"],
