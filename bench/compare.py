@@ -109,8 +109,10 @@ def reference(photos: list[Path]) -> dict[str, Callable[[], object]]:
     import torch
 
     from visionfleet.pipeline.calibration import calibration_set
-    from visionfleet.pipeline.decode import Geometry, decode_image
+    from visionfleet.pipeline.decode import Geometry
     from visionfleet.pipeline.engines import RuntimeSettings
+    from visionfleet.pipeline.gpu_decode import pick_decoder
+    from visionfleet.pipeline.preprocess import decoder_from_env
     from visionfleet.pipeline.model_loader import load_model
 
     torch.set_num_threads(CORES)
@@ -122,6 +124,7 @@ def reference(photos: list[Path]) -> dict[str, Callable[[], object]]:
         map(str, photos), geometry, size=64, where="bench photos", max_pixels=10**8, max_bytes=10**8))
     blobs = [p.read_bytes() for p in photos]
     pool = ThreadPoolExecutor(CORES)
+    decode_image = pick_decoder(decoder_from_env(), "cpu")  # the fleet's decode
     crops = np.stack(list(pool.map(lambda b: decode_image(b, Geometry()), blobs)))
 
     def decode_then_eager():

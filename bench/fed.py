@@ -3,7 +3,8 @@
     python -m bench.fed [--photos 1000] [--rounds 2] [--large]   (--large: 10,000 photos too)
 
 On the same JPEGs (1280x960, cut from real photos, each different), rounds alternating A B C:
-A. decode capacity: the project's decode (``decode_image``, built-in geometry) on every core, in as
+A. decode capacity: the project's decode (the worker's, VISIONFLEET_DECODE: ``fast`` unless set;
+   built-in geometry) on every core, in as
    many threads as the worker decodes in (8);
 B. the Pillow reference (issue 23): open, draft("RGB", (256, 256)), convert("RGB"), short side to 256
    bilinear, centre crop 224, numpy.asarray; the same way;
@@ -67,9 +68,11 @@ def pillow_reference(data: bytes) -> np.ndarray:
 
 
 def project_decode(data: bytes) -> np.ndarray:
-    from visionfleet.pipeline.decode import Geometry, decode_image
+    from visionfleet.pipeline.decode import Geometry
+    from visionfleet.pipeline.gpu_decode import pick_decoder
+    from visionfleet.pipeline.preprocess import decoder_from_env
 
-    return decode_image(data, Geometry())
+    return pick_decoder(decoder_from_env(), "cpu")(data, Geometry())
 
 
 def capacity(decode, blobs: list[bytes]) -> tuple[float, float]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from visionfleet.pipeline.decode import PREPROCESS  # noqa: E402
+from visionfleet.pipeline.preprocess import current  # noqa: E402
 from visionfleet.reports import incremental  # noqa: E402
 from visionfleet.reports.outputs import JobOutput  # noqa: E402
 
@@ -39,7 +39,7 @@ def write_base(root: Path, count: int) -> JobOutput:
         with open(root / name, "w") as f:
             for i in range(start, min(start + 100_000, count)):
                 f.write(json.dumps({"uri": uri(i), "status": "ok", "labels": [{"label": "cat", "class_id": 281,
-                                    "score": 0.9}], "model": "m", "model_version": None, "preprocess": PREPROCESS,
+                                    "score": 0.9}], "model": "m", "model_version": None, "preprocess": current(),
                                     "fingerprint": etag(i)}) + "\n")
         parts.append(name)
     return JobOutput(str(root), {"total": count, "parts": parts})
@@ -65,7 +65,7 @@ def main() -> None:
     scratch = work / "scratch"
     scratch.mkdir()
     start = time.perf_counter()
-    with incremental.unchanged_skipped(listing(args.records), [base], embeddings=False,
+    with incremental.unchanged_skipped(listing(args.records), [base], embeddings=False, preprocess=current(),
                                        scratch=str(scratch)) as (kept, skipped):
         labelled = sum(1 for _ in kept)
         temp = folder_bytes(scratch)

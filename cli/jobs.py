@@ -96,12 +96,15 @@ def _incremental(spec: JobSpec) -> tuple[JobSpec, Skip | None]:
     against the job's model package as it is now (its digest, which pinning then holds it to)."""
     if spec.incremental_from is None:
         return spec, None
+    from visionfleet.pipeline import preprocess
     from visionfleet.pipeline.model_pin import digest_of
     from visionfleet.reports.incremental import open_base, unchanged_skipped
 
     spec = dataclasses.replace(spec, model_digest=digest_of(spec.model))
     chain = open_base(spec)
-    return spec, functools.partial(unchanged_skipped, chain=chain, embeddings=spec.embeddings)
+    # The workers' decode is theirs to set, like every VISIONFLEET_ variable: planning reads the same one.
+    return spec, functools.partial(unchanged_skipped, chain=chain, embeddings=spec.embeddings,
+                                   preprocess=preprocess.current())
 
 
 def run_resume(settings: BrokerSettings, job_id: str, output: str, *, wait: bool,

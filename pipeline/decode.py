@@ -1,9 +1,10 @@
-"""Raw image bytes -> the model's input crop (uint8 RGB, height x width x 3).
+"""Raw image bytes -> the model's input crop (uint8 RGB, height x width x 3), with Pillow.
 
 Header first: the format is identified and the pixel count checked before a
 single pixel is decoded. JPEG is then decoded at a reduced DCT scale, only the
 centre-crop region is resampled, and orientation and colour mode are fixed on
-the small result. Runs in a thread pool: Pillow's decoders and resampler
+the small result. A change here that changes a crop bumps its preprocess
+version (preprocess.py). Runs in a thread pool: Pillow's decoders and resampler
 release the GIL, and nothing here holds a lock while decoding. With a decode
 budget (decode_budget.py), the pixel work waits until its source pixels fit.
 """
@@ -43,13 +44,6 @@ DEFAULT_MAX_PIXELS = 89_478_485
 # own) stays under 3 GB however many threads ask. Eleven 12 MP photos fit at
 # once: eight io_threads never wait on camera photos.
 DEFAULT_DECODE_BUDGET = 2**27
-
-# Names the pixels this module makes from a file: bump it with any change to decode, resize or crop that
-# changes a crop, and an incremental run labels again what an earlier version labelled.
-PREPROCESS = "1"
-# The same for VISIONFLEET_DECODE=fast (fast_jpeg.py), whose JPEG crops differ by a few grey levels: an
-# incremental run (which plans for PREPROCESS) labels its records again rather than mixing the two.
-FAST_PREPROCESS = "fast-1"
 
 _FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 

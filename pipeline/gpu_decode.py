@@ -23,10 +23,9 @@ from visionfleet.pipeline.decode import DEFAULT_MAX_PIXELS, Geometry, crop_box, 
     orientation_of, stored_out_size
 from visionfleet.pipeline.decode_budget import PixelBudget
 from visionfleet.pipeline.errors import ConfigError, InputError
+from visionfleet.pipeline.preprocess import DECODERS
 
 log = logging.getLogger(__name__)
-
-DECODERS = ("cpu", "fast", "gpu")
 
 # Decoded pixels one GPU call may hold (about 0.8 GB as RGB); a batch of larger photos takes several calls.
 BATCH_PIXELS = 256_000_000
@@ -42,17 +41,17 @@ Decode = Callable[..., "np.ndarray | Deferred"]
 
 
 def pick_decoder(choice: str, device: str) -> Decode:
-    """The decoder for a worker whose model runs on ``device``: ``cpu`` (the default, Pillow), ``fast``
-    (JPEGs through libjpeg-turbo and OpenCV, fast_jpeg.py; the rest through Pillow) or ``gpu``.
+    """The decoder for a worker whose model runs on ``device``: ``fast`` (the default: JPEGs through
+    libjpeg-turbo, fast_jpeg.py; the rest through Pillow), ``cpu`` (Pillow) or ``gpu``.
 
-    Why the CPU is the default even on a GPU worker: measured on an H200, the batched GPU
+    Why a CPU decode is the default even on a GPU worker: measured on an H200, the batched GPU
     call decoded 2.9x as fast as 16 CPU threads, yet a worker labelled 367 images/s with
     it against 497 with the CPU path (one run each). Its crop calls run per image, on the
     thread that also runs the model; why that loses was not measured further.
     """
     check_decoder(choice, device)
     if choice == "fast":
-        from visionfleet.pipeline.fast_jpeg import decode_fast  # only a process decoding this way loads OpenCV
+        from visionfleet.pipeline.fast_jpeg import decode_fast  # only a process decoding this way loads simplejpeg
 
         return decode_fast
     return decode_image if choice == "cpu" else GpuJpegDecoder(device)
@@ -66,12 +65,12 @@ def check_decoder(choice: str, device: str) -> None:
         return
     if not device.startswith("cuda"):
         raise ConfigError(f"VISIONFLEET_DECODE=gpu needs the model on a CUDA GPU, but it runs on {device}; "
-                          "set VISIONFLEET_DECODE=cpu, or run the torch runtime on a GPU")
+                          "set VISIONFLEET_DECODE=fast, or run the torch runtime on a GPU")
     try:
         import torchvision.io  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"VISIONFLEET_DECODE=gpu needs torchvision ({exc}); install it with "
-                          "pip install 'visionfleet[gpu]', or set VISIONFLEET_DECODE=cpu") from exc
+                          "pip install 'visionfleet[gpu]', or set VISIONFLEET_DECODE=fast") from exc
 
 
 @dataclass

@@ -16,11 +16,12 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from visionfleet.pipeline.decode import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, FAST_PREPROCESS, PREPROCESS
+from visionfleet.pipeline.decode import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS
 from visionfleet.pipeline.decode_budget import PixelBudget
-from visionfleet.pipeline.envvars import env_choice, env_int
+from visionfleet.pipeline import preprocess
+from visionfleet.pipeline.envvars import env_int
 from visionfleet.pipeline.errors import InputError, RetryableError
-from visionfleet.pipeline.gpu_decode import DECODERS, Deferred, finish, pick_decoder
+from visionfleet.pipeline.gpu_decode import Deferred, finish, pick_decoder
 from visionfleet.pipeline.labels import labels_of
 from visionfleet.pipeline.model import Model
 from visionfleet.pipeline.records import error_record, ok_record
@@ -63,7 +64,7 @@ class LoadSettings:
     io_threads: int = 8
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = 100 * 1024 * 1024
-    decode: str = "cpu"  # where JPEGs are decoded: gpu_decode.pick_decoder
+    decode: str = preprocess.DEFAULT_DECODER  # how JPEGs are decoded: gpu_decode.pick_decoder
     decode_budget_pixels: int = DEFAULT_DECODE_BUDGET
 
     @classmethod
@@ -72,7 +73,7 @@ class LoadSettings:
             io_threads=env_int("VISIONFLEET_IO_THREADS", 8, maximum=256),
             max_pixels=env_int("VISIONFLEET_MAX_PIXELS", DEFAULT_MAX_PIXELS),
             max_file_bytes=env_int("VISIONFLEET_MAX_FILE_BYTES", 100 * 1024 * 1024),
-            decode=env_choice("VISIONFLEET_DECODE", "cpu", DECODERS),
+            decode=preprocess.decoder_from_env(),
             decode_budget_pixels=env_int("VISIONFLEET_DECODE_BUDGET_PIXELS", DEFAULT_DECODE_BUDGET),
         )
 
@@ -98,7 +99,7 @@ class Labeller:
         self._decoded = dict(decoded or {})
         self._budget = budget if budget is not None else settings.decode_budget()
         self._decode = pick_decoder(settings.decode, model.info.engine.get("device", "cpu"))
-        self._preprocess = FAST_PREPROCESS if settings.decode == "fast" else PREPROCESS
+        self._preprocess = preprocess.VERSIONS[settings.decode]
         self._pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="load")
         # Two batches in flight keep the next batch ready while one predicts.
         self._ahead = 2 * model.info.max_batch_size + settings.io_threads

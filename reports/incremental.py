@@ -1,7 +1,7 @@
 """Incremental runs: skip the inputs a finished job already labelled, with this model, unchanged since.
 
 An input is skipped when the base's newest record of its URI is ``ok``,
-made with this preprocess version (``decode.PREPROCESS``; with the
+made with the preprocess version this run's workers make (``preprocess.py``; with the
 embedding when this job asks for embeddings), and has the fingerprint the
 listing gives now. A listing that gives no fingerprint (a plain manifest)
 compares the URI alone. The base must have succeeded and have run the same
@@ -29,7 +29,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from visionfleet.pipeline import layout
-from visionfleet.pipeline.decode import PREPROCESS
 from visionfleet.pipeline.errors import ConfigError, InputError, VisionfleetError
 from visionfleet.pipeline.job import Job, JobSpec
 from visionfleet.pipeline.storage import storage_for
@@ -83,14 +82,14 @@ def _check_same(spec: JobSpec, base: JobOutput) -> None:
 
 
 @contextlib.contextmanager
-def unchanged_skipped(entries: Iterable[Entry], chain: list[JobOutput], *, embeddings: bool,
+def unchanged_skipped(entries: Iterable[Entry], chain: list[JobOutput], *, embeddings: bool, preprocess: str,
                       scratch: str | None = None) -> Iterator[tuple[Iterator[Entry], int]]:
     """(the entries to label, in listing order; how many were skipped), valid inside the ``with``."""
     based = sum(int(base.summary.get("total") or 0) for base in chain)
     partitions = max(1, math.ceil(based / PARTITION_RECORDS))
     with tempfile.TemporaryDirectory(prefix="visionfleet-incremental-", dir=scratch) as tmp:
         work = Path(tmp)
-        _split(work, "base", partitions, (_base_row(r, embeddings) for base in chain for r in base.records()))
+        _split(work, "base", partitions, (_base_row(r, embeddings, preprocess) for base in chain for r in base.records()))
         _split(work, "new", partitions, ([n, uri, fp] for n, (uri, fp) in enumerate(entries)))
         skipped = sum(_join(work, p) for p in range(partitions))
         with ExitStack() as stack:
@@ -99,9 +98,9 @@ def unchanged_skipped(entries: Iterable[Entry], chain: list[JobOutput], *, embed
             yield ((uri, fp) for _, uri, fp in heapq.merge(*kept, key=lambda row: row[0])), skipped
 
 
-def _base_row(record: dict, embeddings: bool) -> list:
+def _base_row(record: dict, embeddings: bool, preprocess: str) -> list:
     """[uri, fingerprint, whether the record stands for this job's]."""
-    usable = (record.get("status") == "ok" and record.get("preprocess") == PREPROCESS
+    usable = (record.get("status") == "ok" and record.get("preprocess") == preprocess
               and (not embeddings or record.get("embedding") is not None))
     return [record["uri"], record.get("fingerprint"), usable]
 

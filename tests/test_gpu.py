@@ -95,12 +95,12 @@ def test_large_batches_are_decoded_in_groups_under_the_pixel_budget():
 def test_the_cpu_decodes_unless_gpu_is_asked_for():
     assert pick_decoder("cpu", "cuda") is decode_image
     assert pick_decoder("fast", "cuda") is decode_fast
-    assert LoadSettings().decode == "cpu"
+    assert LoadSettings().decode == "fast"
 
 
 @pytest.mark.parametrize("choice, device, words", [
     ("gpu", "cpu", "needs the model on a CUDA GPU, but it runs on cpu"),
-    ("nvjpeg", "cuda", "is not one of cpu, fast, gpu"),
+    ("nvjpeg", "cuda", "is not one of fast, cpu, gpu"),
 ])
 def test_impossible_decoder_choices_say_what_to_do(choice, device, words):
     with pytest.raises(ConfigError, match=words):

@@ -15,12 +15,14 @@ from tests.photos import distinct_jpegs
 from visionfleet.broker.planner import plan_job
 from visionfleet.checkpoints.resume import rebuild
 from visionfleet.pipeline import shard_lists
-from visionfleet.pipeline.decode import PREPROCESS
 from visionfleet.pipeline.errors import ConfigError
 from visionfleet.pipeline.job import Job, JobSpec
+from visionfleet.pipeline.preprocess import DEFAULT_DECODER, VERSIONS
 from visionfleet.pipeline.sources import FINGERPRINTED, iter_entries, iter_source
 from visionfleet.reports import incremental
 from visionfleet.reports.outputs import JobOutput
+
+CURRENT = VERSIONS[DEFAULT_DECODER]  # what the default decode's records say
 
 pytest_plugins = ["tests.stores"]  # the store fixtures: SQLite and Redis
 
@@ -92,7 +94,7 @@ def _base(root: Path, records: list[dict], **summary) -> JobOutput:
 
 def _ok(uri: str, fingerprint: str | None, **fields) -> dict:
     return {"uri": uri, "status": "ok", "labels": [], "model": "m", "model_version": None,
-            "preprocess": PREPROCESS, "fingerprint": fingerprint, **fields}
+            "preprocess": CURRENT, "fingerprint": fingerprint, **fields}
 
 
 @pytest.mark.parametrize("partition_records", [2, 1000])
@@ -105,11 +107,13 @@ def test_the_join_skips_only_unchanged_ok_records_and_keeps_listing_order(tmp_pa
         _ok("/no-embedding", "1"), _ok("/same-2", "2")])
     listing = [("/new", "1"), ("/same", "1"), ("/changed", "2"), ("/error", "1"), ("/old-preprocess", "1"),
                ("/unfingerprinted", "1"), ("/listed-without", None), ("/same-2", "2"), ("/new-2", None)]
-    with incremental.unchanged_skipped(iter(listing), [base], embeddings=False) as (kept, skipped):
+    with incremental.unchanged_skipped(iter(listing), [base], embeddings=False, preprocess=CURRENT) as (kept,
+                                                                                                       skipped):
         assert list(kept) == [("/new", "1"), ("/changed", "2"), ("/error", "1"), ("/old-preprocess", "1"),
                               ("/unfingerprinted", "1"), ("/new-2", None)]
     assert skipped == 3  # /same, /same-2, and /listed-without: no fingerprint listed, the URI alone compared
-    with incremental.unchanged_skipped(iter([("/no-embedding", "1")]), [base], embeddings=True) as (kept, skipped):
+    with incremental.unchanged_skipped(iter([("/no-embedding", "1")]), [base], embeddings=True,
+                                       preprocess=CURRENT) as (kept, skipped):
         assert (list(kept), skipped) == ([("/no-embedding", "1")], 0)  # asked for embeddings, it has none
 
 
@@ -118,7 +122,7 @@ def test_a_chain_of_bases_is_read_newest_first(tmp_path):
     newer = _base(tmp_path / "newer", [{"uri": "/a", "status": "error", "error": "x", "labels": None,
                                         "fingerprint": "1"}, _ok("/c", "1")])
     with incremental.unchanged_skipped(iter([("/a", "1"), ("/b", "1"), ("/c", "1")]), [newer, older],
-                                       embeddings=False) as (kept, skipped):
+                                       embeddings=False, preprocess=CURRENT) as (kept, skipped):
         assert (list(kept), skipped) == ([("/a", "1")], 2)  # /a's newest record is an error: labelled again
 
 
@@ -164,7 +168,7 @@ def test_the_plan_and_the_store_keep_the_skipped_count_and_a_rebuild_brings_it_b
         (folder / name).write_bytes(name.encode())
     listed = dict(iter_entries(str(folder)))
     base = _base(tmp_path / "base", [_ok(uri, listed[uri]) for uri in sorted(listed)[:2]])
-    skip = functools.partial(incremental.unchanged_skipped, chain=[base], embeddings=False)
+    skip = functools.partial(incremental.unchanged_skipped, chain=[base], embeddings=False, preprocess=CURRENT)
     spec = JobSpec(str(folder), str(tmp_path / "out"), incremental_from=base.root)
     sent = []
     job_id = plan_job(spec, store, lambda job, shard: sent.append(shard), skip=skip)
@@ -181,9 +185,9 @@ def test_the_plan_and_the_store_keep_the_skipped_count_and_a_rebuild_brings_it_b
 
 # End to end, as a user runs it: the embedded default, real photos, real workers.
 
-def _relabel(tmp_path: Path, source: Path, *args: str) -> tuple[Path, dict, list[dict]]:
+def _relabel(tmp_path: Path, source: Path, *args: str, **env: str) -> tuple[Path, dict, list[dict]]:
     result = visionfleet("relabel", str(source), "--output", str(tmp_path / "labels"), *args,
-                         env=embedded_env(tmp_path), cwd=tmp_path)
+                         env={**embedded_env(tmp_path), **env}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     root = tmp_path / "labels" / result.stdout.strip().splitlines()[-1]
     output = JobOutput.open(str(root))
@@ -233,6 +237,10 @@ def test_an_incremental_run_labels_exactly_the_added_and_replaced_images(tmp_pat
     # From the incremental run: its base comes along, so nothing is labelled again.
     _, again, records = _relabel(tmp_path, folder, "--incremental-from", str(new))
     assert (again["state"], again["total"], again["skipped"], records) == ("succeeded", 0, 13, [])
+
+    # Another decode makes other pixels: everything is labelled again, never mixed with the default's.
+    _, pillow, records = _relabel(tmp_path, folder, "--incremental-from", str(new), VISIONFLEET_DECODE="cpu")
+    assert (pillow["total"], pillow["skipped"], {r["preprocess"] for r in records}) == (13, 0, {VERSIONS["cpu"]})
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from visionfleet.broker.planner import plan_job
 from visionfleet.checkpoints import open_store
 from visionfleet.pipeline import shard_lists
 from visionfleet.pipeline.job import JobSpec
+from visionfleet.pipeline.preprocess import DEFAULT_DECODER, VERSIONS
 from visionfleet.pipeline.sink import sink_for
 from visionfleet.pipeline.sink.parquet import LABEL, to_table
 from visionfleet.reports.outputs import JobOutput
@@ -56,7 +57,7 @@ def test_a_parquet_job_has_the_json_lines_records_as_rows_and_diffs_against_one(
         assert by_name[name]["labels"][0]["class_id"] in classes
     broken = by_name["broken.jpg"]
     assert (broken["status"], broken["labels"]) == ("error", None) and "truncated" in broken["error"]
-    assert {r["preprocess"] for r in rows if r["status"] == "ok"} == {"1"}
+    assert {r["preprocess"] for r in rows if r["status"] == "ok"} == {VERSIONS[DEFAULT_DECODER]}
 
     text = JobOutput.open(str(out / text_id))
     assert [present(r) for r in JobOutput.open(str(out / table_id)).records()] == [present(r) for r in text.records()]
