@@ -4,8 +4,8 @@
 
 On the same JPEGs (1280x960, cut from real photos, each different), rounds alternating A B C:
 A. decode capacity: the project's decode (the worker's, VISIONFLEET_DECODE: ``fast`` unless set;
-   built-in geometry) on every core, in as
-   many threads as the worker decodes in (8);
+   built-in geometry) on every core, in as many threads as the worker decodes in
+   (VISIONFLEET_IO_THREADS, 8 unless set);
 B. the Pillow reference (issue 23): open, draft("RGB", (256, 256)), convert("RGB"), short side to 256
    bilinear, centre crop 224, numpy.asarray; the same way;
 C. end to end: a real ``relabel`` of the photos, timed from the job's creation in the store (the
@@ -50,7 +50,7 @@ from tests.helpers import RedisServer, free_port, wait_until  # noqa: E402
 
 MODEL = "bench.standin_model:build"
 CORES = os.cpu_count() or 1
-THREADS = 8  # the worker's decode threads (VISIONFLEET_IO_THREADS' default)
+THREADS = int(os.environ.get("VISIONFLEET_IO_THREADS", "8"))  # the worker's decode threads, as it reads them
 TICK = os.sysconf("SC_CLK_TCK")
 
 
