@@ -13,6 +13,8 @@ from tests.helpers import embedded_env, visionfleet
 from tests.photos import KNOWN
 from visionfleet.pipeline.calibration import calibration_set
 from visionfleet.pipeline.decode import Geometry, decode_image
+from visionfleet.pipeline.gpu_decode import pick_decoder
+from visionfleet.pipeline.preprocess import DEFAULT_DECODER
 from visionfleet.pipeline.engines import RuntimeSettings
 from visionfleet.pipeline.labeller import Labeller, LoadSettings, embedding_values
 from visionfleet.pipeline.model_loader import load_model
@@ -128,7 +130,8 @@ def test_relabel_with_embeddings_writes_them_and_the_dimension(tmp_path, photos)
     by_name = {r["uri"].rsplit("/", 1)[1]: r for r in records}
     for name, classes in KNOWN.items():
         assert by_name[name]["labels"][0]["class_id"] in classes
-    reference, _ = module_features(np.stack([decode_image(bundled(n).read_bytes(), Geometry()) for n in PHOTOS]))
+    decode = pick_decoder(DEFAULT_DECODER, "cpu")  # the worker's crops (rocket.jpg: the fast JPEG path)
+    reference, _ = module_features(np.stack([decode(bundled(n).read_bytes(), Geometry()) for n in PHOTOS]))
     np.testing.assert_allclose([by_name[n]["embedding"] for n in PHOTOS], reference, atol=1e-3)
 
 
