@@ -51,6 +51,6 @@ def jpeg_crop(data: bytes, img: Image.Image, geometry: Geometry) -> np.ndarray |
     # The scale is M/8 on both sides; the decoded sides are rounded up (a last, partial row), so the
     # factor is taken from the wider side and not from each side's ratio.
     scale = round(8 * pixels.shape[1] / width) / 8 if width >= height else round(8 * pixels.shape[0] / height) / 8
-    crop = Image.frombuffer("RGB", (pixels.shape[1], pixels.shape[0]), pixels, "raw", "RGB", 0, 1).resize(
-        (out_w, out_h), FILTERS[geometry.interpolation], (x0 * scale, y0 * scale, x1 * scale, y1 * scale))
+    crop = Image.fromarray(pixels).resize((out_w, out_h), FILTERS[geometry.interpolation],
+                                          (x0 * scale, y0 * scale, x1 * scale, y1 * scale))
     return np.ascontiguousarray(upright_array(np.asarray(crop), orientation))
