@@ -5,7 +5,8 @@
 On the same JPEGs (1280x960, cut from real photos, each different), rounds alternating A B C:
 A. decode capacity: the project's decode (the worker's, VISIONFLEET_DECODE: ``fast`` unless set;
    built-in geometry) on every core, in as many threads as the worker decodes in
-   (VISIONFLEET_IO_THREADS, 8 unless set);
+   (VISIONFLEET_IO_THREADS, 8 unless set), through as many decode processes as it has
+   (VISIONFLEET_DECODE_PROCESSES, none unless set);
 B. the Pillow reference (issue 23): open, draft("RGB", (256, 256)), convert("RGB"), short side to 256
    bilinear, centre crop 224, numpy.asarray; the same way;
 C. end to end: a real ``relabel`` of the photos, timed from the job's creation in the store (the
@@ -18,8 +19,8 @@ and Celery start-up, planning: a cost per job, not per image). Where C's time go
   infer = its seconds in the stand-in (stage metric ``infer``), commits = ``write`` + ``commit`` stage
   metrics, bookkeeping = its CPU seconds (/proc, the worker's main thread) less the commits, per image;
   waiting for a batch = the rest of its labelling time (it blocked on the decode threads);
-- decode: the decode threads' CPU seconds per image in the worker, against the CPU seconds per image
-  of A: above it, decode in the worker costs more than decode alone;
+- decode: the CPU seconds per image of the worker's decode threads (and decode processes), against
+  those of A: above it, decode in the worker costs more than decode alone;
 - shard fill and drain: per shard, the time from the previous shard's end (or the job's start) to its
   first commit, less what those images take at the shard's steady rate, plus the last commit to
   ``succeeded`` (from the worker's ``commit`` log lines).
@@ -51,6 +52,7 @@ from tests.helpers import RedisServer, free_port, wait_until  # noqa: E402
 MODEL = "bench.standin_model:build"
 CORES = os.cpu_count() or 1
 THREADS = int(os.environ.get("VISIONFLEET_IO_THREADS", "8"))  # the worker's decode threads, as it reads them
+PROCESSES = int(os.environ.get("VISIONFLEET_DECODE_PROCESSES", "0"))  # and its decode processes
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -73,6 +75,24 @@ def project_decode(data: bytes) -> np.ndarray:
     from visionfleet.pipeline.preprocess import decoder_from_env
 
     return pick_decoder(decoder_from_env(), "cpu")(data, Geometry())
+
+
+def project_capacity(blobs: list[bytes]) -> tuple[float, float]:
+    """A: ``capacity`` of the project's decode, through decode processes where the worker has them (their
+    CPU seconds counted with this process's)."""
+    if not PROCESSES:
+        return capacity(project_decode, blobs)
+    from visionfleet.pipeline.decode import Geometry
+    from visionfleet.pipeline.decode_processes import DecodeProcesses
+    from visionfleet.pipeline.preprocess import decoder_from_env
+
+    pool = DecodeProcesses(decoder_from_env(), PROCESSES)
+    try:
+        before = sum(map(process_cpu, pool.pids()))
+        rate, own = capacity(lambda data: pool(data, Geometry()), blobs)
+        return rate, own + (sum(map(process_cpu, pool.pids())) - before) / len(blobs)
+    finally:
+        pool.close()
 
 
 def capacity(decode, blobs: list[bytes]) -> tuple[float, float]:
@@ -98,16 +118,23 @@ def metrics(port: int) -> dict[str, float]:
     return out
 
 
+def process_cpu(pid: int, task: str = "") -> float:
+    """CPU seconds of process ``pid`` (or of its thread ``task``)."""
+    fields = Path(f"/proc/{pid}{task and '/task/' + task}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
 def thread_cpu(pid: int) -> tuple[float, float]:
-    """CPU seconds of ``pid``'s main thread and of all its other threads."""
+    """CPU seconds of ``pid``'s main thread, and of all its other threads and its child processes (its
+    decode processes, if any)."""
     main = other = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
-        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-        seconds = (int(fields[11]) + int(fields[12])) / TICK
+        seconds = process_cpu(pid, task.name)
         if int(task.name) == pid:
             main = seconds
         else:
             other += seconds
+        other += sum(process_cpu(int(c)) for c in (task / "children").read_text().split())
     return main, other
 
 
@@ -229,7 +256,7 @@ def measure(work: Path, count: int, rounds: int, fleet: Fleet) -> dict:
     fleet.relabel(photos)  # warm-up: page cache, the worker's first job
     a, cpu, b, c = [], [], [], []
     for _ in range(rounds):
-        rate, per_image = capacity(project_decode, blobs)
+        rate, per_image = project_capacity(blobs)
         a.append(rate)
         cpu.append(per_image)
         b.append(capacity(pillow_reference, blobs)[0])
@@ -246,7 +273,8 @@ def measure(work: Path, count: int, rounds: int, fleet: Fleet) -> dict:
 
 def report(r: dict) -> None:
     b = r["breakdown"]
-    print(f"{r['photos']} JPEGs 1280x960, {CORES} cores, stand-in at 20000 images/s, medians of {r['rounds']} rounds, "
+    print(f"{r['photos']} JPEGs 1280x960, {CORES} cores, stand-in at 20000 images/s, {THREADS} decode threads, "
+          f"{PROCESSES} decode processes, medians of {r['rounds']} rounds, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"decode capacity (project): {r['decode_capacity']:8.1f} images/s  runs {_r(r['runs']['decode'])}")
     print(f"Pillow reference capacity: {r['pillow_capacity']:8.1f} images/s  runs {_r(r['runs']['pillow'])}")
@@ -262,7 +290,8 @@ def report(r: dict) -> None:
           f"({b['bookkeeping_us_per_image']:.0f} us CPU per image)")
     print(f"  model thread, waiting for batch:  {b['waiting_for_batch_s']:6.2f} s")
     print(f"  shard fill and drain:             {b['fill_drain_s']:6.2f} s")
-    print(f"  decode CPU per image: {b['decode_cpu_ms_per_image_worker']:.2f} ms in the worker's threads, "
+    print(f"  decode CPU per image: {b['decode_cpu_ms_per_image_worker']:.2f} ms in the worker's threads"
+          f"{' and decode processes' if PROCESSES else ''}, "
           f"{b['decode_cpu_ms_per_image_alone']:.2f} ms alone (A)")
     print(f"  cores used of {CORES} (the rest went to other work): worker {b['worker_cores_used']:.2f}, "
           f"decode alone (A) {b['decode_cores_used_alone']:.2f}")

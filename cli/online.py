@@ -1,4 +1,6 @@
 """``visionfleet classify`` and ``visionfleet stats``."""
+from dataclasses import replace
+
 from visionfleet.broker.settings import BrokerSettings
 from visionfleet.pipeline.words import count
 
@@ -21,7 +23,8 @@ def _classify_here(broker: BrokerSettings, uris: list[str], model: str | None) -
     settings = Settings.from_env(broker)
     if model is not None and not settings.access.open_models:
         settings.access.check_model(model)
-    labeller = LabellerPool(settings.runtime, settings.load, "cli").default(model or settings.model)
+    load = replace(settings.load, decode_processes=0)  # a few images: decode processes would take longer to start
+    labeller = LabellerPool(settings.runtime, load, "cli").default(model or settings.model)
     return list(labeller.label(uris, settings.online.top_k))
 
 

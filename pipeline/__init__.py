@@ -9,7 +9,7 @@
   ``sink/`` (a job's output: parts, durable copies, the summary;
   JSON Lines today), ``records`` (one record per input), ``error_kinds`` (the
   kind of an error record's reason: "not found", "corrupt", ...).
-- Labelling: ``labeller`` (fetch, decode, batch, predict), ``decode``,
+- Labelling: ``labeller`` (fetch, decode, batch, predict), ``decode``, ``decode_processes`` (opt-in decoding in processes beside a worker),
   ``gpu_decode``, ``decode_budget``, ``model`` (the model contract),
   ``model_spec`` (what a model spec names, checked before it loads),
   ``model_loader`` (a model spec to a model), ``model_pin`` (a job's model

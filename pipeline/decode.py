@@ -159,6 +159,20 @@ def open_header(data: bytes) -> Image.Image:
     )
 
 
+def source_pixels(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The source pixels ``decode_image`` takes its budget for, or 0 for a file it refuses before any
+    pixel work (empty, no readable header, over ``max_pixels``): for a decode done in another process."""
+    try:
+        img = open_header(data) if data else None
+    except InputError:
+        return 0
+    if img is None:
+        return 0
+    with img:
+        pixels = img.size[0] * img.size[1]
+    return pixels if pixels <= max_pixels else 0
+
+
 def _budgeted_crop(img: Image.Image, geometry: Geometry, budget: PixelBudget | None, jpeg: JpegCrop | None,
                    data: bytes) -> np.ndarray:
     # Source pixels, whatever the draft scale: a progressive JPEG holds all its coefficients.

@@ -18,9 +18,10 @@ import numpy as np
 
 from visionfleet.pipeline.decode import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS
 from visionfleet.pipeline.decode_budget import PixelBudget
+from visionfleet.pipeline.decode_processes import DecodeProcesses
 from visionfleet.pipeline import preprocess
 from visionfleet.pipeline.envvars import env_int
-from visionfleet.pipeline.errors import InputError, RetryableError
+from visionfleet.pipeline.errors import ConfigError, InputError, RetryableError
 from visionfleet.pipeline.gpu_decode import Deferred, finish, pick_decoder
 from visionfleet.pipeline.labels import labels_of
 from visionfleet.pipeline.model import Model
@@ -66,16 +67,28 @@ class LoadSettings:
     max_file_bytes: int = 100 * 1024 * 1024
     decode: str = preprocess.DEFAULT_DECODER  # how JPEGs are decoded: gpu_decode.pick_decoder
     decode_budget_pixels: int = DEFAULT_DECODE_BUDGET
+    decode_processes: int = 0  # 0: decode in the load threads; else in that many processes (decode_processes.py)
 
     @classmethod
     def from_env(cls) -> "LoadSettings":
+        decode = preprocess.decoder_from_env()
+        processes = env_int("VISIONFLEET_DECODE_PROCESSES", 0, minimum=0, maximum=256)
+        if processes and decode == "gpu":
+            raise ConfigError(f"VISIONFLEET_DECODE_PROCESSES={processes} decodes on the CPU, and "
+                              "VISIONFLEET_DECODE=gpu decodes on the GPU; set VISIONFLEET_DECODE_PROCESSES=0 "
+                              "or VISIONFLEET_DECODE=fast")
         return cls(
             io_threads=env_int("VISIONFLEET_IO_THREADS", 8, maximum=256),
             max_pixels=env_int("VISIONFLEET_MAX_PIXELS", DEFAULT_MAX_PIXELS),
             max_file_bytes=env_int("VISIONFLEET_MAX_FILE_BYTES", 100 * 1024 * 1024),
-            decode=preprocess.decoder_from_env(),
+            decode=decode,
             decode_budget_pixels=env_int("VISIONFLEET_DECODE_BUDGET_PIXELS", DEFAULT_DECODE_BUDGET),
+            decode_processes=processes,
         )
+
+    def decoders(self) -> DecodeProcesses | None:
+        """This process's decode processes, started now, or None where it decodes in its load threads."""
+        return DecodeProcesses(self.decode, self.decode_processes) if self.decode_processes else None
 
     def decode_budget(self) -> PixelBudget:
         """A decode budget of the set size, shown in the metrics: one per process, shared by its labellers."""
@@ -87,18 +100,20 @@ class Labeller:
     """Labels URIs with one model; one per worker process, reused across shards and requests."""
 
     def __init__(self, model: Model, settings: LoadSettings, decoded: dict[str, np.ndarray] | None = None,
-                 budget: PixelBudget | None = None, spec: str | None = None) -> None:
+                 budget: PixelBudget | None = None, spec: str | None = None,
+                 decoders: DecodeProcesses | None = None) -> None:
         """``decoded``: crops already made from some URIs (an int8 job's own calibration images), each
         used instead of decoding that URI again, by the first ``label`` run only. ``budget``: the
         process's decode budget (``LoadSettings.decode_budget``), else one of this labeller's own.
         ``spec``: the model spec it was loaded from, which the label cache's keys name (two files both
-        called model.pt are two models, whose labels one worker may serve side by side)."""
+        called model.pt are two models, whose labels one worker may serve side by side). ``decoders``: the
+        process's decode processes (``LoadSettings.decoders``), which then decode instead of the load threads."""
         self.model = model
         self._cache_scope = f"{spec or model.info.name}@{model.info.version}"
         self._settings = settings
         self._decoded = dict(decoded or {})
         self._budget = budget if budget is not None else settings.decode_budget()
-        self._decode = pick_decoder(settings.decode, model.info.engine.get("device", "cpu"))
+        self._decode = decoders or pick_decoder(settings.decode, model.info.engine.get("device", "cpu"))
         self._preprocess = preprocess.VERSIONS[settings.decode]
         self._pool = ThreadPoolExecutor(settings.io_threads, thread_name_prefix="load")
         # Two batches in flight keep the next batch ready while one predicts.

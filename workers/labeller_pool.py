@@ -41,6 +41,7 @@ class LabellerPool:
     def __init__(self, runtime: RuntimeSettings, load: LoadSettings, owner: str) -> None:
         self.runtime, self.load, self.owner = runtime, load, owner
         self.budget = load.decode_budget()  # the process's one: its labellers and calibrations decode within it
+        self.decoders = load.decoders()  # the process's decode processes (or None), shared by its labellers
         self._loaded: OrderedDict[tuple, Labeller] = OrderedDict()
         self._noted: set[tuple[str, str]] = set()
         self._packages = PackageCache(cache_root(runtime.model_cache))
@@ -102,11 +103,16 @@ class LabellerPool:
             log.info("model loaded", extra={"model": spec, "digest": digest, "owner": self.owner,
                                             "seconds": round(seconds, 2), **model.info.engine})
             decoded = sets[0].by_uri() if own_images and sets else None
-            self._loaded[key] = Labeller(model, self.load, decoded, self.budget, spec)
+            self._loaded[key] = Labeller(model, self.load, decoded, self.budget, spec, self.decoders)
             if len(self._loaded) > MAX_LOADED:
                 self._loaded.popitem(last=False)[1].close()
         self._loaded.move_to_end(key)
         return self._loaded[key]
+
+    def close(self) -> None:
+        """End the decode processes (the process is stopping)."""
+        if self.decoders is not None:
+            self.decoders.close()
 
     def _unpinned(self, spec: str) -> str:
         """What to load for a spec no job pinned: a package on OSS is fetched to a local copy first."""

@@ -112,6 +112,7 @@ def _send_shard(job_id: str, shard: int) -> None:
 def _say_goodbye(**_) -> None:
     if _context is not None:
         _context.heartbeat.stop()
+        _context.labellers.close()
 
 
 @worker_init.connect
