@@ -21,6 +21,10 @@ from visionfleet.checkpoints import open_store
 SLOW = {"VISIONFLEET_MODELS": "tests.slow_model:build", "VISIONFLEET_TEST_PREDICT_S": "0.5",
         "VISIONFLEET_MAX_BATCH_SIZE": "4"}  # a model that takes its time: the fault lands mid-job
 PATIENT = {"VISIONFLEET_FAULT_BACKOFF_MAX_S": "2"}  # retries every 2 s at most: a passed fault is seen at once
+# Four commits per shard of 16: after the first, each worker still has commits to make, so the outage
+# meets a shard in the middle. With one commit per shard, both workers could sit between shards for
+# the whole outage, waiting on the broker, and never meet the store down.
+MID_SHARD = {"VISIONFLEET_MAX_BATCH_SIZE": "4", "VISIONFLEET_COMMIT_EVERY": "4"}
 OUTAGE_S = 90
 
 
@@ -82,9 +86,10 @@ def test_the_store_stopped_for_90s_then_back_the_job_ends_by_itself(bucket, flee
     env = {**fleet_env, "VISIONFLEET_BROKER_URL": server.url, **SLOW}
     pool = Workers(env, tmp_path)
     try:
-        pool.start(2, **FAST, **PATIENT)
-        job = Job(bucket, env, 48, shard_size=8, model="tests.slow_model:build", output_format=output_format)
+        pool.start(2, **{**FAST, **PATIENT, **MID_SHARD})
+        job = Job(bucket, env, 48, shard_size=16, model="tests.slow_model:build", output_format=output_format)
         wait_until(lambda: job.store.progress(job.id).done >= 4, 120, f"the first commit; logs:\n{pool.logs()}")
+        assert job.store.progress(job.id).done <= 24, "the outage must land mid-job"
         server.shut_down_keeping_data()
         stopped = time.monotonic()
         time.sleep(OUTAGE_S)  # the outage itself: nothing to wait for, only time to let pass
@@ -95,7 +100,9 @@ def test_the_store_stopped_for_90s_then_back_the_job_ends_by_itself(bucket, flee
         progress = job.store.progress(job.id)
         assert progress.failed_shards == {} and progress.done == 48
         logs = pool.logs(tail=1_000_000)
-        assert "waiting out a fault" in logs and "state store unreachable" in logs and "fault passed" in logs
+        said = "\n".join(line for line in logs.splitlines() if "fault" in line or "unreachable" in line)
+        for words in ("waiting out a fault", "state store unreachable", "fault passed"):
+            assert words in logs, f"{words!r} not logged; the fault lines:\n{said or '(none)'}"
         assert all(p.poll() is None for p in pool.procs)  # no worker gave up
         print(f"\nstore outage of {outage_s:.0f}s: job succeeded, nothing failed")
     finally:
