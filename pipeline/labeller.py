@@ -45,7 +45,8 @@ class LabelCache(Protocol):
 
     def get(self, key: str) -> list[dict] | None: ...
 
-    def put(self, keys: Iterable[str], labels: list[dict]) -> None: ...
+    def put(self, entries: Iterable[tuple[Iterable[str], list[dict]]]) -> None:
+        """Each entry's labels under each of its keys; called once per batch, with or without entries."""
 
 
 @dataclass
@@ -160,7 +161,7 @@ class Labeller:
             content = self._key(k, "sha256", hashlib.sha256(data).hexdigest())
             if (labels := cache.get(content)) is not None:
                 CACHE_HITS.inc()
-                cache.put(keys, labels)
+                cache.put([(keys, labels)])
                 return Loaded(uri, labels=labels)
             CACHE_MISSES.inc()
             keys += (content,)
@@ -186,7 +187,7 @@ class Labeller:
             probs, embedded = self._predict(crops, embeddings)
             predicted = iter(labels_of(probs, k, self.model.info))
             vectors = iter(embedding_values(embedded) if embedded is not None else ())
-        info, out = self.model.info, []
+        info, out, fresh = self.model.info, [], []
         for item in loaded:
             if item.error is not None:
                 out.append(error_record(item.uri, item.error, info.name, info.version))
@@ -194,13 +195,14 @@ class Labeller:
             labels = item.labels
             if labels is None:
                 labels = next(predicted)
-                if cache is not None:
-                    cache.put(item.cache_keys, labels)
+                fresh.append((item.cache_keys, labels))
             record = ok_record(item.uri, labels, info.name, info.version)
             record["preprocess"] = self._preprocess
             if embeddings:
                 record["embedding"] = next(vectors)
             out.append(record)
+        if cache is not None:
+            cache.put(fresh)  # the batch's labels in one round trip
         return out
 
     @staticmethod

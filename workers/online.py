@@ -66,7 +66,7 @@ class OnlineService:
             return error_record(uri, f"storage temporarily unavailable, retry later: {exc}", info.name,
                                 info.version)
         if loaded.crop is None:  # an error or a cache hit: no batch needed
-            record = self.labeller.records([loaded], self.settings.top_k)[0]
+            record = self.labeller.records([loaded], self.settings.top_k, self.cache)[0]  # writes the lookup's count
         else:
             record = self.batcher.submit(loaded).result()
         if self.settings.write_sidecar and record["status"] == "ok" and is_oss(uri):
