@@ -79,7 +79,6 @@ class _Process:
         self._decoder = decoder
         self._lock = threading.Lock()  # the socket's sends, ``_sent`` and a restart
         self._sent: OrderedDict[int, Future] = OrderedDict()  # slot -> its answer to come, in send order
-        self._mapped: dict[int, int] = {}  # slot -> the id of the crop buffer this process has mapped for it
         self._closing = False
         self.unavailable = False
         self._spawn()
@@ -92,7 +91,9 @@ class _Process:
                                          env={**os.environ, **_MALLOC})
         self.sock = ours
         self.conn = Connection(os.dup(ours.fileno()))
-        self._mapped = {}
+        # (slot, 0 for the file's buffer or 1 for the crop's) -> the id of the buffer this process has
+        # mapped there; a new process has mapped none.
+        self._mapped: dict[tuple[int, int], int] = {}
 
     def wait_ready(self) -> None:
         """Until the process says it is ready (its imports done), then read its answers in a thread."""
