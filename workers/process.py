@@ -47,6 +47,9 @@ class ProcessContext:
         shared = state_url.startswith(("redis", "unix"))
         self.redis = redis.Redis.from_url(state_url, decode_responses=True) if shared else None
         self.metrics = Counters(self.redis, broker.namespace)
+        # The dedup cache, where there is a Redis to keep it in: one per process, so the hit and miss
+        # counts it holds until a batch's put (a shard handed back mid-batch) go with a later one.
+        self.cache = RedisLabelCache(self.redis, self.settings.cache_ttl_s, self.namespace) if shared else None
         self.hooks = worker_hooks(self.metrics, settings.prices)  # what watches the shards this process runs
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.labellers = LabellerPool(self.runtime, self.load, self.owner)
@@ -55,13 +58,9 @@ class ProcessContext:
         self.faults = FaultWait(self.activity, self.settings, should_stop=drain.draining)  # what it waits out
         self._online: OnlineModels | None = None
 
-    def cache(self) -> RedisLabelCache | None:
-        """The dedup cache, where there is a Redis to keep it in."""
-        return RedisLabelCache(self.redis, self.settings.cache_ttl_s, self.namespace) if self.redis is not None else None
-
     def online(self) -> OnlineModels:
         if self._online is None:
-            self._online = OnlineModels(self.labellers, self.model, self.access, self.online_settings, self.cache(),
+            self._online = OnlineModels(self.labellers, self.model, self.access, self.online_settings, self.cache,
                                         self.metrics)
         return self._online
 

@@ -84,7 +84,7 @@ def _run(task, ctx, job: Job, progress, shard: int) -> str:
     labeller = _labeller(task, ctx, job)
     if labeller is None:
         return Outcome.FAILED.value
-    run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache(),
+    run = ShardRun(ctx.store, labeller, ctx.settings, ctx.owner, should_stop=drain.draining, cache=ctx.cache,
                    activity=ctx.activity, check=access.check_uri, hooks=ctx.hooks, faults=ctx.faults)
     outcome = run.run(job, shard)
     if outcome is Outcome.HANDED_BACK:
